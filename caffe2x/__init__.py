@@ -1,0 +1,83 @@
+"""caffe2x: convert Caffe models to PyTorch, Keras, safetensors and ONNX, and prove nothing changed.
+
+The whole API is a handful of functions::
+
+    graph = caffe2x.load("ResNet-50-model.caffemodel", prototxt="ResNet-50-deploy.prototxt")
+    caffe2x.save(graph, "resnet50.safetensors")          # or .pt, .h5, .keras, .onnx
+    logits = caffe2x.run(graph, x)                         # numpy reference, Caffe's exact numbers
+    module = caffe2x.to_torch(graph)                       # torch.nn.Module
+    model = caffe2x.to_keras(graph)                        # keras.Model (NHWC input)
+
+Heavy frameworks are imported only by the functions that need them.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import Caffe2xError, UnsupportedLayerError
+from .ir import Graph, Node
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+    import torch
+
+__all__ = ["Caffe2xError", "UnsupportedLayerError", "Graph", "Node", "load", "save", "run", "to_torch",
+           "to_keras", "validate"]
+__version__ = "0.1.0"
+
+PathLike = str | os.PathLike[str]
+
+
+def load(model: PathLike | None = None, prototxt: PathLike | None = None,
+         input_shape: Sequence[int] | None = None, *, progress: bool = False) -> Graph:
+    """Read a ``.caffemodel`` (with an optional deploy prototxt), a caffe2x ``.safetensors``, or a
+    prototxt alone (``model=None``: a weightless net with seeded random tensors) into a :class:`Graph`."""
+    from .reader import read
+
+    return read(model, prototxt, input_shape, progress=progress)
+
+
+def save(graph: Graph, path: PathLike, to: str | None = None, *, dtype: str = "float32",
+         profile: str | None = None, fold_bn: bool = False, **extra: Any) -> list[str]:
+    """Write ``graph`` to ``path`` in the format named by ``to`` or by the suffix of ``path``.
+
+    The file appears atomically (written under a temporary name, then renamed). Returns notes for the
+    user, such as the measured logit change of a reduced ``dtype`` or a naming profile.
+    """
+    from .convert import write
+
+    return write(graph, path, to, dtype=dtype, profile=profile, fold_bn=fold_bn, **extra)
+
+
+def run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
+        outputs: str | Sequence[str] | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """Run the numpy reference executor (NCHW input); see :func:`caffe2x.reference.run`."""
+    from .reference import run as _run
+
+    return _run(graph, x, outputs)
+
+
+def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None) -> "torch.nn.Module":
+    """A ``torch.nn.Module`` computing the graph with Caffe's semantics (NCHW input)."""
+    from .targets.torch import to_module
+
+    return to_module(graph, outputs)
+
+
+def to_keras(graph: Graph, outputs: str | Sequence[str] | None = None) -> "keras.Model":
+    """A functional ``keras.Model`` computing the graph with Caffe's semantics (NHWC input)."""
+    from .targets.keras import to_model
+
+    return to_model(graph, outputs)
+
+
+def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -> Any:
+    """Convert, reload with each framework's own loader, run and compare; see :mod:`caffe2x.validate`."""
+    from .validate import validate as _validate
+
+    return _validate(model, prototxt, **kwargs)

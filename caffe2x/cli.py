@@ -1,0 +1,171 @@
+"""``caffe2x`` command line: a thin shell over the library.
+
+Exit codes: 0 success; 1 a validation found a difference; 2 bad input or usage (one line
+``error: …`` on stderr, never a traceback, never a partial file); 130 interrupted.
+Set ``CAFFE2X_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import Caffe2xError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors follow the one-line ``error: …`` convention with exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_ERROR)
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be comma-separated integers, got {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"input shape must be positive integers, got {text!r}")
+    return dims
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .caffemodel (or a caffe2x .safetensors)")
+    p.add_argument("--prototxt", "-p", help="deploy prototxt defining the net (its blobs come from the model)")
+    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
+                   help="input shape, when the prototxt declares none (or to override it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .targets import TARGETS
+
+    parser = _Parser(prog="caffe2x", description="Convert Caffe models and prove the numbers did not change.")
+    parser.add_argument("--version", action="version", version=f"caffe2x {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("convert", help="convert a caffemodel to torch / keras / safetensors / onnx")
+    _add_model_args(p)
+    p.add_argument("--to", choices=list(TARGETS), help="target format (default: from the -o suffix)")
+    p.add_argument("-o", "--output", help="output file (default: beside the model, suffix of the target)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm+Scale into the layer before them")
+    p.add_argument("--profile", help="naming profile: torchvision (torch), keras-applications (keras)")
+    p.add_argument("--emit-code", action="store_true", help="torch: also write a standalone model .py")
+    p.add_argument("--full-model", action="store_true", help="keras .h5: also store the model config")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, only errors")
+
+    p = sub.add_parser("inspect", help="list layers, types, output shapes and parameter counts")
+    _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("fixture", help="write a synthetic model (resnet50, resnet101, resnet152, tiny, …)")
+    p.add_argument("name", help="resnet50 | resnet101 | resnet152 | tiny | a small test net")
+    p.add_argument("-o", "--output-dir", required=True, help="directory for <name>.caffemodel and prototxt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", "-q", action="store_true")
+
+    try:
+        from .validate import add_arguments
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        add_arguments(sub.add_parser("validate", help="run every framework and compare the logits"))
+    return parser
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr)
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import default_output, write
+    from .reader import read
+    from .targets import target_for
+
+    target = target_for(args.to, args.output)
+    out = Path(args.output) if args.output else default_output(args.model, target)
+    start = time.perf_counter()
+    _say(args, f"reading {args.model}" + (f" with {args.prototxt}" if args.prototxt else ""))
+    graph = read(args.model, args.prototxt, args.input_shape, progress=not args.quiet and sys.stderr.isatty())
+    _say(args, f"  {len(graph.nodes)} layers, {graph.num_parameters():,} parameters")
+    extra = {}
+    if args.emit_code:
+        extra["emit_code"] = True
+    if args.full_model:
+        extra["full_model"] = True
+    _say(args, f"writing {out} ({target})")
+    notes = write(graph, out, target, dtype=args.dtype, profile=args.profile, fold_bn=args.fold_bn, **extra)
+    for note in notes:
+        _say(args, f"  note: {note}")
+    _say(args, f"done in {time.perf_counter() - start:.1f}s: {out}")
+    return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .reader import read
+    from .inspect import summary, format_table
+
+    graph = read(args.model, args.prototxt, args.input_shape)
+    info = summary(graph)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_table(info))
+    return EXIT_OK
+
+
+def cmd_fixture(args: argparse.Namespace) -> int:
+    from .fixtures import write_model
+
+    _say(args, f"synthesising {args.name} (seed {args.seed})")
+    model, deploy = write_model(args.name, args.output_dir, seed=args.seed)
+    print(model)
+    print(deploy)
+    return EXIT_OK
+
+
+COMMANDS = {"convert": cmd_convert, "inspect": cmd_inspect, "fixture": cmd_fixture}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``caffe2x`` console script."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS.get(args.command)
+    if handler is None:
+        from .validate import cmd_validate
+
+        handler = cmd_validate
+    try:
+        return handler(args)
+    except Caffe2xError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if os.environ.get("CAFFE2X_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with CAFFE2X_DEBUG=1 and report it",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

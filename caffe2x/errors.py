@@ -1,0 +1,20 @@
+"""The one exception type users of caffe2x need to catch.
+
+Every problem caused by the user's input (a broken caffemodel, a prototxt that does not match it, an
+unsupported layer, an unwritable output path) is raised as :class:`Caffe2xError` with a one-line
+message. The CLI prints it as ``error: <message>`` and exits non-zero; anything else escaping is a bug.
+"""
+from __future__ import annotations
+
+
+class Caffe2xError(Exception):
+    """A user-facing error: the message is one line and names what is wrong and where."""
+
+
+class UnsupportedLayerError(Caffe2xError):
+    """A Caffe layer type caffe2x has no handler for (the message names the layer and its type)."""
+
+    def __init__(self, layer: str, layer_type: str, what: str = "layer type") -> None:
+        super().__init__(f"unsupported {what} {layer_type!r} in layer {layer!r}")
+        self.layer = layer
+        self.layer_type = layer_type

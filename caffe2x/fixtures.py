@@ -1,0 +1,297 @@
+"""Models caffe2x makes itself, since nothing may download weights: a synthetic ResNet-50 and small nets.
+
+``resnet_prototxt(50)`` spells out a deploy net structurally identical to KaimingHe's
+``ResNet-50-deploy.prototxt`` (same 228 layer names, types, parameters and blob shapes); 101 and 152
+follow the same scheme. :func:`synthesize` gives any deploy prototxt seeded, well-conditioned weights
+and writes them as a real ``.caffemodel`` (modern ``layer`` format), so tests exercise the same reading
+path a user's file takes.
+
+Well-conditioned means: convolution and InnerProduct weights are He-scaled, and every BatchNorm's
+statistics are *calibrated* on a seeded input (mean and variance of what actually reaches it, times
+a random factor near 1), so activations neither explode nor vanish 50 layers deep and the logits
+have a clear top-5, as a trained net's do. BatchNorm blobs are stored multiplied by a moving-average
+factor of 999.982 (Caffe's value after long training with the default 0.999 fraction), never 1: the
+real ResNet-50 stores factor 1, which hides a converter that forgets to divide.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+#: BatchNorm moving-average factor stored in synthetic caffemodels
+BN_FACTOR = np.float32(999.982)
+
+_RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+# --------------------------------------------------------------------------- ResNet deploy text
+def _layer(name: str, type_: str, bottoms: list[str], top: str, body: str = "") -> str:
+    lines = ["layer {"]
+    lines += [f'\tbottom: "{b}"' for b in bottoms]
+    lines += [f'\ttop: "{top}"', f'\tname: "{name}"', f'\ttype: "{type_}"']
+    if body:
+        lines.append(body)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _conv(name: str, bottom: str, num_output: int, kernel: int, pad: int, stride: int, bias: bool) -> str:
+    body = (f"\tconvolution_param {{\n\t\tnum_output: {num_output}\n\t\tkernel_size: {kernel}\n"
+            f"\t\tpad: {pad}\n\t\tstride: {stride}\n" + ("" if bias else "\t\tbias_term: false\n") + "\t}")
+    return _layer(name, "Convolution", [bottom], name, body)
+
+
+def _conv_bn_scale(conv: str, bn: str, scale: str, bottom: str, num_output: int, kernel: int, pad: int,
+                   stride: int, bias: bool = False) -> str:
+    return (_conv(conv, bottom, num_output, kernel, pad, stride, bias)
+            + _layer(bn, "BatchNorm", [conv], conv, "\tbatch_norm_param {\n\t\tuse_global_stats: true\n\t}")
+            + _layer(scale, "Scale", [conv], conv, "\tscale_param {\n\t\tbias_term: true\n\t}"))
+
+
+def _block_names(count: int, numbered: bool) -> Iterator[str]:
+    """KaimingHe's block suffixes: a, b, c, … (ResNet-50, and 3-block stages); a, b1, b2, … for the
+    longer stages of ResNet-101/152."""
+    if not numbered:
+        yield from "abcdef"[:count]
+    else:
+        yield "a"
+        yield from (f"b{i}" for i in range(1, count))
+
+
+def resnet_prototxt(depth: int = 50, input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)) -> str:
+    """Deploy prototxt text of KaimingHe's ResNet-``depth`` (50, 101 or 152)."""
+    blocks = _RESNET_BLOCKS[depth]
+    parts = [f'name: "ResNet-{depth}"\ninput: "data"\n' + "".join(f"input_dim: {d}\n" for d in input_shape) + "\n"]
+    # KaimingHe's ResNet-50 gives conv1 a bias; the 101 and 152 deploy files do not
+    parts.append(_conv_bn_scale("conv1", "bn_conv1", "scale_conv1", "data", 64, 7, 3, 2, bias=depth == 50))
+    parts.append(_layer("conv1_relu", "ReLU", ["conv1"], "conv1"))
+    parts.append(_layer("pool1", "Pooling", ["conv1"], "pool1",
+                        "\tpooling_param {\n\t\tkernel_size: 3\n\t\tstride: 2\n\t\tpool: MAX\n\t}"))
+    bottom = "pool1"
+    for stage, count in enumerate(blocks, start=2):
+        width = 64 * 2 ** (stage - 2)
+        for i, blk in enumerate(_block_names(count, numbered=depth > 50 and count > 3)):
+            tag = f"{stage}{blk}"
+            res = f"res{tag}"
+            stride = 2 if (i == 0 and stage > 2) else 1
+            if i == 0:
+                parts.append(_conv_bn_scale(f"{res}_branch1", f"bn{tag}_branch1", f"scale{tag}_branch1",
+                                            bottom, width * 4, 1, 0, stride))
+                shortcut = f"{res}_branch1"
+            else:
+                shortcut = bottom
+            for sub, (out, k, pad, s) in zip("abc", ((width, 1, 0, stride), (width, 3, 1, 1), (width * 4, 1, 0, 1))):
+                conv = f"{res}_branch2{sub}"
+                parts.append(_conv_bn_scale(conv, f"bn{tag}_branch2{sub}", f"scale{tag}_branch2{sub}",
+                                            bottom if sub == "a" else f"{res}_branch2{chr(ord(sub) - 1)}",
+                                            out, k, pad, s))
+                if sub != "c":
+                    parts.append(_layer(f"{conv}_relu", "ReLU", [conv], conv))
+            parts.append(_layer(res, "Eltwise", [shortcut, f"{res}_branch2c"], res))
+            parts.append(_layer(f"{res}_relu", "ReLU", [res], res))
+            bottom = res
+    parts.append(_layer("pool5", "Pooling", [bottom], "pool5",
+                        "\tpooling_param {\n\t\tkernel_size: 7\n\t\tstride: 1\n\t\tpool: AVE\n\t}"))
+    parts.append(_layer("fc1000", "InnerProduct", ["pool5"], "fc1000",
+                        "\tinner_product_param {\n\t\tnum_output: 1000\n\t}"))
+    parts.append(_layer("prob", "Softmax", ["fc1000"], "prob"))
+    return "\n".join(parts)
+
+
+#: A ResNet in miniature for fast tests: conv1+BN+Scale+ReLU, ceil-mode pool1, one projection
+#: bottleneck block and one identity block, global AVE pool, fc, softmax. Same layer kinds and naming
+#: scheme as ResNet-50.
+TINY_PROTOTXT = """name: "ResNet-tiny"
+input: "data"
+input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }
+""" + "".join([
+    _conv_bn_scale("conv1", "bn_conv1", "scale_conv1", "data", 8, 7, 3, 2, bias=True),
+    _layer("conv1_relu", "ReLU", ["conv1"], "conv1"),
+    _layer("pool1", "Pooling", ["conv1"], "pool1", "\tpooling_param {\n\t\tkernel_size: 3\n\t\tstride: 2\n\t\tpool: MAX\n\t}"),
+    _conv_bn_scale("res2a_branch1", "bn2a_branch1", "scale2a_branch1", "pool1", 16, 1, 0, 1),
+    _conv_bn_scale("res2a_branch2a", "bn2a_branch2a", "scale2a_branch2a", "pool1", 4, 1, 0, 1),
+    _layer("res2a_branch2a_relu", "ReLU", ["res2a_branch2a"], "res2a_branch2a"),
+    _conv_bn_scale("res2a_branch2b", "bn2a_branch2b", "scale2a_branch2b", "res2a_branch2a", 4, 3, 1, 1),
+    _layer("res2a_branch2b_relu", "ReLU", ["res2a_branch2b"], "res2a_branch2b"),
+    _conv_bn_scale("res2a_branch2c", "bn2a_branch2c", "scale2a_branch2c", "res2a_branch2b", 16, 1, 0, 1),
+    _layer("res2a", "Eltwise", ["res2a_branch1", "res2a_branch2c"], "res2a"),
+    _layer("res2a_relu", "ReLU", ["res2a"], "res2a"),
+    _conv_bn_scale("res3a_branch1", "bn3a_branch1", "scale3a_branch1", "res2a", 32, 1, 0, 2),
+    _conv_bn_scale("res3a_branch2a", "bn3a_branch2a", "scale3a_branch2a", "res2a", 8, 1, 0, 2),
+    _layer("res3a_branch2a_relu", "ReLU", ["res3a_branch2a"], "res3a_branch2a"),
+    _conv_bn_scale("res3a_branch2b", "bn3a_branch2b", "scale3a_branch2b", "res3a_branch2a", 8, 3, 1, 1),
+    _layer("res3a_branch2b_relu", "ReLU", ["res3a_branch2b"], "res3a_branch2b"),
+    _conv_bn_scale("res3a_branch2c", "bn3a_branch2c", "scale3a_branch2c", "res3a_branch2b", 32, 1, 0, 1),
+    _layer("res3a", "Eltwise", ["res3a_branch1", "res3a_branch2c"], "res3a"),
+    _layer("res3a_relu", "ReLU", ["res3a"], "res3a"),
+    _layer("pool5", "Pooling", ["res3a"], "pool5", "\tpooling_param {\n\t\tpool: AVE\n\t\tglobal_pooling: true\n\t}"),
+    _layer("fc10", "InnerProduct", ["pool5"], "fc10", "\tinner_product_param {\n\t\tnum_output: 10\n\t}"),
+    _layer("prob", "Softmax", ["fc10"], "prob"),
+])
+
+
+# --------------------------------------------------------------------------- small nets, one per feature
+ZOO: dict[str, str] = {
+    "conv_group_dilation": """
+input: "data" input_shape { dim: 2 dim: 4 dim: 11 dim: 13 }
+layer { name: "conv_a" type: "Convolution" bottom: "data" top: "conv_a"
+  convolution_param { num_output: 6 kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0
+                      group: 2 dilation: 2 } }
+layer { name: "conv_b" type: "Convolution" bottom: "conv_a" top: "conv_b"
+  convolution_param { num_output: 3 kernel_size: 3 pad: 2 stride: 2 bias_term: false } }
+""",
+    "pooling_ceil_and_pads": """
+input: "data" input_shape { dim: 1 dim: 3 dim: 13 dim: 12 }
+layer { name: "max_ceil" type: "Pooling" bottom: "data" top: "max_ceil"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "max_pad" type: "Pooling" bottom: "data" top: "max_pad"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "ave_pad" type: "Pooling" bottom: "data" top: "ave_pad"
+  pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "ave_ceil" type: "Pooling" bottom: "data" top: "ave_ceil"
+  pooling_param { pool: AVE kernel_h: 2 kernel_w: 3 stride_h: 2 stride_w: 3 } }
+layer { name: "ave_drop_last" type: "Pooling" bottom: "ave_ceil" top: "ave_drop_last"
+  pooling_param { pool: AVE kernel_size: 2 stride: 2 pad: 1 } }
+layer { name: "max_drop_last" type: "Pooling" bottom: "ave_ceil" top: "max_drop_last"
+  pooling_param { pool: MAX kernel_size: 2 stride: 2 pad: 1 } }
+""",
+    "maxpool_negative": """
+input: "data" input_shape { dim: 1 dim: 2 dim: 9 dim: 9 }
+layer { name: "sig" type: "Sigmoid" bottom: "data" top: "sig" }
+layer { name: "neg" type: "Eltwise" bottom: "sig" bottom: "sig" top: "neg"
+  eltwise_param { operation: SUM coeff: -1.5 coeff: -0.5 } }
+layer { name: "pool" type: "Pooling" bottom: "neg" top: "pool"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+""",
+    "global_pooling": """
+input: "data" input_shape { dim: 2 dim: 5 dim: 7 dim: 6 }
+layer { name: "gave" type: "Pooling" bottom: "data" top: "gave" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "gmax" type: "Pooling" bottom: "data" top: "gmax" pooling_param { pool: MAX global_pooling: true } }
+""",
+    "lrn": """
+input: "data" input_shape { dim: 1 dim: 7 dim: 6 dim: 5 }
+layer { name: "across" type: "LRN" bottom: "data" top: "across"
+  lrn_param { local_size: 5 alpha: 0.3 beta: 0.75 k: 2 } }
+layer { name: "within" type: "LRN" bottom: "data" top: "within"
+  lrn_param { local_size: 3 alpha: 0.2 beta: 0.6 norm_region: WITHIN_CHANNEL } }
+""",
+    "eltwise": """
+input: "data" input_shape { dim: 2 dim: 3 dim: 5 dim: 5 }
+layer { name: "c1" type: "Convolution" bottom: "data" top: "c1" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "c2" type: "Convolution" bottom: "data" top: "c2" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "c1" bottom: "c2" top: "sum" eltwise_param { operation: SUM coeff: 0.5 coeff: -2 } }
+layer { name: "prod" type: "Eltwise" bottom: "c1" bottom: "c2" bottom: "sum" top: "prod" eltwise_param { operation: PROD } }
+layer { name: "max" type: "Eltwise" bottom: "c1" bottom: "prod" top: "max" eltwise_param { operation: MAX } }
+""",
+    "concat_flatten_softmax": """
+input: "data" input_shape { dim: 2 dim: 3 dim: 6 dim: 6 }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 2 kernel_size: 3 } }
+layer { name: "b" type: "Convolution" bottom: "data" top: "b" convolution_param { num_output: 3 kernel_size: 3 } }
+layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "cat" }
+layer { name: "cat_h" type: "Concat" bottom: "a" bottom: "a" top: "cat_h" concat_param { axis: 2 } }
+layer { name: "flat" type: "Flatten" bottom: "cat" top: "flat" }
+layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" inner_product_param { num_output: 7 } }
+layer { name: "sm" type: "Softmax" bottom: "fc" top: "sm" }
+layer { name: "sm_c" type: "Softmax" bottom: "cat_h" top: "sm_c" }
+""",
+    "conv_innerproduct": """
+input: "data" input_shape { dim: 2 dim: 3 dim: 8 dim: 7 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 5 kernel_size: 3 stride: 2 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "fc1" type: "InnerProduct" bottom: "conv" top: "fc1" inner_product_param { num_output: 9 } }
+layer { name: "drop" type: "Dropout" bottom: "fc1" top: "fc1" dropout_param { dropout_ratio: 0.5 } }
+layer { name: "fc2" type: "InnerProduct" bottom: "fc1" top: "fc2" inner_product_param { num_output: 4 bias_term: false } }
+layer { name: "prob" type: "Softmax" bottom: "fc2" top: "prob" }
+""",
+    "bn_scale_activations": """
+input: "data" input_shape { dim: 2 dim: 4 dim: 5 dim: 6 }
+layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" batch_norm_param { eps: 0.001 } }
+layer { name: "scale" type: "Scale" bottom: "data" top: "data" scale_param { bias_term: false } }
+layer { name: "leaky" type: "ReLU" bottom: "data" top: "leaky" relu_param { negative_slope: 0.1 } }
+layer { name: "sig" type: "Sigmoid" bottom: "leaky" top: "sig" }
+layer { name: "tanh" type: "TanH" bottom: "leaky" top: "tanh" }
+""",
+}
+
+
+# --------------------------------------------------------------------------- weights
+def synthesize(prototxt_text: str, seed: int = 0) -> bytes:
+    """Seeded, calibrated weights for a deploy net, serialised as a ``.caffemodel`` (``layer`` format)."""
+    from .proto import caffe_pb2
+    from .reader import graph_from_text, parse_prototxt_text
+
+    graph = graph_from_text(prototxt_text, seed=seed)
+    net = parse_prototxt_text(prototxt_text)
+    out = caffe_pb2.NetParameter()
+    out.name = net.name
+    for layer in net.layer:
+        if layer.type == "Input":
+            continue
+        dst = out.layer.add()
+        dst.CopyFrom(layer)
+        for arr in caffe_blobs(graph, layer.name):
+            blob = dst.blobs.add()
+            blob.shape.dim.extend(arr.shape)
+            blob.data.extend(arr.ravel().tolist())
+    return out.SerializeToString()
+
+
+def caffe_blobs(graph, layer_name: str) -> list[np.ndarray]:  # type: ignore[no-untyped-def]
+    """A node's tensors in Caffe's stored form (BatchNorm: statistics times the factor, then the factor)."""
+    try:
+        node = graph.node(layer_name)
+    except KeyError:
+        return []
+    if node.op == "BatchNorm":
+        mean, var = graph.param(node, "running_mean"), graph.param(node, "running_var")
+        return [mean * BN_FACTOR, var * BN_FACTOR, np.array([BN_FACTOR], dtype=np.float32)]
+    return [graph.tensors[key] for key in node.params.values()]
+
+
+def write_model(name: str, directory: str | Path, seed: int = 0) -> tuple[Path, Path]:
+    """Write ``<name>.caffemodel`` and ``<name>-deploy.prototxt`` (``name``: resnet50/101/152, tiny,
+    or a :data:`ZOO` entry) into ``directory``; return both paths."""
+    from .fileio import atomic_output
+
+    text = prototxt_for(name)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = directory / f"{name}.caffemodel"
+    deploy = directory / f"{name}-deploy.prototxt"
+    data = synthesize(text, seed)
+    with atomic_output(model) as tmp:
+        tmp.write_bytes(data)
+    with atomic_output(deploy) as tmp:
+        tmp.write_text(text)
+    return model, deploy
+
+
+def prototxt_for(name: str) -> str:
+    """Deploy text of a built-in model by name."""
+    from .errors import Caffe2xError
+
+    if name.startswith("resnet") and name[6:].isdigit() and int(name[6:]) in _RESNET_BLOCKS:
+        return resnet_prototxt(int(name[6:]))
+    if name == "tiny":
+        return TINY_PROTOTXT
+    if name in ZOO:
+        return ZOO[name]
+    raise Caffe2xError(f"unknown built-in model {name!r}; choose resnet50, resnet101, resnet152, tiny "
+                       f"or one of {', '.join(ZOO)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _graph_cached(name: str, seed: int):  # type: ignore[no-untyped-def]
+    from .reader import read_bytes
+
+    text = prototxt_for(name)
+    return read_bytes(synthesize(text, seed), text)
+
+
+def graph(name: str, seed: int = 0):  # type: ignore[no-untyped-def]
+    """A built-in model read back from its synthesised caffemodel (cached per process; a fresh copy of
+    the structure is returned each call, tensors shared read-only)."""
+    return _graph_cached(name, seed).copy()

@@ -1,0 +1,355 @@
+"""The neutral tensor graph: what every Caffe model becomes and every target is written from.
+
+A :class:`Graph` is plain data (dataclasses, lists, dicts, numpy float32 arrays), framework-free and in
+Caffe's NCHW layout. Caffe's semantics are spelled out in the node attributes so that no target has to
+know Caffe's defaults: pads, strides and kernels are explicit ``[h, w]`` pairs, pooling says whether it
+rounds up, BatchNorm statistics already have the moving-average factor divided out, negative axes are
+normalised.
+
+Values vs. blobs: Caffe reuses a blob name when a layer works in place (``top == bottom``, e.g. every
+ReLU, BatchNorm and Scale in ResNet). In the graph each produced value has its own name: the first
+producer of blob ``b`` makes value ``b``; a later in-place rewrite by layer ``L`` makes value ``b@L``.
+``Graph.blobs`` maps each Caffe blob name to its *final* value, which is what pycaffe's ``net.blobs[b]``
+shows after a forward pass.
+
+Ops (``Node.op`` is the modern Caffe type name) and what each carries
+-----------------------------------------------------------------------------------------------------
+==============  ==========================================================  ==========================
+op              attrs                                                        params (role -> tensor)
+==============  ==========================================================  ==========================
+Convolution     kernel, stride, pad, dilation ([h, w]); group; num_output     weight (O, C/g, kh, kw),
+                                                                             bias (O) if present
+BatchNorm       eps (added to the variance before the square root)           running_mean (C),
+                                                                             running_var (C)
+Scale           axis, num_axes (one-input form only)                         weight, bias (opt.)
+ReLU            negative_slope
+Sigmoid, TanH   -
+Pooling         method ('max' | 'ave'), kernel, stride, pad ([h, w]),
+                ceil (Caffe rounds output sizes up), global_pooling
+Eltwise         operation ('sum' | 'prod' | 'max'), coeff (one per input)
+InnerProduct    axis, num_output                                             weight (O, I), bias (O)
+Softmax         axis
+Dropout         ratio (identity at inference)
+LRN             size, alpha, beta, k, region ('across' | 'within')
+Concat          axis
+Flatten         axis, end_axis
+==============  ==========================================================  ==========================
+
+Tensor keys are ``<caffe layer name>.<role>`` (``conv1.weight``, ``bn_conv1.running_mean``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import Caffe2xError, UnsupportedLayerError
+
+Shape = tuple[int, ...]
+
+#: Version of the JSON form of a graph (stored in safetensors metadata). Bump on incompatible change.
+GRAPH_FORMAT_VERSION = 1
+
+
+@dataclass
+class Node:
+    """One Caffe layer as an operation on named values."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "attrs": self.attrs,
+            "params": self.params,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Node:
+        return cls(d["name"], d["op"], list(d["inputs"]), list(d["outputs"]), dict(d["attrs"]), dict(d["params"]))
+
+
+@dataclass
+class Graph:
+    """A network: inputs, nodes in execution order, named tensors, and every value's shape."""
+
+    name: str
+    inputs: dict[str, Shape]
+    nodes: list[Node]
+    tensors: dict[str, np.ndarray]
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    blobs: dict[str, str] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------- lookups
+    def node(self, name: str) -> Node:
+        """The node made from the Caffe layer called ``name``."""
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def param(self, node: Node, role: str) -> np.ndarray:
+        return self.tensors[node.params[role]]
+
+    def value(self, blob_or_value: str) -> str:
+        """Resolve a Caffe blob name (its final value) or a value name to a value name."""
+        if blob_or_value in self.blobs:
+            return self.blobs[blob_or_value]
+        if blob_or_value in self.shapes:
+            return blob_or_value
+        raise Caffe2xError(f"no blob or value named {blob_or_value!r} in the graph")
+
+    def producers(self) -> dict[str, Node]:
+        """Map each value to the node that produces it."""
+        return {out: n for n in self.nodes for out in n.outputs}
+
+    def num_parameters(self) -> int:
+        return int(sum(t.size for t in self.tensors.values()))
+
+    # ------------------------------------------------------------- (de)serialise
+    def structure(self) -> dict[str, Any]:
+        """The graph without tensor values, as JSON-ready data (tensor names, shapes, dtypes kept)."""
+        return {
+            "format": "caffe2x.graph",
+            "version": GRAPH_FORMAT_VERSION,
+            "name": self.name,
+            "inputs": {k: list(v) for k, v in self.inputs.items()},
+            "outputs": list(self.outputs),
+            "blobs": dict(self.blobs),
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "nodes": [n.to_dict() for n in self.nodes],
+            "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.tensors.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.structure(), separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_structure(cls, data: dict[str, Any], tensors: dict[str, np.ndarray]) -> Graph:
+        if data.get("format") != "caffe2x.graph":
+            raise Caffe2xError("not a caffe2x graph (metadata has no 'caffe2x.graph' format tag)")
+        if data.get("version") != GRAPH_FORMAT_VERSION:
+            raise Caffe2xError(f"caffe2x graph format version {data.get('version')} is not supported "
+                               f"(this caffe2x reads version {GRAPH_FORMAT_VERSION})")
+        missing = [k for k in data["tensors"] if k not in tensors]
+        if missing:
+            raise Caffe2xError(f"graph names tensor {missing[0]!r} but the file does not hold it")
+        return cls(
+            name=data["name"],
+            inputs={k: tuple(v) for k, v in data["inputs"].items()},
+            nodes=[Node.from_dict(d) for d in data["nodes"]],
+            tensors={k: tensors[k] for k in data["tensors"]},
+            shapes={k: tuple(v) for k, v in data["shapes"].items()},
+            outputs=list(data["outputs"]),
+            blobs=dict(data["blobs"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str, tensors: dict[str, np.ndarray]) -> Graph:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise Caffe2xError(f"graph metadata is not valid JSON: {exc}") from None
+        return cls.from_structure(data, tensors)
+
+    def equals(self, other: Graph) -> bool:
+        """Structure equal and every tensor bit-identical (same dtype, shape and bytes)."""
+        if self.structure() != other.structure():
+            return False
+        return all(
+            self.tensors[k].dtype == other.tensors[k].dtype
+            and self.tensors[k].shape == other.tensors[k].shape
+            and self.tensors[k].tobytes() == other.tensors[k].tobytes()
+            for k in self.tensors
+        )
+
+    def copy(self, tensors: dict[str, np.ndarray] | None = None) -> Graph:
+        """A structural copy (nodes copied) sharing or replacing the tensors."""
+        return Graph.from_structure(self.structure(), dict(self.tensors) if tensors is None else tensors)
+
+
+# --------------------------------------------------------------------------- shape inference
+ShapeFn = Callable[[Node, list[Shape], Graph], list[Shape]]
+SHAPE_FUNCTIONS: dict[str, ShapeFn] = {}
+
+
+def shape_function(*ops: str) -> Callable[[ShapeFn], ShapeFn]:
+    """Register the output-shape rule of one or more ops."""
+
+    def register(fn: ShapeFn) -> ShapeFn:
+        for op in ops:
+            SHAPE_FUNCTIONS[op] = fn
+        return fn
+
+    return register
+
+
+def infer_shapes(graph: Graph) -> None:
+    """Fill ``graph.shapes`` for every value, checking that each node's inputs and params fit."""
+    shapes: dict[str, Shape] = {k: tuple(v) for k, v in graph.inputs.items()}
+    for node in graph.nodes:
+        fn = SHAPE_FUNCTIONS.get(node.op)
+        if fn is None:
+            raise UnsupportedLayerError(node.name, node.op, "op")
+        for v in node.inputs:
+            if v not in shapes:
+                raise Caffe2xError(f"layer {node.name!r} reads blob {v!r}, which nothing produces before it")
+        outs = fn(node, [shapes[v] for v in node.inputs], graph)
+        for v, s in zip(node.outputs, outs):
+            if any(d <= 0 for d in s):
+                raise Caffe2xError(f"layer {node.name!r} gives output {v!r} the empty shape {list(s)}")
+            shapes[v] = tuple(int(d) for d in s)
+    graph.shapes = shapes
+
+
+def _expect_rank(node: Node, shape: Shape, rank: int) -> None:
+    if len(shape) != rank:
+        raise Caffe2xError(f"layer {node.name!r} ({node.op}) needs a {rank}-D input, got shape {list(shape)}")
+
+
+def _expect_param(node: Node, graph: Graph, role: str, shape: Shape) -> None:
+    t = graph.tensors.get(node.params.get(role, ""))
+    if t is None:
+        raise Caffe2xError(f"layer {node.name!r} ({node.op}) has no {role} tensor")
+    if tuple(t.shape) != tuple(shape):
+        raise Caffe2xError(f"layer {node.name!r} {role} has shape {list(t.shape)}, expected {list(shape)}")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+    """Caffe's convolution output size (floor)."""
+    extent = dilation * (kernel - 1) + 1
+    return (size + 2 * pad - extent) // stride + 1
+
+
+def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> int:
+    """Caffe's pooling output size: rounded up (or down), then the last window dropped if it would
+    start at or beyond ``size + pad`` (only possible when ``pad > 0``)."""
+    span = size + 2 * pad - kernel
+    out = (math.ceil(span / stride) if ceil else span // stride) + 1
+    if pad > 0 and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+@shape_function("Convolution")
+def _conv_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    _expect_rank(node, x, 4)
+    a = node.attrs
+    n, c, h, w = x
+    g = a["group"]
+    if c % g or a["num_output"] % g:
+        raise Caffe2xError(f"layer {node.name!r}: channels {c} / num_output {a['num_output']} not divisible by group {g}")
+    _expect_param(node, graph, "weight", (a["num_output"], c // g, *a["kernel"]))
+    if "bias" in node.params:
+        _expect_param(node, graph, "bias", (a["num_output"],))
+    oh = conv_output_size(h, a["kernel"][0], a["stride"][0], a["pad"][0], a["dilation"][0])
+    ow = conv_output_size(w, a["kernel"][1], a["stride"][1], a["pad"][1], a["dilation"][1])
+    return [(n, a["num_output"], oh, ow)]
+
+
+@shape_function("BatchNorm")
+def _bn_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    if len(x) < 2:
+        raise Caffe2xError(f"layer {node.name!r} (BatchNorm) needs at least a 2-D input, got {list(x)}")
+    _expect_param(node, graph, "running_mean", (x[1],))
+    _expect_param(node, graph, "running_var", (x[1],))
+    return [x]
+
+
+@shape_function("Scale")
+def _scale_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    axis, num_axes = node.attrs["axis"], node.attrs["num_axes"]
+    pshape = x[axis:] if num_axes == -1 else x[axis:axis + num_axes]
+    _expect_param(node, graph, "weight", pshape)
+    if "bias" in node.params:
+        _expect_param(node, graph, "bias", pshape)
+    return [x]
+
+
+@shape_function("ReLU", "Sigmoid", "TanH", "Dropout", "LRN", "Softmax")
+def _same_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    if node.op == "LRN":
+        _expect_rank(node, ins[0], 4)
+    return [ins[0]]
+
+
+@shape_function("Pooling")
+def _pool_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    _expect_rank(node, x, 4)
+    a = node.attrs
+    n, c, h, w = x
+    if a["global_pooling"]:
+        return [(n, c, 1, 1)]
+    oh = pool_output_size(h, a["kernel"][0], a["stride"][0], a["pad"][0], a["ceil"])
+    ow = pool_output_size(w, a["kernel"][1], a["stride"][1], a["pad"][1], a["ceil"])
+    return [(n, c, oh, ow)]
+
+
+@shape_function("Eltwise")
+def _eltwise_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    for s in ins[1:]:
+        if s != ins[0]:
+            raise Caffe2xError(f"layer {node.name!r} (Eltwise) inputs differ in shape: {list(ins[0])} vs {list(s)}")
+    return [ins[0]]
+
+
+@shape_function("InnerProduct")
+def _ip_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    axis = node.attrs["axis"]
+    k = int(np.prod(x[axis:]))
+    _expect_param(node, graph, "weight", (node.attrs["num_output"], k))
+    if "bias" in node.params:
+        _expect_param(node, graph, "bias", (node.attrs["num_output"],))
+    return [(*x[:axis], node.attrs["num_output"])]
+
+
+@shape_function("Concat")
+def _concat_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    axis = node.attrs["axis"]
+    first = ins[0]
+    for s in ins[1:]:
+        if len(s) != len(first) or any(a != b for i, (a, b) in enumerate(zip(s, first)) if i != axis):
+            raise Caffe2xError(f"layer {node.name!r} (Concat) inputs {list(first)} and {list(s)} differ off axis {axis}")
+    return [(*first[:axis], sum(s[axis] for s in ins), *first[axis + 1:])]
+
+
+@shape_function("Flatten")
+def _flatten_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    a, e = node.attrs["axis"], node.attrs["end_axis"]
+    return [(*x[:a], int(np.prod(x[a:e + 1])), *x[e + 1:])]
+
+
+def normalize_axis(axis: int, rank: int, layer: str) -> int:
+    """Caffe's CanonicalAxisIndex: negative axes count from the end."""
+    if not -rank <= axis < rank:
+        raise Caffe2xError(f"layer {layer!r}: axis {axis} is out of range for a {rank}-D blob")
+    return axis % rank
+
+
+def topological_check(nodes: Iterable[Node], inputs: Iterable[str]) -> None:
+    """Every node reads only values produced before it (Caffe's own order guarantees this)."""
+    seen = set(inputs)
+    for n in nodes:
+        for v in n.inputs:
+            if v not in seen:
+                raise Caffe2xError(f"layer {n.name!r} reads blob {v!r}, which nothing produces before it")
+        seen.update(n.outputs)

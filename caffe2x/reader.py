@@ -1,0 +1,644 @@
+"""The Caffe side: read ``.caffemodel`` / ``.prototxt`` / ``.binaryproto`` into a :class:`~caffe2x.ir.Graph`.
+
+Handles the current ``layer`` format, the old V1 ``layers`` format (upgraded the way Caffe's
+``upgrade_proto.cpp`` does: enum types become type strings, per-layer params carry over), legacy blob
+dims (``num/channels/height/width``) and blobs stored as ``data`` or ``double_data``.
+
+When a prototxt is given it defines the net and the caffemodel only supplies blobs, matched by layer
+name (that is how Caffe's ``CopyTrainedLayersFrom`` works). Without one the caffemodel's own layers are
+the net. Without any caffemodel (``model=None``) the net is weightless and gets seeded, calibrated
+random tensors (see :mod:`caffe2x.fixtures`).
+
+Each Caffe layer type is one handler registered in :data:`LAYERS`; an unregistered type is an error
+naming the layer and the type.
+"""
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import Caffe2xError, UnsupportedLayerError
+from .ir import SHAPE_FUNCTIONS, Graph, Node, Shape, normalize_axis
+
+# --------------------------------------------------------------------------- protobuf parsing
+
+
+def _pb2():  # type: ignore[no-untyped-def]
+    from .proto import caffe_pb2
+
+    return caffe_pb2
+
+
+def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel") -> Any:
+    """Binary ``NetParameter`` (upgraded to the ``layer`` format)."""
+    from google.protobuf.message import DecodeError
+
+    if not data:
+        raise Caffe2xError(f"{source} is empty")
+    net = _pb2().NetParameter()
+    try:
+        net.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise Caffe2xError(f"{source} is not a Caffe model (protobuf decoding failed: {exc})") from None
+    net = upgrade(net, source)
+    if not net.layer:
+        raise Caffe2xError(f"{source} holds no Caffe layers (is it a caffemodel?)")
+    return net
+
+
+def parse_prototxt_text(text: str, source: str = "prototxt") -> Any:
+    """Text ``NetParameter`` (upgraded). Fields this caffe.proto does not know are an error naming them."""
+    from google.protobuf import text_format
+
+    net = _pb2().NetParameter()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as exc:
+        raise Caffe2xError(f"{source} is not a valid Caffe prototxt: {exc}") from None
+    net = upgrade(net, source)
+    if not net.layer and not net.input:
+        raise Caffe2xError(f"{source} defines no layers")
+    return net
+
+
+#: V1 enum layer type -> modern type string (upgrade_proto.cpp's UpgradeV1LayerType)
+V1_TYPES: dict[str, str] = {
+    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
+    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
+    "DECONVOLUTION": "Deconvolution", "DATA": "Data", "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output", "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN", "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence", "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH",
+    "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+}
+
+
+def upgrade(net: Any, source: str) -> Any:
+    """Bring a V1 (``layers``) net to the ``layer`` format; refuse V0 with a clear error."""
+    if not net.layers:
+        return net
+    if net.layer:
+        raise Caffe2xError(f"{source} mixes the 'layer' and the old 'layers' formats")
+    pb2 = _pb2()
+    new = pb2.NetParameter()
+    new.CopyFrom(net)
+    new.ClearField("layers")
+    layer_fields = set(pb2.LayerParameter.DESCRIPTOR.fields_by_name)
+    for old in net.layers:
+        if old.HasField("layer"):
+            raise Caffe2xError(f"{source} is in Caffe's V0 format (layer {old.layer.name!r}); upgrade it with "
+                               f"Caffe's upgrade_net_proto_binary first")
+        layer = new.layer.add()
+        layer.name = old.name
+        enum_name = pb2.V1LayerParameter.LayerType.Name(old.type)
+        layer.type = V1_TYPES.get(enum_name, enum_name)
+        layer.bottom.extend(old.bottom)
+        layer.top.extend(old.top)
+        layer.blobs.extend(old.blobs)
+        layer.include.extend(old.include)
+        layer.exclude.extend(old.exclude)
+        layer.loss_weight.extend(old.loss_weight)
+        for fd, value in old.ListFields():
+            if fd.name.endswith("_param") and fd.name in layer_fields:
+                getattr(layer, fd.name).CopyFrom(value)
+    return new
+
+
+def blob_array(blob: Any) -> np.ndarray:
+    """A ``BlobProto`` as a float32 array in its stored shape (modern ``shape`` or legacy 4-D dims)."""
+    if blob.HasField("shape"):
+        shape = tuple(blob.shape.dim)
+    elif blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+    else:
+        shape = (len(blob.data) or len(blob.double_data),)
+    if len(blob.data):
+        arr = np.array(blob.data, dtype=np.float32)
+    elif len(blob.double_data):
+        arr = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
+    else:
+        arr = np.zeros(0, dtype=np.float32)
+    count = int(np.prod(shape)) if shape else 1
+    if arr.size != count:
+        raise Caffe2xError(f"blob of shape {list(shape)} holds {arr.size} values, expected {count}")
+    return arr.reshape(shape)
+
+
+def read_mean(path: str | Path) -> np.ndarray:
+    """A ``.binaryproto`` mean file (BlobProto) as a float32 ``(C, H, W)`` array."""
+    from google.protobuf.message import DecodeError
+
+    data = _read_file(path)
+    blob = _pb2().BlobProto()
+    try:
+        blob.ParseFromString(data)
+        arr = blob_array(blob)
+    except (DecodeError, RuntimeError, ValueError, Caffe2xError) as exc:
+        raise Caffe2xError(f"{path} is not a Caffe mean file (BlobProto): {exc}") from None
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.size == 0:
+        raise Caffe2xError(f"{path}: a mean file needs a (1,) C x H x W blob, got shape {list(arr.shape)}")
+    return arr
+
+
+# --------------------------------------------------------------------------- blob access
+InitKind = str  # 'he' | 'bias' | 'mean' | 'var' | 'gamma' | 'beta' | 'factor'
+
+
+class BlobSource:
+    """Hands a layer handler its blobs, checked against the shapes the net needs.
+
+    With a caffemodel, blob ``i`` of the layer must exist and have the expected shape (a legacy 4-D
+    blob matches when it is the expected shape padded with leading 1s, e.g. InnerProduct's
+    ``1 x 1 x out x in``). Weightless, it makes a seeded tensor of the requested kind instead.
+    """
+
+    def __init__(self, layer: str, blobs: Sequence[Any] | None, seed: int | None) -> None:
+        self.layer = layer
+        self.blobs = blobs
+        self.rng = np.random.default_rng([seed or 0, zlib.crc32(layer.encode())]) if blobs is None else None
+
+    def get(self, index: int, shape: Shape, kind: InitKind, role: str) -> np.ndarray:
+        shape = tuple(int(d) for d in shape)
+        if self.blobs is None:
+            return _init(self.rng, shape, kind)  # type: ignore[arg-type]
+        if index >= len(self.blobs):
+            raise Caffe2xError(f"layer {self.layer!r} has {len(self.blobs)} blob(s) in the caffemodel, "
+                               f"needs blob {index} ({role}, shape {list(shape)})")
+        try:
+            arr = blob_array(self.blobs[index])
+        except Caffe2xError as exc:
+            raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}): {exc}") from None
+        if arr.shape == shape:
+            return arr
+        squeezed = arr.shape
+        while len(squeezed) > len(shape) and squeezed[0] == 1:
+            squeezed = squeezed[1:]
+        if squeezed == shape:
+            return arr.reshape(shape)
+        raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}) has shape {list(arr.shape)} in the "
+                           f"caffemodel, the net needs {list(shape)}")
+
+    def has(self, index: int) -> bool:
+        return self.blobs is None or index < len(self.blobs)
+
+
+def _init(rng: np.random.Generator, shape: Shape, kind: InitKind) -> np.ndarray:
+    if kind == "he":
+        fan_in = int(np.prod(shape[1:])) or 1
+        arr = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    elif kind in ("bias", "beta", "mean"):
+        arr = rng.standard_normal(shape) * 0.1
+    elif kind in ("var", "gamma"):
+        arr = rng.uniform(0.5, 1.5, shape)
+    elif kind == "factor":
+        arr = np.ones(shape)
+    else:  # pragma: no cover - programming error
+        raise ValueError(kind)
+    return arr.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- layer handlers
+@dataclass
+class LayerSpec:
+    """What a handler makes of one Caffe layer."""
+
+    op: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+Handler = Callable[[Any, list[Shape], BlobSource], LayerSpec]
+LAYERS: dict[str, Handler] = {}
+
+
+def layer_handler(*types: str) -> Callable[[Handler], Handler]:
+    """Register the reader of one or more Caffe layer types."""
+
+    def register(fn: Handler) -> Handler:
+        for t in types:
+            LAYERS[t] = fn
+        return fn
+
+    return register
+
+
+def _pair(layer: Any, p: Any, name: str, default: int) -> list[int]:
+    """Caffe's ``<name>_h``/``<name>_w`` or repeated ``<name>`` (one value for both, or h then w)."""
+    if f"{name}_h" in p.DESCRIPTOR.fields_by_name and (p.HasField(f"{name}_h") or p.HasField(f"{name}_w")):
+        return [int(getattr(p, f"{name}_h")), int(getattr(p, f"{name}_w"))]
+    vals = list(getattr(p, name if name != "kernel" else "kernel_size"))
+    if not vals:
+        return [default, default]
+    if len(vals) == 1:
+        return [int(vals[0])] * 2
+    if len(vals) == 2:
+        return [int(v) for v in vals]
+    raise UnsupportedLayerError(layer.name, f"{layer.type} with {len(vals)}-D {name}", "layer")
+
+
+def _one_input(layer: Any, ins: list[Shape]) -> Shape:
+    if len(ins) != 1:
+        raise Caffe2xError(f"layer {layer.name!r} ({layer.type}) takes one input, got {len(ins)}")
+    return ins[0]
+
+
+@layer_handler("Convolution")
+def _convolution(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    x = _one_input(layer, ins)
+    p = layer.convolution_param
+    if len(x) != 4 or p.axis != 1:
+        raise UnsupportedLayerError(layer.name, f"Convolution on a {len(x)}-D blob", "layer")
+    if p.HasField("kernel_h") != p.HasField("kernel_w") or (not p.HasField("kernel_h") and not len(p.kernel_size)):
+        raise Caffe2xError(f"layer {layer.name!r} (Convolution) has no kernel size")
+    kernel = [int(p.kernel_h), int(p.kernel_w)] if p.HasField("kernel_h") else _pair(layer, p, "kernel", 1)
+    group = int(p.group)
+    attrs = {
+        "kernel": kernel,
+        "stride": _pair(layer, p, "stride", 1),
+        "pad": _pair(layer, p, "pad", 0),
+        "dilation": _pair(layer, p, "dilation", 1),
+        "group": group,
+        "num_output": int(p.num_output),
+    }
+    if group < 1 or x[1] % group:
+        raise Caffe2xError(f"layer {layer.name!r}: input channels {x[1]} not divisible by group {group}")
+    params = {"weight": blobs.get(0, (p.num_output, x[1] // group, *kernel), "he", "weight")}
+    if p.bias_term:
+        params["bias"] = blobs.get(1, (p.num_output,), "bias", "bias")
+    return LayerSpec("Convolution", attrs, params)
+
+
+@layer_handler("Pooling")
+def _pooling(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    x = _one_input(layer, ins)
+    p = layer.pooling_param
+    pb2 = _pb2()
+    if len(x) != 4:
+        raise UnsupportedLayerError(layer.name, f"Pooling on a {len(x)}-D blob", "layer")
+    methods = {pb2.PoolingParameter.MAX: "max", pb2.PoolingParameter.AVE: "ave"}
+    if p.pool not in methods:
+        raise UnsupportedLayerError(layer.name, f"Pooling {pb2.PoolingParameter.PoolMethod.Name(p.pool)}", "layer")
+    if p.global_pooling:
+        kernel, stride, pad = [x[2], x[3]], [1, 1], [0, 0]
+    else:
+        if p.HasField("kernel_h") or p.HasField("kernel_w"):
+            kernel = [int(p.kernel_h), int(p.kernel_w)]
+        elif p.HasField("kernel_size"):
+            kernel = [int(p.kernel_size)] * 2
+        else:
+            raise Caffe2xError(f"layer {layer.name!r} (Pooling) has no kernel size")
+        stride = [int(p.stride_h), int(p.stride_w)] if p.HasField("stride_h") else [int(p.stride)] * 2
+        pad = [int(p.pad_h), int(p.pad_w)] if p.HasField("pad_h") else [int(p.pad)] * 2
+        if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+            raise Caffe2xError(f"layer {layer.name!r} (Pooling): pad {pad} must be smaller than kernel {kernel}")
+    ceil = not (p.HasField("round_mode") and p.round_mode == pb2.PoolingParameter.FLOOR)
+    return LayerSpec("Pooling", {"method": methods[p.pool], "kernel": kernel, "stride": stride, "pad": pad,
+                                 "ceil": ceil, "global_pooling": bool(p.global_pooling)})
+
+
+@layer_handler("BatchNorm")
+def _batch_norm(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    x = _one_input(layer, ins)
+    p = layer.batch_norm_param
+    if p.HasField("use_global_stats") and not p.use_global_stats:
+        raise UnsupportedLayerError(layer.name, "BatchNorm with use_global_stats: false (mini-batch statistics)",
+                                    "layer")
+    c = x[1]
+    mean = blobs.get(0, (c,), "mean", "mean")
+    var = blobs.get(1, (c,), "var", "variance")
+    factor = blobs.get(2, (1,), "factor", "moving-average factor")[0]
+    # Caffe multiplies the stored statistics by 1/factor; a factor of 0 (never-trained net) is read as 1.
+    scale = np.float32(1.0) / factor if factor != 0 else np.float32(1.0)
+    return LayerSpec("BatchNorm", {"eps": float(p.eps)},
+                     {"running_mean": (mean * scale).astype(np.float32), "running_var": (var * scale).astype(np.float32)})
+
+
+@layer_handler("Scale")
+def _scale(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    if len(ins) != 1:
+        raise UnsupportedLayerError(layer.name, "Scale with a second (scale) input", "layer")
+    x = ins[0]
+    p = layer.scale_param
+    axis = normalize_axis(p.axis, len(x), layer.name)
+    num_axes = int(p.num_axes)
+    pshape = x[axis:] if num_axes == -1 else x[axis:axis + num_axes]
+    params = {"weight": blobs.get(0, pshape, "gamma", "scale")}
+    if p.bias_term:
+        params["bias"] = blobs.get(1, pshape, "beta", "bias")
+    return LayerSpec("Scale", {"axis": axis, "num_axes": num_axes}, params)
+
+
+@layer_handler("ReLU")
+def _relu(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    _one_input(layer, ins)
+    return LayerSpec("ReLU", {"negative_slope": float(layer.relu_param.negative_slope)})
+
+
+@layer_handler("Sigmoid", "TanH")
+def _plain_activation(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    _one_input(layer, ins)
+    return LayerSpec(layer.type)
+
+
+@layer_handler("Dropout")
+def _dropout(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    _one_input(layer, ins)
+    return LayerSpec("Dropout", {"ratio": float(layer.dropout_param.dropout_ratio)})
+
+
+@layer_handler("Eltwise")
+def _eltwise(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    p = layer.eltwise_param
+    pb2 = _pb2()
+    ops = {pb2.EltwiseParameter.SUM: "sum", pb2.EltwiseParameter.PROD: "prod", pb2.EltwiseParameter.MAX: "max"}
+    if len(ins) < 2:
+        raise Caffe2xError(f"layer {layer.name!r} (Eltwise) needs at least two inputs")
+    coeff = [float(c) for c in p.coeff] or [1.0] * len(ins)
+    if len(coeff) != len(ins):
+        raise Caffe2xError(f"layer {layer.name!r} (Eltwise) has {len(coeff)} coeff for {len(ins)} inputs")
+    if p.operation != pb2.EltwiseParameter.SUM and len(p.coeff):
+        raise Caffe2xError(f"layer {layer.name!r} (Eltwise): coeff is only allowed with SUM")
+    return LayerSpec("Eltwise", {"operation": ops[p.operation], "coeff": coeff})
+
+
+@layer_handler("InnerProduct")
+def _inner_product(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    x = _one_input(layer, ins)
+    p = layer.inner_product_param
+    axis = normalize_axis(p.axis, len(x), layer.name)
+    k = int(np.prod(x[axis:]))
+    o = int(p.num_output)
+    if p.transpose:
+        weight = np.ascontiguousarray(blobs.get(0, (k, o), "he", "weight").T)
+    else:
+        weight = blobs.get(0, (o, k), "he", "weight")
+    params = {"weight": weight}
+    if p.bias_term:
+        params["bias"] = blobs.get(1, (o,), "bias", "bias")
+    return LayerSpec("InnerProduct", {"axis": axis, "num_output": o}, params)
+
+
+@layer_handler("Softmax")
+def _softmax(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    x = _one_input(layer, ins)
+    return LayerSpec("Softmax", {"axis": normalize_axis(layer.softmax_param.axis, len(x), layer.name)})
+
+
+@layer_handler("LRN")
+def _lrn(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    _one_input(layer, ins)
+    p = layer.lrn_param
+    if p.local_size % 2 == 0:
+        raise Caffe2xError(f"layer {layer.name!r} (LRN): local_size must be odd, got {p.local_size}")
+    region = "across" if p.norm_region == _pb2().LRNParameter.ACROSS_CHANNELS else "within"
+    return LayerSpec("LRN", {"size": int(p.local_size), "alpha": float(p.alpha), "beta": float(p.beta),
+                             "k": float(p.k), "region": region})
+
+
+@layer_handler("Concat")
+def _concat(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    p = layer.concat_param
+    axis = p.concat_dim if (p.HasField("concat_dim") and not p.HasField("axis")) else p.axis
+    return LayerSpec("Concat", {"axis": normalize_axis(axis, len(ins[0]), layer.name)})
+
+
+@layer_handler("Flatten")
+def _flatten(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    x = _one_input(layer, ins)
+    p = layer.flatten_param
+    axis = normalize_axis(p.axis, len(x), layer.name)
+    end = normalize_axis(p.end_axis, len(x), layer.name)
+    return LayerSpec("Flatten", {"axis": axis, "end_axis": end})
+
+
+#: Layers that feed or score training and mean nothing at inference: their data tops become net
+#: inputs (a shape must come from --input-shape), label-consuming layers are dropped.
+DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python"}
+DROPPED_LAYERS = {"Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
+                  "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Silence"}
+
+
+# --------------------------------------------------------------------------- graph building
+def _declared_inputs(net: Any) -> dict[str, Shape | None]:
+    inputs: dict[str, Shape | None] = {}
+    names = list(net.input)
+    for i, name in enumerate(names):
+        if len(net.input_shape) > i:
+            inputs[name] = tuple(net.input_shape[i].dim)
+        elif len(net.input_dim) >= 4 * (i + 1):
+            inputs[name] = tuple(net.input_dim[4 * i:4 * i + 4])
+        else:
+            inputs[name] = None
+    return inputs
+
+
+def _in_test_phase(layer: Any) -> bool:
+    """Caffe's NetStateRule filtering for a deploy (TEST phase) net."""
+    test = _pb2().TEST
+    if layer.include:
+        return any(not r.HasField("phase") or r.phase == test for r in layer.include)
+    return not any(r.HasField("phase") and r.phase == test for r in layer.exclude)
+
+
+def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape: Sequence[int] | None = None,
+                seed: int | None = None, progress: bool = False) -> Graph:
+    """Make the graph of ``net``; ``weights`` maps layer name to its blobs (None: weightless, seeded)."""
+    declared = _declared_inputs(net)
+    layers = [l for l in net.layer if _in_test_phase(l)]
+    for l in layers:
+        if l.type == "Input":
+            shapes = list(l.input_param.shape)
+            for i, top in enumerate(l.top):
+                s = shapes[i] if i < len(shapes) else (shapes[0] if shapes else None)
+                declared[top] = tuple(s.dim) if s is not None else None
+        elif l.type in DATA_LAYERS and l.top:
+            declared.setdefault(l.top[0], None)
+    produced = set(declared) | {t for l in layers for t in l.top}
+    if not declared:  # net declares no input: the bottoms nothing produces are inputs
+        for l in layers:
+            for b in l.bottom:
+                if b not in produced:
+                    declared[b] = None
+                    produced.add(b)
+    if input_shape is not None:
+        if not declared:
+            raise Caffe2xError("the net has no input blob to give --input-shape to")
+        first = next(iter(declared))
+        declared[first] = tuple(int(d) for d in input_shape)
+    for name, shape in declared.items():
+        if shape is None:
+            raise Caffe2xError(f"no shape for input {name!r}: pass --input-shape N,C,H,W (or a deploy prototxt)")
+        if not shape or any(d <= 0 for d in shape):
+            raise Caffe2xError(f"input {name!r} has an invalid shape {list(shape)}")
+
+    graph = Graph(name=net.name or "net", inputs=dict(declared), nodes=[], tensors={})  # type: ignore[arg-type]
+    shapes: dict[str, Shape] = dict(graph.inputs)
+    current: dict[str, str] = {name: name for name in declared}  # blob -> current value
+    dropped_blobs: set[str] = set()
+    iterator: Any = layers
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(layers, desc="reading layers", unit="layer", leave=False)
+    for layer in iterator:
+        if layer.type in ("Input",) or layer.type in DATA_LAYERS:
+            if layer.type in DATA_LAYERS:
+                dropped_blobs.update(layer.top[1:])
+            continue
+        if layer.type in DROPPED_LAYERS or any(b in dropped_blobs for b in layer.bottom):
+            dropped_blobs.update(layer.top)
+            continue
+        if layer.type == "Split":  # every top is the bottom
+            for top in layer.top:
+                current[top] = current[layer.bottom[0]]
+            continue
+        handler = LAYERS.get(layer.type)
+        if handler is None:
+            raise UnsupportedLayerError(layer.name, layer.type)
+        for b in layer.bottom:
+            if b not in current:
+                raise Caffe2xError(f"layer {layer.name!r} reads blob {b!r}, which no earlier layer produces")
+        inputs = [current[b] for b in layer.bottom]
+        if weights is None:
+            source = BlobSource(layer.name, None, seed)
+        else:
+            source = BlobSource(layer.name, weights.get(layer.name, []), None)
+        spec = handler(layer, [shapes[v] for v in inputs], source)
+        outputs = []
+        for top in layer.top:
+            value = top if top not in current and top not in shapes else f"{top}@{layer.name}"
+            outputs.append(value)
+        params = {}
+        for role, arr in spec.params.items():
+            key = f"{layer.name}.{role}"
+            graph.tensors[key] = np.ascontiguousarray(arr, dtype=np.float32)
+            params[role] = key
+        node = Node(layer.name, spec.op, inputs, outputs, spec.attrs, params)
+        out_shapes = SHAPE_FUNCTIONS[spec.op](node, [shapes[v] for v in inputs], graph)
+        for top, value, s in zip(layer.top, outputs, out_shapes):
+            if any(d <= 0 for d in s):
+                raise Caffe2xError(f"layer {layer.name!r} gives blob {top!r} the empty shape {list(s)}")
+            shapes[value] = tuple(int(d) for d in s)
+            current[top] = value
+        graph.nodes.append(node)
+    if not graph.nodes:
+        raise Caffe2xError("the net has no layers caffe2x can run")
+    seen_names: set[str] = set()
+    for n in graph.nodes:
+        if n.name in seen_names:
+            raise Caffe2xError(f"two layers are called {n.name!r}")
+        seen_names.add(n.name)
+    graph.shapes = shapes
+    graph.blobs = {b: v for b, v in current.items()}
+    consumed = {v for n in graph.nodes for v in n.inputs}
+    graph.outputs = [v for b, v in current.items() if v not in consumed and v not in graph.inputs]
+    graph.outputs = list(dict.fromkeys(graph.outputs))
+    return graph
+
+
+def calibrate(graph: Graph, seed: int = 0, input_scale: float = 50.0) -> None:
+    """Set every BatchNorm's statistics from what reaches it on a seeded input (see :mod:`fixtures`).
+
+    The input is Gaussian noise with standard deviation ``input_scale`` (50: about what a
+    mean-subtracted BGR image in [0, 255] looks like, which is what Caffe zoo nets are fed).
+
+    Runs the net node by node with the reference executor, so each BatchNorm sees activations
+    already normalised upstream: a weightless net behaves like a trained one, 50 layers deep.
+    """
+    from .reference import OPS
+
+    # Residual branches end in a Scale feeding an Eltwise after the shortcut; trained ResNets keep
+    # those gammas small, and without that a random net amplifies float rounding block after block.
+    residual_ends = {v for n in graph.nodes if n.op == "Eltwise" for v in n.inputs[1:]}
+    for node in graph.nodes:
+        if node.op == "Scale" and node.outputs[0] in residual_ends:
+            key = node.params["weight"]
+            graph.tensors[key] = (graph.tensors[key] * np.float32(0.25)).astype(np.float32)
+    rng = np.random.default_rng(seed + 1)
+    values = {name: (rng.standard_normal(shape) * input_scale).astype(np.float32) for name, shape in graph.inputs.items()}
+    for node in graph.nodes:
+        ins = [values[v] for v in node.inputs]
+        if node.op == "BatchNorm":
+            x = ins[0]
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            mean = x.mean(axis=axes)
+            # floor near-dead channels: a variance of ~0 would make the BatchNorm amplify float
+            # rounding by up to 1/sqrt(eps), which trained nets do not do
+            var = np.maximum(x.var(axis=axes), 0.05 * float(np.median(x.var(axis=axes))) + 1e-3)
+            jitter = np.random.default_rng([seed, zlib.crc32(node.name.encode())])
+            graph.tensors[node.params["running_mean"]] = (mean + 0.05 * np.sqrt(var) * jitter.standard_normal(mean.shape)).astype(np.float32)
+            graph.tensors[node.params["running_var"]] = (var * jitter.uniform(0.8, 1.25, var.shape)).astype(np.float32)
+        for name, val in zip(node.outputs, OPS[node.op](node, ins, graph)):
+            values[name] = val
+
+
+# --------------------------------------------------------------------------- entry points
+def _read_file(path: str | Path) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise Caffe2xError(f"{p}: no such file")
+    if p.is_dir():
+        raise Caffe2xError(f"{p} is a directory, not a file")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise Caffe2xError(f"cannot read {p}: {exc.strerror or exc}") from None
+
+
+def _read_text(path: str | Path) -> str:
+    try:
+        return _read_file(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise Caffe2xError(f"{path} is not a text prototxt (not UTF-8; is it a binary caffemodel?)") from None
+
+
+def weights_by_layer(net: Any) -> dict[str, Sequence[Any]]:
+    return {l.name: l.blobs for l in net.layer if len(l.blobs)}
+
+
+def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shape: Sequence[int] | None = None,
+               *, seed: int = 0, progress: bool = False, model_name: str = "caffemodel",
+               prototxt_name: str = "prototxt") -> Graph:
+    """Build a graph from in-memory caffemodel bytes and/or prototxt text."""
+    weights_net = parse_caffemodel_bytes(model, model_name) if model is not None else None
+    definition = parse_prototxt_text(prototxt_text, prototxt_name) if prototxt_text is not None else weights_net
+    if definition is None:
+        raise Caffe2xError("give a caffemodel, a prototxt, or both")
+    weights = weights_by_layer(weights_net) if weights_net is not None else None
+    graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress)
+    if weights is None:
+        calibrate(graph, seed)
+    return graph
+
+
+def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int] | None = None) -> Graph:
+    """A weightless net from prototxt text, with seeded calibrated tensors."""
+    return read_bytes(None, prototxt_text, input_shape, seed=seed)
+
+
+def read(model: str | Path | None, prototxt: str | Path | None = None, input_shape: Sequence[int] | None = None,
+         *, progress: bool = False, seed: int = 0) -> Graph:
+    """Entry point behind :func:`caffe2x.load`."""
+    if model is not None and str(model).lower().endswith(".safetensors"):
+        from .targets.safetensors import read_graph
+
+        if prototxt is not None:
+            raise Caffe2xError("a caffe2x .safetensors file carries its own graph; drop the prototxt")
+        return read_graph(model)
+    if model is None and prototxt is None:
+        raise Caffe2xError("give a caffemodel, a prototxt, or both")
+    model_bytes = _read_file(model) if model is not None else None
+    text = _read_text(prototxt) if prototxt is not None else None
+    return read_bytes(model_bytes, text, input_shape, seed=seed, progress=progress,
+                      model_name=str(model), prototxt_name=str(prototxt))

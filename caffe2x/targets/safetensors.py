@@ -1,0 +1,104 @@
+"""safetensors target: every tensor in one file, and the graph itself in the header metadata.
+
+Keys are the graph's tensor keys, ``<caffe layer name>.<role>``:
+
+=============  =========================================================
+Caffe layer    keys
+=============  =========================================================
+Convolution    ``<layer>.weight`` (O, C/group, kh, kw), ``<layer>.bias`` (O)
+InnerProduct   ``<layer>.weight`` (O, I) in Caffe's C,H,W input order, ``<layer>.bias``
+BatchNorm      ``<layer>.running_mean``, ``<layer>.running_var`` (moving-average factor divided out)
+Scale          ``<layer>.weight`` (gamma), ``<layer>.bias`` (beta)
+=============  =========================================================
+
+``__metadata__`` holds ``caffe2x.graph`` (the graph's JSON, see :meth:`caffe2x.ir.Graph.structure`)
+and ``caffe2x.dtype``, so :func:`read_graph` rebuilds the exact graph with no caffemodel at hand: the
+neutral graph is itself a file format. Framing is the safetensors library's own (``save_file``,
+``deserialize``); no torch or tensorflow is imported.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import Caffe2xError
+from ..ir import Graph
+from ..numeric import from_bfloat16_bits
+
+SUFFIXES = (".safetensors",)
+
+
+def _cast(arr: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "bfloat16":
+        import ml_dtypes  # numpy has no bfloat16; ml_dtypes gives safetensors a dtype named 'bfloat16'
+
+        return np.ascontiguousarray(arr, dtype=np.float32).astype(ml_dtypes.bfloat16)
+    return np.ascontiguousarray(arr, dtype=np.dtype(dtype))
+
+
+def write(graph: Graph, path: Path, options) -> list[str]:  # type: ignore[no-untyped-def]
+    """Write all tensors (cast to ``options.dtype``) and the graph's JSON into one safetensors file."""
+    from safetensors.numpy import save_file
+
+    if options.profile is not None:
+        raise Caffe2xError(f"the safetensors target has no naming profile {options.profile!r}")
+    tensors = {key: _cast(arr, options.dtype) for key, arr in graph.tensors.items()}
+    metadata = {"caffe2x.graph": graph.to_json(), "caffe2x.dtype": options.dtype, "format": "caffe2x"}
+    save_file(tensors, path, metadata=metadata)
+    return []
+
+
+def read_graph(path: str | Path) -> Graph:
+    """The graph stored in a caffe2x safetensors file (tensors come back as float32)."""
+    from safetensors import SafetensorError, deserialize
+
+    p = Path(path)
+    if not p.is_file():
+        raise Caffe2xError(f"{p}: no such file")
+    try:
+        data = p.read_bytes()
+        header_meta = _metadata(data)
+        entries = deserialize(data)
+    except (SafetensorError, ValueError) as exc:
+        raise Caffe2xError(f"{p} is not a valid safetensors file: {exc}") from None
+    if "caffe2x.graph" not in header_meta:
+        raise Caffe2xError(f"{p} has no caffe2x graph in its metadata (a plain state dict cannot be "
+                           f"loaded as a graph; convert from the caffemodel instead)")
+    tensors = {name: _decode(info) for name, info in entries}
+    return Graph.from_json(header_meta["caffe2x.graph"], tensors)
+
+
+def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
+    """All tensors of any safetensors file, as float32 numpy arrays (for artifact checks)."""
+    from safetensors import SafetensorError, deserialize
+
+    try:
+        return {name: _decode(info) for name, info in deserialize(Path(path).read_bytes())}
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise Caffe2xError(f"{path} is not a readable safetensors file: {exc}") from None
+
+
+def _decode(info: dict) -> np.ndarray:  # type: ignore[type-arg]
+    dtype, shape, data = info["dtype"], info["shape"], info["data"]
+    if dtype in ("F32", "float32"):
+        arr = np.frombuffer(data, dtype="<f4")
+    elif dtype in ("F16", "float16"):
+        arr = np.frombuffer(data, dtype="<f2").astype(np.float32)
+    elif dtype in ("BF16", "bfloat16"):
+        arr = from_bfloat16_bits(np.frombuffer(data, dtype="<u2"))
+    else:
+        raise Caffe2xError(f"tensor dtype {dtype} is not a float type caffe2x reads")
+    return arr.astype(np.float32).reshape(shape)
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header (the library's ``deserialize`` drops it)."""
+    import json
+
+    if len(data) < 8:
+        raise ValueError("file too short for a safetensors header")
+    n = int.from_bytes(data[:8], "little")
+    if n > len(data) - 8:
+        raise ValueError("header length exceeds the file")
+    return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
