@@ -612,7 +612,14 @@ def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shap
                prototxt_name: str = "prototxt") -> Graph:
     """Build a graph from in-memory caffemodel bytes and/or prototxt text."""
     weights_net = parse_caffemodel_bytes(model, model_name) if model is not None else None
-    definition = parse_prototxt_text(prototxt_text, prototxt_name) if prototxt_text is not None else weights_net
+    definition = parse_prototxt_text(prototxt_text, prototxt_name) if prototxt_text is not None else None
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress)
+
+
+def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape: Sequence[int] | None = None,
+                    *, seed: int = 0, progress: bool = False) -> Graph:
+    """The graph of ``definition`` (or of ``weights_net`` alone) with ``weights_net``'s blobs."""
+    definition = definition if definition is not None else weights_net
     if definition is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
     weights = weights_by_layer(weights_net) if weights_net is not None else None
@@ -638,7 +645,7 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
         return read_graph(model)
     if model is None and prototxt is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
-    model_bytes = _read_file(model) if model is not None else None
-    text = _read_text(prototxt) if prototxt is not None else None
-    return read_bytes(model_bytes, text, input_shape, seed=seed, progress=progress,
-                      model_name=str(model), prototxt_name=str(prototxt))
+    # parse straight from the file's bytes and let them go: a 100 MB model is not held three times
+    weights_net = parse_caffemodel_bytes(_read_file(model), str(model)) if model is not None else None
+    definition = parse_prototxt_text(_read_text(prototxt), str(prototxt)) if prototxt is not None else None
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress)
