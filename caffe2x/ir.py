@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .errors import Caffe2xError, UnsupportedLayerError
+from .errors import Caffe2xError
+from .registry import Registry
 
 Shape = tuple[int, ...]
 
@@ -182,28 +183,17 @@ class Graph:
 
 
 # --------------------------------------------------------------------------- shape inference
-ShapeFn = Callable[[Node, list[Shape], Graph], list[Shape]]
-SHAPE_FUNCTIONS: dict[str, ShapeFn] = {}
-
-
-def shape_function(*ops: str) -> Callable[[ShapeFn], ShapeFn]:
-    """Register the output-shape rule of one or more ops."""
-
-    def register(fn: ShapeFn) -> ShapeFn:
-        for op in ops:
-            SHAPE_FUNCTIONS[op] = fn
-        return fn
-
-    return register
+ShapeFn = Callable[[Node, list[Shape], "Graph"], list[Shape]]
+#: op -> output-shape rule
+SHAPE_FUNCTIONS: Registry[ShapeFn] = Registry("op")
+shape_function = SHAPE_FUNCTIONS.register
 
 
 def infer_shapes(graph: Graph) -> None:
     """Fill ``graph.shapes`` for every value, checking that each node's inputs and params fit."""
     shapes: dict[str, Shape] = {k: tuple(v) for k, v in graph.inputs.items()}
     for node in graph.nodes:
-        fn = SHAPE_FUNCTIONS.get(node.op)
-        if fn is None:
-            raise UnsupportedLayerError(node.name, node.op, "op")
+        fn = SHAPE_FUNCTIONS.lookup(node.op, node.name)
         for v in node.inputs:
             if v not in shapes:
                 raise Caffe2xError(f"layer {node.name!r} reads blob {v!r}, which nothing produces before it")
@@ -343,13 +333,3 @@ def normalize_axis(axis: int, rank: int, layer: str) -> int:
     if not -rank <= axis < rank:
         raise Caffe2xError(f"layer {layer!r}: axis {axis} is out of range for a {rank}-D blob")
     return axis % rank
-
-
-def topological_check(nodes: Iterable[Node], inputs: Iterable[str]) -> None:
-    """Every node reads only values produced before it (Caffe's own order guarantees this)."""
-    seen = set(inputs)
-    for n in nodes:
-        for v in n.inputs:
-            if v not in seen:
-                raise Caffe2xError(f"layer {n.name!r} reads blob {v!r}, which nothing produces before it")
-        seen.update(n.outputs)

@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import Caffe2xError, UnsupportedLayerError
 from .ir import SHAPE_FUNCTIONS, Graph, Node, Shape, normalize_axis
+from .registry import Registry
 
 # --------------------------------------------------------------------------- protobuf parsing
 
@@ -219,18 +220,9 @@ class LayerSpec:
 
 
 Handler = Callable[[Any, list[Shape], BlobSource], LayerSpec]
-LAYERS: dict[str, Handler] = {}
-
-
-def layer_handler(*types: str) -> Callable[[Handler], Handler]:
-    """Register the reader of one or more Caffe layer types."""
-
-    def register(fn: Handler) -> Handler:
-        for t in types:
-            LAYERS[t] = fn
-        return fn
-
-    return register
+#: Caffe layer type -> handler
+LAYERS: Registry[Handler] = Registry("layer type")
+layer_handler = LAYERS.register
 
 
 def _pair(layer: Any, p: Any, name: str, default: int) -> list[int]:
@@ -503,9 +495,7 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             for top in layer.top:
                 current[top] = current[layer.bottom[0]]
             continue
-        handler = LAYERS.get(layer.type)
-        if handler is None:
-            raise UnsupportedLayerError(layer.name, layer.type)
+        handler = LAYERS.lookup(layer.type, layer.name)
         for b in layer.bottom:
             if b not in current:
                 raise Caffe2xError(f"layer {layer.name!r} reads blob {b!r}, which no earlier layer produces")

@@ -14,20 +14,12 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import Caffe2xError, UnsupportedLayerError
 from .ir import Graph, Node
+from .registry import Registry
 
 OpFn = Callable[[Node, list[np.ndarray], Graph], list[np.ndarray]]
-OPS: dict[str, OpFn] = {}
-
-
-def op(*names: str) -> Callable[[OpFn], OpFn]:
-    """Register the numpy implementation of one or more ops."""
-
-    def register(fn: OpFn) -> OpFn:
-        for n in names:
-            OPS[n] = fn
-        return fn
-
-    return register
+#: op -> numpy implementation
+OPS: Registry[OpFn] = Registry("op")
+op = OPS.register
 
 
 # --------------------------------------------------------------------------- running
@@ -60,10 +52,7 @@ def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[st
         for v in node.inputs:
             last_use[v] = i
     for i, node in enumerate(graph.nodes):
-        fn = OPS.get(node.op)
-        if fn is None:
-            raise UnsupportedLayerError(node.name, node.op, "op")
-        outs = fn(node, [values[v] for v in node.inputs], graph)
+        outs = OPS.lookup(node.op, node.name)(node, [values[v] for v in node.inputs], graph)
         for name, val in zip(node.outputs, outs):
             values[name] = val.astype(np.float32, copy=False)
         if keep is not None:
