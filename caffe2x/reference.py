@@ -160,7 +160,8 @@ def _relu(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
 
 @op("Sigmoid")
 def _sigmoid(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
-    return [1.0 / (1.0 + np.exp(-ins[0]))]
+    with np.errstate(over="ignore"):  # exp overflow for x << 0 correctly gives 0
+        return [1.0 / (1.0 + np.exp(-ins[0]))]
 
 
 @op("TanH")
