@@ -1,0 +1,449 @@
+"""ONNX target: the graph as an opset-17 ONNX model built directly with ``onnx.helper``.
+
+No torch or tensorflow is involved: every Caffe layer becomes a few ONNX nodes through one converter
+function per op (:data:`CONVERTERS`; adding an op is registering one function).
+
+What the file looks like
+------------------------
+* Graph input: named like the Caffe input blob (``data``), NCHW, float32, batch dimension symbolic
+  (``N``); the other dimensions are the prototxt's.
+* Graph outputs: the net's output blobs by Caffe blob name (``prob``). A blob rewritten in place keeps
+  its Caffe name for its final value, as pycaffe's ``net.blobs`` does; an earlier value that would
+  clash with such a name is renamed ``<value>@<producing layer>``. The one name that cannot move is
+  the graph input's: a blob rewritten in place from the input (``data`` through an in-place
+  BatchNorm) is output under its value name (``data@bn``).
+* Initializers: exactly the graph's tensors under their tensor keys (``conv1.weight``,
+  ``bn_conv1.running_mean``, ``fc1000.bias``). Helper constants (reshape shapes, BatchNorm's unit scale
+  and zero shift, the AVE pooling divisor map) are ``Constant`` nodes, so the initializer list is the
+  weight list and nothing else.
+* Node names are Caffe layer names: the node producing a layer's output is named ``<layer>``; a
+  layer needing several nodes names its helpers (and their outputs) ``<layer>/<what>``.
+* ``dtype="float16"`` / ``"bfloat16"``: initializers are stored in that type, each followed by a
+  ``Cast`` to float32 (named ``<key>/cast``); all computation stays float32. Casting the compute too
+  would change every op's accumulation precision; storing reduced weights is what halves the file, and
+  the runtime folds the casts at load.
+
+Caffe semantics, op by op
+-------------------------
+==============  ==============================================================================
+Convolution     ``Conv`` with explicit symmetric pads, strides, dilations, group
+BatchNorm       ``BatchNormalization`` (inference form) with scale 1, B 0 and Caffe's eps, which
+                ONNX also adds to the variance inside the square root
+Scale           ``Mul`` (and ``Add``) by the parameters reshaped to ``shape[axis:axis+num_axes]``
+                followed by ones, so numpy broadcasting lines them up at ``axis``
+ReLU            ``Relu``, or ``LeakyRelu(alpha=negative_slope)``
+Sigmoid, TanH   ``Sigmoid``, ``Tanh``;  Dropout: ``Identity``
+Pooling         Caffe's ceil-mode window rule made explicit: ``Pad`` (``-inf`` for MAX, 0 for AVE)
+                by ``pad`` on the left and by :func:`~caffe2x.reference.pool_geometry`'s amount on
+                the right, then ``MaxPool``/``AveragePool`` with no pads and ``ceil_mode=0``
+                (ONNX's own ceil mode clips windows differently when ``pad > 0``). AVE then
+                multiplies by a constant ``k_h*k_w / divisor`` map, the divisor being Caffe's
+                (padding inside ``H + pad`` counts, the ceil overhang does not); the ``Mul`` is left
+                out where the map is all ones. ``global_pooling``: ``GlobalMaxPool`` /
+                ``GlobalAveragePool``
+Eltwise         SUM: ``Mul`` by each ``coeff`` != 1, then ``Add`` (two inputs) or ``Sum``;
+                PROD: chained ``Mul``; MAX: ``Max``
+InnerProduct    ``Flatten(axis)`` (C, H, W order, as Caffe) then ``Gemm(transB=1)`` with the
+                ``(O, I)`` weight as stored; reshaped back to ``(*lead, O)`` when ``axis != 1``
+Softmax         ``Softmax(axis)`` (opset >= 13 normalises over that one axis, as Caffe)
+LRN             ACROSS_CHANNELS: ``LRN`` — ONNX's ``x / (bias + alpha/size * sum)^beta`` over a
+                channel window ``[c - (size-1)//2, c + size-1-(size-1)//2]`` is Caffe's formula with
+                ``bias = k``. WITHIN_CHANNEL: ``x * (1 + alpha * avg_{n x n}(x^2))^-beta`` built
+                from ``Mul``, ``Pad`` (zeros, ``(n-1)/2``), ``AveragePool`` (divides by ``n*n``,
+                as Caffe does), ``Mul``/``Add``/``Pow``/``Mul``; Caffe ignores ``k`` there
+Concat          ``Concat(axis)``
+Flatten         ``Reshape`` to the computed shape with ``-1`` in the (dynamic) batch position
+==============  ==============================================================================
+
+:func:`to_onnx` gives the ``onnx.ModelProto``; :func:`run_onnx` runs a model (or ``.onnx`` file) with
+onnxruntime on the CPU, for the validator.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from .. import __version__
+from ..errors import Caffe2xError, UnsupportedLayerError
+from ..ir import Graph, Node
+from ..numeric import to_bfloat16_bits
+from ..reference import pool_geometry
+from ..registry import Registry
+
+SUFFIXES = (".onnx",)
+
+#: ONNX operator set the models are written against
+OPSET = 17
+#: IR version written (the lowest that opset 17 allows, so older runtimes load the files)
+IR_VERSION = 8
+#: protobuf's hard limit on one serialised message
+_PROTO_LIMIT = 2**31 - 1
+
+_STORE_TYPES = {"float32": TensorProto.FLOAT, "float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16}
+
+
+# --------------------------------------------------------------------------- building context
+class Builder:
+    """Collects ONNX nodes and initializers for one graph; converters talk to it."""
+
+    def __init__(self, graph: Graph, dtype: str = "float32") -> None:
+        if dtype not in _STORE_TYPES:
+            raise Caffe2xError(f"the onnx target cannot store tensors as {dtype!r}")
+        self.graph = graph
+        self.dtype = dtype
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.names: dict[str, str] = {}       # graph value -> ONNX tensor name
+        self._params: dict[str, str] = {}     # tensor key -> float32 ONNX tensor name
+        self._used: set[str] = set(graph.shapes) | set(graph.tensors)
+
+    # names ------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        """A tensor name not used anywhere yet, ``base`` itself when free."""
+        name, i = base, 2
+        while name in self._used:
+            name, i = f"{base}_{i}", i + 1
+        self._used.add(name)
+        return name
+
+    def name(self, value: str) -> str:
+        return self.names.get(value, value)
+
+    def rank(self, value: str) -> int:
+        return len(self.graph.shapes[value])
+
+    def shape(self, value: str) -> tuple[int, ...]:
+        return tuple(self.graph.shapes[value])
+
+    # nodes ------------------------------------------------------------------
+    def add(self, op_type: str, inputs: Sequence[str], output: str, name: str, **attrs: Any) -> str:
+        """Append a node with one output; return the output's name."""
+        self.nodes.append(helper.make_node(op_type, list(inputs), [output], name=name, **attrs))
+        return output
+
+    def tmp(self, op_type: str, inputs: Sequence[str], node: Node, what: str, **attrs: Any) -> str:
+        """A helper node of layer ``node`` writing a fresh intermediate ``<layer>/<what>``."""
+        out = self.fresh(f"{node.name}/{what}")
+        return self.add(op_type, inputs, out, out, **attrs)
+
+    def const(self, node: Node, what: str, value: np.ndarray) -> str:
+        """A ``Constant`` node (helper constants are not initializers: those are the weights only)."""
+        out = self.fresh(f"{node.name}/{what}")
+        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name=out)
+        self.nodes.append(helper.make_node("Constant", [], [out], name=out, value=tensor))
+        return out
+
+    def shape_const(self, node: Node, what: str, dims: Sequence[int]) -> str:
+        return self.const(node, what, np.asarray(list(dims), dtype=np.int64))
+
+    def param(self, node: Node, role: str) -> str:
+        """The float32 ONNX tensor holding ``node``'s parameter ``role`` (an initializer under its
+        tensor key, behind a ``Cast`` when stored in a reduced dtype)."""
+        key = node.params[role]
+        if key in self._params:
+            return self._params[key]
+        arr = np.ascontiguousarray(self.graph.tensors[key], dtype=np.float32)
+        if self.dtype == "float32":
+            self.initializers.append(numpy_helper.from_array(arr, name=key))
+            self._params[key] = key
+            return key
+        if self.dtype == "float16":
+            tensor = numpy_helper.from_array(arr.astype(np.float16), name=key)
+        else:
+            tensor = helper.make_tensor(key, TensorProto.BFLOAT16, arr.shape, to_bfloat16_bits(arr).tobytes(), raw=True)
+        self.initializers.append(tensor)
+        out = self.fresh(f"{key}/cast")
+        self.add("Cast", [key], out, out, to=TensorProto.FLOAT)
+        self._params[key] = out
+        return out
+
+    def param_reshaped(self, node: Node, role: str, shape: Sequence[int]) -> str:
+        """``param`` reshaped (a ``Reshape`` the runtime constant-folds)."""
+        src = self.param(node, role)
+        if tuple(self.graph.tensors[node.params[role]].shape) == tuple(shape):
+            return src
+        return self.tmp("Reshape", [src, self.shape_const(node, f"{role}_shape", shape)], node, f"{role}_reshaped")
+
+    def out(self, node: Node, i: int = 0) -> str:
+        return self.name(node.outputs[i])
+
+    def inp(self, node: Node, i: int = 0) -> str:
+        return self.name(node.inputs[i])
+
+
+ConvertFn = Callable[[Builder, Node], None]
+#: op -> converter appending the layer's ONNX nodes
+CONVERTERS: Registry[ConvertFn] = Registry("op")
+converter = CONVERTERS.register
+
+
+# --------------------------------------------------------------------------- converters
+@converter("Convolution")
+def _conv(b: Builder, node: Node) -> None:
+    a = node.attrs
+    inputs = [b.inp(node), b.param(node, "weight")]
+    if "bias" in node.params:
+        inputs.append(b.param(node, "bias"))
+    ph, pw = a["pad"]
+    b.add("Conv", inputs, b.out(node), node.name, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+          pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["group"])
+
+
+@converter("BatchNorm")
+def _batchnorm(b: Builder, node: Node) -> None:
+    c = b.shape(node.inputs[0])[1]
+    one = b.const(node, "scale", np.ones(c, dtype=np.float32))
+    zero = b.const(node, "B", np.zeros(c, dtype=np.float32))
+    b.add("BatchNormalization", [b.inp(node), one, zero, b.param(node, "running_mean"), b.param(node, "running_var")],
+          b.out(node), node.name, epsilon=float(node.attrs["eps"]))
+
+
+@converter("Scale")
+def _scale(b: Builder, node: Node) -> None:
+    axis = node.attrs["axis"]
+    rank = b.rank(node.inputs[0])
+    w = b.graph.param(node, "weight")
+    shape = (*w.shape, *(1,) * (rank - axis - w.ndim))
+    weight = b.param_reshaped(node, "weight", shape)
+    if "bias" not in node.params:
+        b.add("Mul", [b.inp(node), weight], b.out(node), node.name)
+        return
+    scaled = b.tmp("Mul", [b.inp(node), weight], node, "mul")
+    b.add("Add", [scaled, b.param_reshaped(node, "bias", shape)], b.out(node), node.name)
+
+
+@converter("ReLU")
+def _relu(b: Builder, node: Node) -> None:
+    slope = float(node.attrs.get("negative_slope", 0.0))
+    if slope == 0.0:
+        b.add("Relu", [b.inp(node)], b.out(node), node.name)
+    else:
+        b.add("LeakyRelu", [b.inp(node)], b.out(node), node.name, alpha=slope)
+
+
+@converter("Sigmoid", "TanH", "Dropout")
+def _elementwise(b: Builder, node: Node) -> None:
+    op_type = {"Sigmoid": "Sigmoid", "TanH": "Tanh", "Dropout": "Identity"}[node.op]
+    b.add(op_type, [b.inp(node)], b.out(node), node.name)
+
+
+@converter("Pooling")
+def _pool(b: Builder, node: Node) -> None:
+    a = node.attrs
+    is_max = a["method"] == "max"
+    if a["method"] not in ("max", "ave"):
+        raise Caffe2xError(f"layer {node.name!r}: pooling method {a['method']!r} is not supported")
+    if a["global_pooling"]:
+        b.add("GlobalMaxPool" if is_max else "GlobalAveragePool", [b.inp(node)], b.out(node), node.name)
+        return
+    _, _, h, w = b.shape(node.inputs[0])
+    _, _, oh, ow = b.shape(node.outputs[0])
+    (kh, kw), (sh, sw), (ph, pw) = a["kernel"], a["stride"], a["pad"]
+    rh, div_h = pool_geometry(h, oh, kh, sh, ph)
+    rw, div_w = pool_geometry(w, ow, kw, sw, pw)
+    for size, pad, right, k, s, out in ((h, ph, rh, kh, sh, oh), (w, pw, rw, kw, sw, ow)):
+        if (size + pad + right - k) // s + 1 != out:  # cannot happen for Caffe's sizes; guard the rule
+            raise Caffe2xError(f"layer {node.name!r}: padded pooling gives {(size + pad + right - k) // s + 1} "
+                               f"windows, Caffe has {out}")
+    x = b.inp(node)
+    if ph or pw or rh or rw:
+        pads = b.const(node, "pads", np.array([0, 0, ph, pw, 0, 0, rh, rw], dtype=np.int64))
+        fill = b.const(node, "fill", np.array(-np.inf if is_max else 0.0, dtype=np.float32))
+        x = b.tmp("Pad", [x, pads, fill], node, "pad", mode="constant")
+    attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw]}
+    if is_max:
+        b.add("MaxPool", [x], b.out(node), node.name, **attrs)
+        return
+    factor = np.float32(kh * kw) / np.outer(div_h, div_w).astype(np.float32)
+    if np.all(factor == 1):
+        b.add("AveragePool", [x], b.out(node), node.name, **attrs)
+        return
+    mean = b.tmp("AveragePool", [x], node, "mean", **attrs)
+    b.add("Mul", [mean, b.const(node, "divisor_fix", factor.astype(np.float32))], b.out(node), node.name)
+
+
+@converter("Eltwise")
+def _eltwise(b: Builder, node: Node) -> None:
+    operation = node.attrs["operation"]
+    xs = [b.inp(node, i) for i in range(len(node.inputs))]
+    if operation == "sum":
+        coeff = node.attrs.get("coeff") or [1.0] * len(xs)
+        terms = []
+        for i, (c, x) in enumerate(zip(coeff, xs)):
+            if c == 1:
+                terms.append(x)
+            else:
+                terms.append(b.tmp("Mul", [x, b.const(node, f"coeff{i}", np.array(c, dtype=np.float32))], node, f"term{i}"))
+        b.add("Add" if len(terms) == 2 else "Sum", terms, b.out(node), node.name)
+    elif operation == "prod":
+        acc = xs[0]
+        for i, x in enumerate(xs[1:-1], start=1):
+            acc = b.tmp("Mul", [acc, x], node, f"prod{i}")
+        b.add("Mul", [acc, xs[-1]], b.out(node), node.name)
+    elif operation == "max":
+        b.add("Max", xs, b.out(node), node.name)
+    else:
+        raise UnsupportedLayerError(node.name, f"Eltwise {operation}", "operation")
+
+
+@converter("InnerProduct")
+def _inner_product(b: Builder, node: Node) -> None:
+    axis = node.attrs["axis"]
+    flat = b.tmp("Flatten", [b.inp(node)], node, "flatten", axis=axis)
+    inputs = [flat, b.param(node, "weight")]
+    if "bias" in node.params:
+        inputs.append(b.param(node, "bias"))
+    if axis == 1:
+        b.add("Gemm", inputs, b.out(node), node.name, transB=1)
+        return
+    gemm = b.tmp("Gemm", inputs, node, "gemm", transB=1)
+    b.add("Reshape", [gemm, b.shape_const(node, "shape", _dynamic_batch(b.shape(node.outputs[0])))],
+          b.out(node), node.name)
+
+
+@converter("Softmax")
+def _softmax(b: Builder, node: Node) -> None:
+    b.add("Softmax", [b.inp(node)], b.out(node), node.name, axis=node.attrs["axis"])
+
+
+@converter("LRN")
+def _lrn(b: Builder, node: Node) -> None:
+    a = node.attrs
+    size, alpha, beta = int(a["size"]), float(a["alpha"]), float(a["beta"])
+    x = b.inp(node)
+    if a["region"] == "across":
+        b.add("LRN", [x], b.out(node), node.name, size=size, alpha=alpha, beta=beta, bias=float(a["k"]))
+        return
+    if size % 2 == 0:
+        raise Caffe2xError(f"layer {node.name!r}: WITHIN_CHANNEL LRN needs an odd local_size, got {size}")
+    half = (size - 1) // 2
+    sq = b.tmp("Mul", [x, x], node, "square")
+    pads = b.const(node, "pads", np.array([0, 0, half, half, 0, 0, half, half], dtype=np.int64))
+    padded = b.tmp("Pad", [sq, pads], node, "pad", mode="constant")
+    mean = b.tmp("AveragePool", [padded], node, "mean", kernel_shape=[size, size], strides=[1, 1])
+    scaled = b.tmp("Mul", [mean, b.const(node, "alpha", np.array(alpha, dtype=np.float32))], node, "scaled")
+    base = b.tmp("Add", [scaled, b.const(node, "one", np.array(1.0, dtype=np.float32))], node, "base")
+    factor = b.tmp("Pow", [base, b.const(node, "neg_beta", np.array(-beta, dtype=np.float32))], node, "factor")
+    b.add("Mul", [x, factor], b.out(node), node.name)
+
+
+@converter("Concat")
+def _concat(b: Builder, node: Node) -> None:
+    b.add("Concat", [b.inp(node, i) for i in range(len(node.inputs))], b.out(node), node.name, axis=node.attrs["axis"])
+
+
+@converter("Flatten")
+def _flatten(b: Builder, node: Node) -> None:
+    shape = b.shape_const(node, "shape", _dynamic_batch(b.shape(node.outputs[0])))
+    b.add("Reshape", [b.inp(node), shape], b.out(node), node.name)
+
+
+def _dynamic_batch(shape: Sequence[int]) -> list[int]:
+    """A Reshape target for ``shape`` whose first dimension follows the (dynamic) batch: every other
+    dimension is static, so ``-1`` there is always the batch's share."""
+    return [-1, *(int(d) for d in shape[1:])]
+
+
+# --------------------------------------------------------------------------- model
+def _plan_outputs(b: Builder, requested: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Give each requested output (name, value) its Caffe name. Returns the graph outputs as
+    (ONNX name, value) and the (name, value) pairs that need an ``Identity`` (a value requested
+    twice, or a graph input requested under another name)."""
+    graph = b.graph
+    producers = graph.producers()
+    # an earlier value carrying a name that an output claims for a later value gets renamed
+    for n, v in requested:
+        if n != v and n in graph.shapes and n not in graph.inputs and n not in b.names:
+            b.names[n] = b.fresh(f"{n}@{producers[n].name}")
+    named = {v for n, v in requested if n == v}  # values asked for under their own name keep it
+    outputs: list[tuple[str, str]] = []
+    identities: list[tuple[str, str]] = []
+    for n, v in requested:
+        if n == v:
+            outputs.append((n, v))
+        elif n in graph.inputs:
+            # a blob rewritten in place from the graph input: the input keeps the blob's name
+            outputs.append((b.name(v), v))
+        elif v in named or v in graph.inputs:
+            identities.append((n, v))
+            outputs.append((n, v))
+        else:
+            named.add(v)
+            b.names[v] = n
+            outputs.append((n, v))
+    return list(dict.fromkeys(outputs)), identities
+
+
+def to_onnx(graph: Graph, outputs: str | Sequence[str] | None = None, dtype: str = "float32") -> onnx.ModelProto:
+    """The graph as an ONNX ``ModelProto`` (opset 17). ``outputs``: Caffe blob or value names (the
+    net's outputs by default); each becomes a graph output under the name given. ``dtype``: how the
+    initializers are stored (float32, float16 or bfloat16; computation is float32 throughout)."""
+    from ..reference import resolve_outputs
+
+    names = list(dict.fromkeys(resolve_outputs(graph, outputs)))
+    requested = [(n, graph.value(n)) for n in names]
+    b = Builder(graph, dtype)
+    outs, identities = _plan_outputs(b, requested)
+    for node in graph.nodes:
+        CONVERTERS.lookup(node.op, node.name)(b, node)
+    for n, v in identities:
+        b.add("Identity", [b.name(v)], n, f"output/{n}")
+    batches = {shape[0] for shape in graph.inputs.values()}
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape[1:]])
+              for name, shape in graph.inputs.items()]
+    outputs_info = []
+    for n, v in outs:
+        shape = graph.shapes[v]
+        lead = "N" if len(batches) == 1 and shape[0] in batches else None
+        outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *shape[1:]]))
+    onnx_graph = helper.make_graph(b.nodes, graph.name or "caffe2x", inputs, outputs_info, initializer=b.initializers)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="caffe2x", producer_version=__version__)
+    model.ir_version = IR_VERSION
+    model.doc_string = f"converted from Caffe by caffe2x {__version__}; weights stored as {dtype}"
+    return model
+
+
+def write(graph: Graph, path: str | os.PathLike[str], options: Any) -> list[str]:
+    """Write the graph as a ``.onnx`` file (tensors stored as ``options.dtype``, compute in float32)."""
+    if options.profile is not None:
+        raise Caffe2xError(f"the onnx target has no naming profile {options.profile!r}")
+    model = to_onnx(graph, dtype=options.dtype)
+    if model.ByteSize() > _PROTO_LIMIT:
+        raise Caffe2xError(f"the ONNX model would be {model.ByteSize() / 2**30:.1f} GiB, over protobuf's 2 GiB "
+                           f"limit for one file; write it as float16 or to another target")
+    onnx.checker.check_model(model)
+    onnx.save_model(model, str(path))
+    notes = []
+    if options.dtype != "float32":
+        notes.append(f"onnx: weights stored as {options.dtype}, each cast to float32 in the graph; "
+                     f"the model computes in float32")
+    return notes
+
+
+def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndarray | Mapping[str, np.ndarray],
+             output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Run an ONNX model with onnxruntime on the CPU (2 intra-op threads); outputs by name."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    source = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
+    sess = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    if isinstance(x, Mapping):
+        feeds = {k: np.asarray(v, dtype=np.float32) for k, v in x.items()}
+    else:
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise Caffe2xError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}): pass a dict")
+        feeds = {inputs[0].name: np.asarray(x, dtype=np.float32)}
+    names = list(output_names) if output_names is not None else [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))
