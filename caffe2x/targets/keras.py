@@ -53,6 +53,7 @@ from ..errors import Caffe2xError, UnsupportedLayerError  # noqa: E402
 from ..ir import Graph, Node  # noqa: E402
 from ..numeric import max_rel_error, round_to  # noqa: E402
 from ..reference import resolve_outputs  # noqa: E402
+from ..registry import Registry  # noqa: E402
 from ..reference import run as reference_run  # noqa: E402
 from . import WriteOptions  # noqa: E402
 from .keras_layers import CUSTOM_OBJECTS, CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale  # noqa: E402
@@ -133,18 +134,9 @@ class BuildContext:
 
 
 Builder = Callable[[BuildContext, Node, list[Any]], list[Any]]
-BUILDERS: dict[str, Builder] = {}
-
-
-def builder(*ops: str) -> Callable[[Builder], Builder]:
-    """Register the Keras builder of one or more ops: ``fn(ctx, node, inputs) -> outputs``."""
-
-    def register(fn: Builder) -> Builder:
-        for op in ops:
-            BUILDERS[op] = fn
-        return fn
-
-    return register
+#: op -> builder ``fn(ctx, node, inputs) -> outputs``
+BUILDERS: Registry[Builder] = Registry("op (Keras target)")
+builder = BUILDERS.register
 
 
 def set_weights(layer: keras.layers.Layer, **values: np.ndarray | None) -> None:
@@ -181,10 +173,7 @@ def to_model(graph: Graph, outputs: str | Sequence[str] | None = None) -> keras.
         tensors[blob] = t
         inputs.append(t)
     for node in graph.nodes:
-        fn = BUILDERS.get(node.op)
-        if fn is None:
-            raise UnsupportedLayerError(node.name, node.op, "op (Keras target)")
-        outs = fn(ctx, node, [tensors[v] for v in node.inputs])
+        outs = BUILDERS.lookup(node.op, node.name)(ctx, node, [tensors[v] for v in node.inputs])
         for value, t in zip(node.outputs, outs):
             tensors[value] = t
     names = resolve_outputs(graph, outputs)
