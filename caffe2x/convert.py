@@ -34,7 +34,7 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
         from .transforms import fold_bn as _fold
 
         graph = _fold(graph)
-    options = WriteOptions(dtype=dtype, profile=profile, extra=dict(extra))
+    options = WriteOptions(dtype=dtype, profile=profile, destination=Path(path), extra=dict(extra))
     with atomic_output(path) as tmp:
         notes = list(module.write(graph, tmp, options))
     if dtype != "float32":

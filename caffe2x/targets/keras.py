@@ -426,7 +426,7 @@ def write(graph: Graph, path: str | os.PathLike[str], options: WriteOptions) -> 
         if options.dtype != "float32":
             notes.append(f"Keras holds the weights as float32 variables; their values are rounded to {options.dtype}")
         return notes
-    if _is_native_weights_name(path):
+    if _is_native_weights_name(Path(options.destination) if options.destination else path):
         _save_native_weights(model, path)
         notes.append("Keras 3 native weights (.weights.h5): `model = caffe2x.to_keras(graph)`, then "
                      "`model.load_weights(path)`")
@@ -448,12 +448,11 @@ def _round_variables(model: keras.Model, dtype: str) -> None:
         var.assign(round_to(np.asarray(var.numpy()), dtype))
 
 
-_NATIVE_WEIGHTS_NAME = re.compile(r"(\.weights\.h5|\.weights\.[A-Za-z0-9_]+\.part\.h5)$")
+_NATIVE_WEIGHTS_NAME = re.compile(r"\.weights\.h5$")
 
 
 def _is_native_weights_name(path: Path) -> bool:
-    """``x.weights.h5``, or the temporary name :func:`caffe2x.fileio.atomic_output` gives it
-    (``.x.weights.<random>.part.h5``): Keras 3's ``load_weights`` reads names ending in ``.weights.h5``
+    """``x.weights.h5`` (the destination's name, not the temporary one): Keras 3's ``load_weights`` reads names ending in ``.weights.h5``
     with its native weights loader, not the HDF5 one, so such a file must be in that format."""
     return _NATIVE_WEIGHTS_NAME.search(path.name) is not None
 

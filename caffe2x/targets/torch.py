@@ -66,6 +66,7 @@ from torch import nn
 
 from ..errors import Caffe2xError, UnsupportedLayerError
 from ..ir import Graph, Node, pool_output_size
+from ..registry import Registry
 from . import WriteOptions
 
 SUFFIXES = (".pt", ".pth")
@@ -305,18 +306,8 @@ class LayerSpec:
 
 Builder = Callable[[Node, Graph], LayerSpec]
 #: op -> builder; supporting a new op is registering one function here
-BUILDERS: dict[str, Builder] = {}
-
-
-def builder(*ops: str) -> Callable[[Builder], Builder]:
-    """Register the module builder of one or more ops."""
-
-    def register(fn: Builder) -> Builder:
-        for op in ops:
-            BUILDERS[op] = fn
-        return fn
-
-    return register
+BUILDERS: Registry[Builder] = Registry("op (torch target)")
+builder = BUILDERS.register
 
 
 def _pair(v: Sequence[int]) -> tuple[int, int]:
@@ -429,10 +420,7 @@ def _flatten(node: Node, graph: Graph) -> LayerSpec:
 
 def layer_spec(node: Node, graph: Graph) -> LayerSpec:
     """The :class:`LayerSpec` of one node (raises for an op no builder handles)."""
-    fn = BUILDERS.get(node.op)
-    if fn is None:
-        raise UnsupportedLayerError(node.name, node.op, "op")
-    return fn(node, graph)
+    return BUILDERS.lookup(node.op, node.name)(node, graph)
 
 
 # =========================================================================== naming
@@ -456,46 +444,34 @@ def sanitize(name: str) -> str:
     return clean
 
 
-def module_names(graph: Graph) -> dict[str, str]:
-    """Caffe layer name -> submodule name, by the documented rule (stable for a given graph)."""
+def node_module_names(graph: Graph) -> list[str]:
+    """The submodule name of each node, in graph order, by the documented rule. Names that need no
+    change are given out first, so ``a_b`` keeps its name even when an earlier ``a/b`` sanitises to it;
+    a repeated Caffe name (which the graph does not forbid) is deduplicated like any collision."""
     reserved = _reserved_names()
+    names: list[str | None] = [None] * len(graph.nodes)
     taken: set[str] = set()
-    names: dict[str, str] = {}
-    for node in graph.nodes:  # pass 1: names usable as they are
-        if node.name not in names and _IDENTIFIER.match(node.name) and node.name not in reserved \
-                and node.name not in taken:
-            names[node.name] = node.name
+    for i, node in enumerate(graph.nodes):  # pass 1: names usable as they are
+        if _IDENTIFIER.match(node.name) and node.name not in reserved and node.name not in taken:
+            names[i] = node.name
             taken.add(node.name)
-    for node in graph.nodes:  # pass 2: everything else, sanitised and deduplicated
-        if node.name in names:
+    for i, node in enumerate(graph.nodes):  # pass 2: everything else, sanitised and deduplicated
+        if names[i] is not None:
             continue
         base = sanitize(node.name)
-        candidate, i = base, 2
+        candidate, k = base, 2
         while candidate in taken or candidate in reserved:
-            candidate, i = f"{base}_{i}", i + 1
-        names[node.name] = candidate
+            candidate, k = f"{base}_{k}", k + 1
+        names[i] = candidate
         taken.add(candidate)
-    return names
+    return [n for n in names if n is not None]
 
 
-def node_module_names(graph: Graph) -> list[str]:
-    """The submodule name of each node, in graph order. Two nodes with the same Caffe name (which the
-    graph does not forbid) get distinct names: the later one is deduplicated like any collision."""
-    names = module_names(graph)
-    seen: set[str] = set()
-    result = []
-    reserved = _reserved_names()
-    taken = set(names.values())
-    for node in graph.nodes:
-        name = names[node.name]
-        if name in seen:
-            base, i = name, 2
-            while f"{base}_{i}" in taken or f"{base}_{i}" in reserved:
-                i += 1
-            name = f"{base}_{i}"
-            taken.add(name)
-        seen.add(name)
-        result.append(name)
+def module_names(graph: Graph) -> dict[str, str]:
+    """Caffe layer name -> submodule name (for a repeated Caffe name: its first layer's)."""
+    result: dict[str, str] = {}
+    for node, name in zip(graph.nodes, node_module_names(graph)):
+        result.setdefault(node.name, name)
     return result
 
 
@@ -622,26 +598,21 @@ def state_dict(graph: Graph) -> dict[str, torch.Tensor]:
 
 
 def final_path(path: Path, options: WriteOptions) -> Path:
-    """The name the written file will finally have. ``write`` receives a temporary name from
-    :func:`caffe2x.fileio.atomic_output` (``.<stem>.<random>.part<suffix>``); the destination is taken
-    from ``options.extra['destination']`` when the caller gives it, else recovered from that pattern."""
-    dest = options.extra.get("destination")
-    if dest:
-        return Path(dest)
-    m = re.fullmatch(r"\.(?P<stem>.+)\.[^.]+\.part(?P<suffix>\.[^.]*)?", path.name)
-    if m:
-        return path.with_name(m["stem"] + (m["suffix"] or ""))
-    return path
+    """The name the written file will finally have: ``write`` receives a temporary name, the caller
+    (:func:`caffe2x.convert.write`) says where it goes in ``options.destination``."""
+    return Path(options.destination) if options.destination else path
 
 
 def code_path(path: Path, options: WriteOptions) -> Path:
     """Where ``emit_code`` puts the generated model code: ``options.extra['emit_code']`` when it is a
-    path, else ``<stem>_model.py`` next to the weights (``resnet50.pt`` -> ``resnet50_model.py``)."""
+    path, else ``<stem>_model.py`` next to the weights (``resnet50.pt`` -> ``resnet50_model.py``), the
+    stem made importable as a module name."""
     emit = options.extra.get("emit_code")
     if isinstance(emit, (str, Path)) and str(emit).endswith(".py"):
         return Path(emit)
     dest = final_path(path, options)
-    return dest.with_name(dest.stem + "_model.py")
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", dest.stem)  # importable: resnet-50.pt -> resnet_50_model.py
+    return dest.with_name(("model_" if stem[:1].isdigit() else "") + stem + "_model.py")
 
 
 def write(graph: Graph, path: str | Path, options: WriteOptions) -> list[str]:
@@ -653,6 +624,9 @@ def write(graph: Graph, path: str | Path, options: WriteOptions) -> list[str]:
     """
     path = Path(path)
     notes: list[str] = []
+    if options.extra.get("emit_code") and options.profile is not None:
+        raise Caffe2xError("emit_code writes the Caffe-architecture net, whose keys are the Caffe layer "
+                           f"names; it cannot be combined with profile {options.profile!r}")
     if options.profile is None:
         state = state_dict(graph)
         renamed = {n.name: m for n, m in zip(graph.nodes, node_module_names(graph)) if n.name != m}
@@ -665,16 +639,14 @@ def write(graph: Graph, path: str | Path, options: WriteOptions) -> list[str]:
     elif options.profile == "torchvision":
         profile = torchvision_profile(graph)
         state = profile.state
-        notes.append(f"torchvision profile: keys load into torchvision.models.{profile.constructor}"
-                     f"({'' if profile.num_classes == 1000 else f'num_classes={profile.num_classes}'}) with strict=True")
+        args = "" if profile.num_classes == 1000 else f"num_classes={profile.num_classes}"
+        notes.append(f"torchvision profile: keys load into torchvision.models.{profile.constructor}({args}) "
+                     f"with strict=True")
         notes.append(profile.measure(graph))
     else:
         raise Caffe2xError(f"unknown profile {options.profile!r} for the torch target (available: torchvision)")
     torch.save(_cast(state, options.dtype), path)
     if options.extra.get("emit_code"):
-        if options.profile is not None:
-            raise Caffe2xError("emit_code writes the Caffe-architecture net, whose keys are the Caffe layer "
-                               f"names; it cannot be combined with profile {options.profile!r}")
         from ..fileio import atomic_output
         from .torch_codegen import generate
 
@@ -866,7 +838,8 @@ def torchvision_profile(graph: Graph) -> TorchvisionProfile:
         for b, (block, branches) in enumerate(stages[stage].items()):
             expected = {"1", "2a", "2b", "2c"} if b == 0 else {"2a", "2b", "2c"}
             if set(branches) != expected:
-                raise _not_resnet(f"block res{stage}{block} has branches {sorted(branches)}, expected {sorted(expected)}")
+                raise _not_resnet(f"block res{stage}{block} has branches {sorted(branches)}, "
+                                  f"expected {sorted(expected)}")
             for branch, conv in branches.items():
                 conv_key, bn_key = _BRANCH_KEYS[branch]
                 put_conv_bn(conv, f"layer{i}.{b}.{conv_key}", f"layer{i}.{b}.{bn_key}")
@@ -901,5 +874,6 @@ def helper_source(classes: Sequence[type[nn.Module]]) -> str:
     return "\n\n".join(p.rstrip() + "\n" for p in parts)
 
 
-__all__ = ["SUFFIXES", "to_module", "write", "CaffeNet", "BUILDERS", "builder", "LayerSpec", "module_names",
-           "sanitize", "state_dict", "torchvision_profile", "TorchvisionResNet"]
+__all__ = ["SUFFIXES", "to_module", "write", "CaffeNet", "BUILDERS", "builder", "LayerSpec", "layer_spec",
+           "module_names", "node_module_names", "sanitize", "state_dict", "torchvision_profile",
+           "TorchvisionProfile", "TorchvisionResNet"]
