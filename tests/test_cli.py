@@ -147,3 +147,23 @@ def test_output_file_gets_ordinary_permissions(tiny, tmp_path: Path) -> None:
     out = tmp_path / "x.safetensors"
     caffe2x.save(caffe2x.load(*tiny), out)
     assert out.stat().st_mode & 0o044 == 0o044  # readable by group/others under a usual umask
+
+
+@pytest.mark.parametrize("target,suffix,forbidden", [
+    ("safetensors", ".safetensors", ("torch", "tensorflow", "keras", "onnx")),
+    ("onnx", ".onnx", ("torch", "tensorflow", "keras")),
+    ("torch", ".pt", ("tensorflow", "keras")),
+    ("keras", ".h5", ("torch",)),
+])
+def test_each_target_imports_only_its_own_framework(tiny_files, tmp_path: Path, target, suffix, forbidden) -> None:
+    model, deploy = tiny_files
+    out = tmp_path / f"tiny{suffix}"
+    code = f"""
+import sys
+from caffe2x.cli import main
+rc = main(["convert", {str(model)!r}, "-p", {str(deploy)!r}, "--to", {target!r}, "-o", {str(out)!r}, "-q"])
+print(rc, sorted(m for m in {forbidden!r} if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+    assert out.exists()
