@@ -206,6 +206,36 @@ layer { name: "drop" type: "Dropout" bottom: "fc1" top: "fc1" dropout_param { dr
 layer { name: "fc2" type: "InnerProduct" bottom: "fc1" top: "fc2" inner_product_param { num_output: 4 bias_term: false } }
 layer { name: "prob" type: "Softmax" bottom: "fc2" top: "prob" }
 """,
+    "googlenet_style_names": """
+input: "data" input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }
+layer { name: "conv1/7x7_s2" type: "Convolution" bottom: "data" top: "conv1/7x7_s2"
+  convolution_param { num_output: 8 pad: 3 kernel_size: 7 stride: 2 } }
+layer { name: "conv1/relu_7x7" type: "ReLU" bottom: "conv1/7x7_s2" top: "conv1/7x7_s2" }
+layer { name: "pool1/3x3_s2" type: "Pooling" bottom: "conv1/7x7_s2" top: "pool1/3x3_s2"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "pool1/norm1" type: "LRN" bottom: "pool1/3x3_s2" top: "pool1/norm1"
+  lrn_param { local_size: 5 alpha: 0.1 beta: 0.75 } }
+layer { name: "inception_3a/1x1" type: "Convolution" bottom: "pool1/norm1" top: "inception_3a/1x1"
+  convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "inception_3a/relu_1x1" type: "ReLU" bottom: "inception_3a/1x1" top: "inception_3a/1x1" }
+layer { name: "inception_3a/3x3_reduce" type: "Convolution" bottom: "pool1/norm1" top: "inception_3a/3x3_reduce"
+  convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "inception_3a/relu_3x3_reduce" type: "ReLU" bottom: "inception_3a/3x3_reduce" top: "inception_3a/3x3_reduce" }
+layer { name: "inception_3a/3x3" type: "Convolution" bottom: "inception_3a/3x3_reduce" top: "inception_3a/3x3"
+  convolution_param { num_output: 4 pad: 1 kernel_size: 3 } }
+layer { name: "inception_3a/pool" type: "Pooling" bottom: "pool1/norm1" top: "inception_3a/pool"
+  pooling_param { pool: MAX kernel_size: 3 stride: 1 pad: 1 } }
+layer { name: "inception_3a/pool_proj" type: "Convolution" bottom: "inception_3a/pool" top: "inception_3a/pool_proj"
+  convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "inception_3a/output" type: "Concat" bottom: "inception_3a/1x1" bottom: "inception_3a/3x3"
+  bottom: "inception_3a/pool_proj" top: "inception_3a/output" }
+layer { name: "pool5/7x7_s1" type: "Pooling" bottom: "inception_3a/output" top: "pool5/7x7_s1"
+  pooling_param { pool: AVE kernel_size: 7 stride: 1 } }
+layer { name: "pool5/drop_7x7_s1" type: "Dropout" bottom: "pool5/7x7_s1" top: "pool5/7x7_s1" dropout_param { dropout_ratio: 0.4 } }
+layer { name: "loss3/classifier" type: "InnerProduct" bottom: "pool5/7x7_s1" top: "loss3/classifier"
+  inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "loss3/classifier" top: "prob" }
+""",
     "bn_scale_activations": """
 input: "data" input_shape { dim: 2 dim: 4 dim: 5 dim: 6 }
 layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" batch_norm_param { eps: 0.001 } }
