@@ -236,6 +236,20 @@ layer { name: "loss3/classifier" type: "InnerProduct" bottom: "pool5/7x7_s1" top
   inner_product_param { num_output: 5 } }
 layer { name: "prob" type: "Softmax" bottom: "loss3/classifier" top: "prob" }
 """,
+    "deconvolution": """
+input: "data" input_shape { dim: 2 dim: 4 dim: 5 dim: 6 }
+layer { name: "up" type: "Deconvolution" bottom: "data" top: "up"
+  convolution_param { num_output: 6 kernel_size: 4 stride: 2 pad: 1 group: 2 } }
+layer { name: "smooth" type: "Deconvolution" bottom: "up" top: "smooth"
+  convolution_param { num_output: 2 kernel_size: 3 pad: 1 bias_term: false } }
+""",
+    # OpenCV's importer ignores a deconvolution's dilation and pad_h/pad_w (shapes differ from Caffe's),
+    # so this one is checked against the adjoint of Caffe's convolution instead (test_reference.py)
+    "deconvolution_dilated": """
+input: "data" input_shape { dim: 1 dim: 3 dim: 5 dim: 4 }
+layer { name: "dil" type: "Deconvolution" bottom: "data" top: "dil"
+  convolution_param { num_output: 2 kernel_h: 3 kernel_w: 2 dilation: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 } }
+""",
     "bn_scale_activations": """
 input: "data" input_shape { dim: 2 dim: 4 dim: 5 dim: 6 }
 layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" batch_norm_param { eps: 0.001 } }

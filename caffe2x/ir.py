@@ -19,6 +19,8 @@ op              attrs                                                        par
 ==============  ==========================================================  ==========================
 Convolution     kernel, stride, pad, dilation ([h, w]); group; num_output     weight (O, C/g, kh, kw),
                                                                              bias (O) if present
+Deconvolution   as Convolution (output = s*(H-1) + d*(k-1) + 1 - 2p)          weight (C, O/g, kh, kw),
+                                                                             bias (O) if present
 BatchNorm       eps (added to the variance before the square root)           running_mean (C),
                                                                              running_var (C)
 Scale           axis, num_axes (one-input form only)                         weight, bias (opt.)
@@ -248,6 +250,25 @@ def _conv_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
         _expect_param(node, graph, "bias", (a["num_output"],))
     oh = conv_output_size(h, a["kernel"][0], a["stride"][0], a["pad"][0], a["dilation"][0])
     ow = conv_output_size(w, a["kernel"][1], a["stride"][1], a["pad"][1], a["dilation"][1])
+    return [(n, a["num_output"], oh, ow)]
+
+
+def deconv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
+    """Caffe's deconvolution output size: the input size of the convolution it transposes."""
+    return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
+
+
+@shape_function("Deconvolution")
+def _deconv_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    _expect_rank(node, x, 4)
+    a = node.attrs
+    n, c, h, w = x
+    _expect_param(node, graph, "weight", (c, a["num_output"] // a["group"], *a["kernel"]))
+    if "bias" in node.params:
+        _expect_param(node, graph, "bias", (a["num_output"],))
+    oh = deconv_output_size(h, a["kernel"][0], a["stride"][0], a["pad"][0], a["dilation"][0])
+    ow = deconv_output_size(w, a["kernel"][1], a["stride"][1], a["pad"][1], a["dilation"][1])
     return [(n, a["num_output"], oh, ow)]
 
 

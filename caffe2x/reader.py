@@ -245,14 +245,14 @@ def _one_input(layer: Any, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
-@layer_handler("Convolution")
+@layer_handler("Convolution", "Deconvolution")
 def _convolution(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     x = _one_input(layer, ins)
     p = layer.convolution_param
     if len(x) != 4 or p.axis != 1:
-        raise UnsupportedLayerError(layer.name, f"Convolution on a {len(x)}-D blob", "layer")
+        raise UnsupportedLayerError(layer.name, f"{layer.type} on a {len(x)}-D blob", "layer")
     if p.HasField("kernel_h") != p.HasField("kernel_w") or (not p.HasField("kernel_h") and not len(p.kernel_size)):
-        raise Caffe2xError(f"layer {layer.name!r} (Convolution) has no kernel size")
+        raise Caffe2xError(f"layer {layer.name!r} ({layer.type}) has no kernel size")
     kernel = [int(p.kernel_h), int(p.kernel_w)] if p.HasField("kernel_h") else _pair(layer, p, "kernel", 1)
     group = int(p.group)
     attrs = {
@@ -263,12 +263,17 @@ def _convolution(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
         "group": group,
         "num_output": int(p.num_output),
     }
-    if group < 1 or x[1] % group:
-        raise Caffe2xError(f"layer {layer.name!r}: input channels {x[1]} not divisible by group {group}")
-    params = {"weight": blobs.get(0, (p.num_output, x[1] // group, *kernel), "he", "weight")}
+    if group < 1 or x[1] % group or p.num_output % group:
+        raise Caffe2xError(f"layer {layer.name!r}: channels {x[1]} and num_output {p.num_output} must be "
+                           f"divisible by group {group}")
+    if layer.type == "Deconvolution":  # Caffe stores deconvolution weights (C_in, C_out/group, kh, kw)
+        wshape = (x[1], p.num_output // group, *kernel)
+    else:
+        wshape = (p.num_output, x[1] // group, *kernel)
+    params = {"weight": blobs.get(0, wshape, "he", "weight")}
     if p.bias_term:
         params["bias"] = blobs.get(1, (p.num_output,), "bias", "bias")
-    return LayerSpec("Convolution", attrs, params)
+    return LayerSpec(layer.type, attrs, params)
 
 
 @layer_handler("Pooling")

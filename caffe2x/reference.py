@@ -125,6 +125,32 @@ def _conv(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     return [np.ascontiguousarray(y)]
 
 
+@op("Deconvolution")
+def _deconv(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
+    """Caffe's deconvolution: the transpose of its convolution (col2im), scattered per kernel offset."""
+    (x,) = ins
+    a = node.attrs
+    w = graph.param(node, "weight")
+    n, c, h, wd = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel"], a["stride"], a["pad"], a["dilation"]
+    g, o = a["group"], a["num_output"]
+    cg, og = c // g, o // g
+    full_h, full_w = sh * (h - 1) + dh * (kh - 1) + 1, sw * (wd - 1) + dw * (kw - 1) + 1
+    full = np.zeros((n, o, full_h, full_w), dtype=np.float32)
+    for gi in range(g):
+        rows = np.ascontiguousarray(x[:, gi * cg:(gi + 1) * cg].transpose(1, 0, 2, 3)).reshape(cg, -1)
+        wg = w[gi * cg:(gi + 1) * cg]  # (cg, og, kh, kw)
+        for i in range(kh):
+            for j in range(kw):
+                term = (wg[:, :, i, j].T @ rows).reshape(og, n, h, wd).transpose(1, 0, 2, 3)
+                full[:, gi * og:(gi + 1) * og, i * dh:i * dh + sh * (h - 1) + 1:sh,
+                     j * dw:j * dw + sw * (wd - 1) + 1:sw] += term
+    y = full[:, :, ph:full_h - ph, pw:full_w - pw]
+    if "bias" in node.params:
+        y = y + graph.param(node, "bias").reshape(1, -1, 1, 1)
+    return [np.ascontiguousarray(y)]
+
+
 def _channel_view(v: np.ndarray, rank: int) -> np.ndarray:
     return v.reshape((1, -1) + (1,) * (rank - 2))
 

@@ -83,3 +83,27 @@ def test_batch_size_can_differ_from_the_declared_one(resnet50_graph, image_batch
     both = caffe2x.run(resnet50_graph, image_batch, outputs="fc1000")
     one = caffe2x.run(resnet50_graph, image_batch[1:], outputs="fc1000")
     assert max_rel_error(one[0], both[1]) <= 1e-6
+
+
+@pytest.mark.parametrize("params", [
+    "kernel_h: 3 kernel_w: 2 dilation: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0",
+    "kernel_size: 4 stride: 2 pad: 1 group: 2",
+    "kernel_size: 3 stride: 3 dilation: 2 group: 2 pad: 2",
+])
+def test_deconvolution_is_the_adjoint_of_caffes_convolution(params: str) -> None:
+    """Caffe computes Deconvolution as its Convolution's backward pass: for the same weights W,
+    <conv(x), y> == <x, deconv(y)> for all x, y."""
+    deconv = _net(f'layer {{ name: "d" type: "Deconvolution" bottom: "x" top: "d" '
+                  f'convolution_param {{ num_output: 4 bias_term: false {params} }} }}', "dim: 1 dim: 6 dim: 5 dim: 4")
+    out_shape = deconv.shapes["d"]
+    conv = _net(f'layer {{ name: "c" type: "Convolution" bottom: "x" top: "c" '
+                f'convolution_param {{ num_output: 6 bias_term: false {params} }} }}',
+                "dim: 1 " + " ".join(f"dim: {d}" for d in out_shape[1:]))
+    assert conv.shapes["c"] == (1, 6, 5, 4)  # the convolution maps the deconvolution's output back
+    conv.tensors["c.weight"] = deconv.tensors["d.weight"]  # (6, 4/g, kh, kw): the same array both ways
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(out_shape).astype(np.float64)
+    y = rng.standard_normal((1, 6, 5, 4)).astype(np.float64)
+    lhs = float(np.sum(caffe2x.run(conv, x.astype(np.float32)) * y))
+    rhs = float(np.sum(x * caffe2x.run(deconv, y.astype(np.float32))))
+    assert lhs == pytest.approx(rhs, rel=1e-4)

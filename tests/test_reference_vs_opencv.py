@@ -41,7 +41,9 @@ def test_resnet50_logits_and_mid_blobs_match_opencv(resnet50_files, resnet50_gra
     np.testing.assert_array_equal(top5_ours, top5_theirs)
 
 
-OPENCV_ZOO = [name for name in fixtures.ZOO if name != "lrn"]
+# OpenCV deviates from Caffe on LRN's k and on a deconvolution's dilation / pad_h, pad_w (see fixtures.ZOO);
+# those are checked against Caffe's formulas in test_reference.py
+OPENCV_ZOO = [name for name in fixtures.ZOO if name not in ("lrn", "deconvolution_dilated")]
 
 
 @pytest.mark.parametrize("name", OPENCV_ZOO)

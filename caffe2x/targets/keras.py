@@ -209,6 +209,53 @@ def _conv(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     return [y]
 
 
+@builder("Deconvolution")
+def _deconv(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    """Conv2DTranspose 'valid' (output ``s*(H-1) + d*(k-1) + 1``) then Cropping2D by Caffe's pad.
+
+    A dilated kernel is written out with zeros between its taps (TensorFlow's CPU kernel has no
+    dilated transposed convolution).
+    Keras' transposed convolution has no groups: a grouped deconvolution becomes one
+    Conv2DTranspose per group on a channel slice, concatenated (the slices are 1x1 convolutions
+    with 0/1 kernels, which select channels exactly).
+    """
+    (x,) = ins
+    a = node.attrs
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel"], a["stride"], a["pad"], a["dilation"]
+    g, o = a["group"], a["num_output"]
+    weight = ctx.param(node, "weight")  # (C, O/g, kh, kw)
+    bias = ctx.param(node, "bias") if "bias" in node.params else None
+    c = weight.shape[0]
+    cg, og = c // g, o // g
+    if dh > 1 or dw > 1:
+        # TensorFlow's CPU transposed convolution has no dilation (and Keras none with stride > 1):
+        # spell the dilated kernel out with zeros between its taps, the same sum exactly
+        dilated = np.zeros((*weight.shape[:2], dh * (kh - 1) + 1, dw * (kw - 1) + 1), dtype=weight.dtype)
+        dilated[:, :, ::dh, ::dw] = weight
+        weight, (kh, kw), (dh, dw) = dilated, dilated.shape[2:], (1, 1)
+    outs = []
+    for gi in range(g):
+        xg = x
+        if g > 1:
+            select = keras.layers.Conv2D(cg, 1, use_bias=False, name=ctx.aux(node, f"group{gi}_in"))
+            xg = select(x)
+            pick = np.zeros((1, 1, c, cg), dtype=np.float32)
+            pick[0, 0, gi * cg + np.arange(cg), np.arange(cg)] = 1.0
+            set_weights(select, kernel=pick)
+        layer = keras.layers.Conv2DTranspose(
+            og, (kh, kw), strides=(sh, sw), padding="valid", dilation_rate=(dh, dw), use_bias=bias is not None,
+            name=ctx.name(node) if g == 1 else ctx.aux(node, f"group{gi}"))
+        y = layer(xg)
+        # Caffe (C, O/g, kh, kw) -> Keras Conv2DTranspose (kh, kw, O/g, C/g)
+        set_weights(layer, kernel=weight[gi * cg:(gi + 1) * cg].transpose(2, 3, 1, 0),
+                    bias=None if bias is None else bias[gi * og:(gi + 1) * og])
+        outs.append(y)
+    y = outs[0] if g == 1 else keras.layers.Concatenate(axis=-1, name=ctx.name(node))(outs)
+    if ph or pw:
+        y = keras.layers.Cropping2D(((ph, ph), (pw, pw)), name=ctx.aux(node, "crop"))(y)
+    return [y]
+
+
 @builder("Pooling")
 def _pool(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     """Standard Keras pooling where its geometry is Caffe's, else :class:`CaffePooling2D`.

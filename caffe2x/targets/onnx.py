@@ -195,6 +195,18 @@ def _conv(b: Builder, node: Node) -> None:
           pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["group"])
 
 
+@converter("Deconvolution")
+def _deconv(b: Builder, node: Node) -> None:
+    """ONNX ConvTranspose: Caffe's weight layout (C, M/group, kh, kw) and output size (no output_padding)."""
+    a = node.attrs
+    inputs = [b.inp(node), b.param(node, "weight")]
+    if "bias" in node.params:
+        inputs.append(b.param(node, "bias"))
+    ph, pw = a["pad"]
+    b.add("ConvTranspose", inputs, b.out(node), node.name, kernel_shape=list(a["kernel"]),
+          strides=list(a["stride"]), pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["group"])
+
+
 @converter("BatchNorm")
 def _batchnorm(b: Builder, node: Node) -> None:
     c = b.shape(node.inputs[0])[1]

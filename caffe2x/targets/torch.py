@@ -329,6 +329,19 @@ def _conv(node: Node, graph: Graph) -> LayerSpec:
     }, _tensors(node, graph))
 
 
+@builder("Deconvolution")
+def _deconv(node: Node, graph: Graph) -> LayerSpec:
+    """``nn.ConvTranspose2d`` is Caffe's deconvolution: same weight layout (C_in, C_out/g, kh, kw), same
+    output size ``s*(H-1) + d*(k-1) + 1 - 2p`` with no output padding."""
+    a = node.attrs
+    weight = graph.param(node, "weight")
+    return LayerSpec(nn.ConvTranspose2d, {
+        "in_channels": int(weight.shape[0]), "out_channels": int(a["num_output"]),
+        "kernel_size": _pair(a["kernel"]), "stride": _pair(a["stride"]), "padding": _pair(a["pad"]),
+        "dilation": _pair(a["dilation"]), "groups": int(a["group"]), "bias": "bias" in node.params,
+    }, _tensors(node, graph))
+
+
 @builder("BatchNorm")
 def _batchnorm(node: Node, graph: Graph) -> LayerSpec:
     c = int(graph.param(node, "running_mean").shape[0])
