@@ -77,7 +77,7 @@ def to_keras(graph: Graph, outputs: str | Sequence[str] | None = None) -> "keras
 
 
 def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -> Any:
-    """Convert, reload with each framework's own loader, run and compare; see :mod:`caffe2x.validate`."""
-    from .validate import validate as _validate
+    """Convert, reload with each framework's own loader, run and compare; see :mod:`caffe2x.validator`."""
+    from .validator import validate as _validate
 
     return _validate(model, prototxt, **kwargs)

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true")
 
     try:
-        from .validate import add_arguments
+        from .validator import add_arguments
     except ImportError:  # pragma: no cover
         pass
     else:
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command)
     if handler is None:
-        from .validate import cmd_validate
+        from .validator import cmd_validate
 
         handler = cmd_validate
     try:

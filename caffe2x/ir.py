@@ -7,10 +7,11 @@ rounds up, BatchNorm statistics already have the moving-average factor divided o
 normalised.
 
 Values vs. blobs: Caffe reuses a blob name when a layer works in place (``top == bottom``, e.g. every
-ReLU, BatchNorm and Scale in ResNet). In the graph each produced value has its own name: the first
-producer of blob ``b`` makes value ``b``; a later in-place rewrite by layer ``L`` makes value ``b@L``.
-``Graph.blobs`` maps each Caffe blob name to its *final* value, which is what pycaffe's ``net.blobs[b]``
-shows after a forward pass.
+ReLU, BatchNorm and Scale in ResNet). In the graph each produced value has its own name: a blob written
+once is value ``b``; every write of a blob written several times is value ``b@L`` (``L`` the layer
+writing it: ``conv1@conv1``, ``conv1@bn_conv1``, …, ``conv1@conv1_relu``), so every value can be asked
+for by name. ``Graph.blobs`` maps each Caffe blob name to its *final* value, which is what pycaffe's
+``net.blobs[b]`` shows after a forward pass; :meth:`Graph.value` accepts either kind of name.
 
 Ops (``Node.op`` is the modern Caffe type name) and what each carries
 -----------------------------------------------------------------------------------------------------

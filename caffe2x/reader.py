@@ -479,6 +479,11 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         if not shape or any(d <= 0 for d in shape):
             raise Caffe2xError(f"input {name!r} has an invalid shape {list(shape)}")
 
+    writes: dict[str, int] = {name: 1 for name in declared}  # how often each blob is produced
+    for l in layers:
+        if l.type not in ("Input", "Split") and l.type not in DATA_LAYERS and l.type not in DROPPED_LAYERS:
+            for top in l.top:
+                writes[top] = writes.get(top, 0) + 1
     graph = Graph(name=net.name or "net", inputs=dict(declared), nodes=[], tensors={})  # type: ignore[arg-type]
     shapes: dict[str, Shape] = dict(graph.inputs)
     current: dict[str, str] = {name: name for name in declared}  # blob -> current value
@@ -512,7 +517,8 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         spec = handler(layer, [shapes[v] for v in inputs], source)
         outputs = []
         for top in layer.top:
-            value = top if top not in current and top not in shapes else f"{top}@{layer.name}"
+            # a blob written once is its own value; each write of a rewritten blob is `blob@layer`
+            value = top if writes[top] == 1 else f"{top}@{layer.name}"
             outputs.append(value)
         params = {}
         for role, arr in spec.params.items():

@@ -108,11 +108,15 @@ def test_in_place_layers_give_each_value_its_own_name(resnet50_graph) -> None:
     g = resnet50_graph
     conv1 = g.node("conv1")
     bn, scale, relu = g.node("bn_conv1"), g.node("scale_conv1"), g.node("conv1_relu")
-    assert conv1.outputs == ["conv1"] and bn.inputs == ["conv1"]
+    assert conv1.outputs == ["conv1@conv1"] and bn.inputs == ["conv1@conv1"]
     assert bn.outputs == ["conv1@bn_conv1"] and scale.inputs == bn.outputs
     assert relu.outputs == ["conv1@conv1_relu"] and g.blobs["conv1"] == "conv1@conv1_relu"
+    assert g.node("pool1").outputs == ["pool1"]  # written once: the blob name itself
     values = [v for n in g.nodes for v in n.outputs]
     assert len(values) == len(set(values))
+    # every value is addressable: the blob name means its final value, `blob@layer` each write
+    assert g.value("conv1") == "conv1@conv1_relu" and g.value("conv1@conv1") == "conv1@conv1"
+    assert not set(values) & (set(g.blobs) - set(g.blobs.values()))
 
 
 def test_run_returns_final_in_place_value_like_pycaffe(resnet50_graph) -> None:

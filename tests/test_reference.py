@@ -66,7 +66,7 @@ def test_inner_product_flattens_in_c_h_w_order() -> None:
     vals = caffe2x.reference.execute(g, x)
     conv = vals[g.blobs["conv"]]
     expected = conv.reshape(2, -1) @ g.tensors["fc1.weight"].T + g.tensors["fc1.bias"]
-    np.testing.assert_allclose(vals["fc1"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(vals[g.node("fc1").outputs[0]], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_fold_bn_matches_the_unfolded_net(resnet50_graph, image_batch) -> None:

@@ -183,7 +183,7 @@ def test_double_precision_module_matches_the_reference() -> None:
 
 def test_unsupported_op_names_the_layer() -> None:
     graph = fixtures.graph("tiny")
-    graph.nodes.append(Node("up", "Deconvolution", [graph.outputs[0]], ["up"]))
+    graph.nodes.append(Node("up", "FancyAttention", [graph.outputs[0]], ["up"]))  # no builder for it
     with pytest.raises(UnsupportedLayerError, match="'up'"):
         to_module(graph)
 
