@@ -98,7 +98,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     _say(args, f"reading {args.model}" + (f" with {args.prototxt}" if args.prototxt else ""))
     graph = read(args.model, args.prototxt, args.input_shape, progress=not args.quiet and sys.stderr.isatty())
-    _say(args, f"  {len(graph.nodes)} layers, {graph.num_parameters():,} parameters")
+    from .inspect import caffe_parameter_count
+
+    _say(args, f"  {len(graph.nodes)} layers, {caffe_parameter_count(graph):,} parameters")
     extra = {}
     if args.emit_code:
         extra["emit_code"] = True
