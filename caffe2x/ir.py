@@ -237,40 +237,30 @@ def pool_output_size(size: int, kernel: int, stride: int, pad: int, ceil: bool =
     return out
 
 
-@shape_function("Convolution")
-def _conv_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
-    (x,) = ins
-    _expect_rank(node, x, 4)
-    a = node.attrs
-    n, c, h, w = x
-    g = a["group"]
-    if c % g or a["num_output"] % g:
-        raise Caffe2xError(f"layer {node.name!r}: channels {c} / num_output {a['num_output']} not divisible by group {g}")
-    _expect_param(node, graph, "weight", (a["num_output"], c // g, *a["kernel"]))
-    if "bias" in node.params:
-        _expect_param(node, graph, "bias", (a["num_output"],))
-    oh = conv_output_size(h, a["kernel"][0], a["stride"][0], a["pad"][0], a["dilation"][0])
-    ow = conv_output_size(w, a["kernel"][1], a["stride"][1], a["pad"][1], a["dilation"][1])
-    return [(n, a["num_output"], oh, ow)]
-
-
 def deconv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:
     """Caffe's deconvolution output size: the input size of the convolution it transposes."""
     return stride * (size - 1) + dilation * (kernel - 1) + 1 - 2 * pad
 
 
-@shape_function("Deconvolution")
-def _deconv_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+@shape_function("Convolution", "Deconvolution")
+def _conv_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     (x,) = ins
     _expect_rank(node, x, 4)
     a = node.attrs
     n, c, h, w = x
-    _expect_param(node, graph, "weight", (c, a["num_output"] // a["group"], *a["kernel"]))
+    g, o = a["group"], a["num_output"]
+    if c % g or o % g:
+        raise Caffe2xError(f"layer {node.name!r}: channels {c} / num_output {o} not divisible by group {g}")
+    if node.op == "Convolution":
+        weight, size = (o, c // g, *a["kernel"]), conv_output_size
+    else:  # Caffe keeps a deconvolution's weights as (C_in, C_out/group, kh, kw)
+        weight, size = (c, o // g, *a["kernel"]), deconv_output_size
+    _expect_param(node, graph, "weight", weight)
     if "bias" in node.params:
-        _expect_param(node, graph, "bias", (a["num_output"],))
-    oh = deconv_output_size(h, a["kernel"][0], a["stride"][0], a["pad"][0], a["dilation"][0])
-    ow = deconv_output_size(w, a["kernel"][1], a["stride"][1], a["pad"][1], a["dilation"][1])
-    return [(n, a["num_output"], oh, ow)]
+        _expect_param(node, graph, "bias", (o,))
+    oh = size(h, a["kernel"][0], a["stride"][0], a["pad"][0], a["dilation"][0])
+    ow = size(w, a["kernel"][1], a["stride"][1], a["pad"][1], a["dilation"][1])
+    return [(n, o, oh, ow)]
 
 
 @shape_function("BatchNorm")

@@ -184,27 +184,18 @@ converter = CONVERTERS.register
 
 
 # --------------------------------------------------------------------------- converters
-@converter("Convolution")
+@converter("Convolution", "Deconvolution")
 def _conv(b: Builder, node: Node) -> None:
+    """Conv, or ConvTranspose for Caffe's Deconvolution: ONNX shares Caffe's weight layouts
+    ((O, C/g, kh, kw) and (C, O/g, kh, kw)) and, with no output_padding, its output sizes."""
     a = node.attrs
     inputs = [b.inp(node), b.param(node, "weight")]
     if "bias" in node.params:
         inputs.append(b.param(node, "bias"))
     ph, pw = a["pad"]
-    b.add("Conv", inputs, b.out(node), node.name, kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
-          pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["group"])
-
-
-@converter("Deconvolution")
-def _deconv(b: Builder, node: Node) -> None:
-    """ONNX ConvTranspose: Caffe's weight layout (C, M/group, kh, kw) and output size (no output_padding)."""
-    a = node.attrs
-    inputs = [b.inp(node), b.param(node, "weight")]
-    if "bias" in node.params:
-        inputs.append(b.param(node, "bias"))
-    ph, pw = a["pad"]
-    b.add("ConvTranspose", inputs, b.out(node), node.name, kernel_shape=list(a["kernel"]),
-          strides=list(a["stride"]), pads=[ph, pw, ph, pw], dilations=list(a["dilation"]), group=a["group"])
+    b.add("Conv" if node.op == "Convolution" else "ConvTranspose", inputs, b.out(node), node.name,
+          kernel_shape=list(a["kernel"]), strides=list(a["stride"]), pads=[ph, pw, ph, pw],
+          dilations=list(a["dilation"]), group=a["group"])
 
 
 @converter("BatchNorm")
