@@ -1,10 +1,28 @@
 #!/usr/bin/env python
 """Regenerate ``caffe2x/proto/caffe_pb2.py`` from ``proto/caffe.proto``.
 
-Runs the protoc bundled with ``grpcio-tools`` (``pip install grpcio-tools``), so no system protoc is
-needed. The output depends only on the .proto file and the grpcio-tools version, which lets
-``tests/test_proto.py`` regenerate into a temporary directory and compare byte-for-byte with the
-committed module.
+Runs the protoc bundled with ``grpcio-tools``, so no system protoc is needed. The output depends
+only on the .proto file and the grpcio-tools version.
+
+Which grpcio-tools: **1.65.5** (``GRPCIO_TOOLS_VERSION`` below). Its protoc writes "protobuf 5.26.1"
+gencode, the newest gencode that makes no ``runtime_version`` check: the committed module imports
+and passes the tests, with no warning, on every protobuf runtime from 3.20.3 to 7.36.2 (upb and
+pure-Python; the measured matrix is in ``docs/protobuf.md``). grpcio-tools 1.66 and later emit a
+version check that fails on runtimes older than the gencode (and warns on 6.30-6.31 for 5.x
+gencode); 1.85 emits 7.35.1 gencode, which needs ``protobuf>=7.35.1``. grpcio-tools 1.63.2 and
+1.64.3 write the same bytes as 1.65.5; 1.62.x writes 4.25.1 gencode with the same range.
+
+grpcio-tools 1.65.5 itself requires ``protobuf<6`` (and has wheels for CPython up to 3.12 only), so
+it cannot live in the project's test environment next to protobuf 7 / TensorFlow; regenerate in a
+throwaway venv instead (this script needs only the standard library and grpc_tools)::
+
+    python3.12 -m venv /tmp/gt && /tmp/gt/bin/pip install grpcio-tools==1.65.5
+    /tmp/gt/bin/python scripts/gen_proto.py      # rewrites caffe2x/proto/caffe_pb2.py
+
+``tests/test_proto.py`` compares a regeneration byte-for-byte with the committed module when
+grpcio-tools 1.65.5 is the one installed (and skips that test otherwise), and with any installed
+grpcio-tools compares the schema: the serialized ``FileDescriptorProto`` embedded in the module,
+which every protoc version writes the same.
 
 Usage::
 
@@ -22,6 +40,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO_ROOT / "proto"
 PROTO_FILE = PROTO_DIR / "caffe.proto"
 DEFAULT_OUT_DIR = REPO_ROOT / "caffe2x" / "proto"
+# The grpcio-tools release whose protoc made the committed caffe_pb2.py (see the docstring).
+GRPCIO_TOOLS_VERSION = "1.65.5"
+
+
+def installed_grpcio_tools_version() -> str | None:
+    """The installed grpcio-tools version, or ``None`` when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("grpcio-tools")
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def generate(out_dir: Path = DEFAULT_OUT_DIR, proto_file: Path = PROTO_FILE) -> Path:
@@ -61,6 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ImportError, RuntimeError) as exc:
         print(f"gen_proto: {exc}", file=sys.stderr)
         return 1
+    installed = installed_grpcio_tools_version()
+    if installed != GRPCIO_TOOLS_VERSION:
+        print(f"gen_proto: warning: grpcio-tools {installed} is installed, but the committed caffe_pb2.py "
+              f"comes from grpcio-tools {GRPCIO_TOOLS_VERSION}; this output is other gencode "
+              f"(see this script's docstring)", file=sys.stderr)
     print(path)
     return 0
 

@@ -5,12 +5,14 @@ The expected numbers below were checked against BVLC Caffe's ``src/caffe/proto/c
 """
 from __future__ import annotations
 
+import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from google.protobuf import descriptor, text_format
+from google.protobuf import descriptor, descriptor_pb2, text_format
 
 from caffe2x.proto import caffe_pb2
 
@@ -19,21 +21,87 @@ GEN_SCRIPT = REPO_ROOT / "scripts" / "gen_proto.py"
 COMMITTED_PB2 = REPO_ROOT / "caffe2x" / "proto" / "caffe_pb2.py"
 
 
+def _load_gen_script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("caffe2x_gen_proto", GEN_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports only the standard library; grpc_tools is loaded lazily
+    return module
+
+
+gen_proto = _load_gen_script()
+
+
 def _field(message: type, name: str) -> descriptor.FieldDescriptor:
     return message.DESCRIPTOR.fields_by_name[name]
 
 
+# FieldDescriptor.is_repeated/is_required arrived in protobuf 6.x and ``label`` is gone in 7.x;
+# the package supports runtimes on both sides (docs/protobuf.md), so ask whichever exists.
+def _is_repeated(fd: descriptor.FieldDescriptor) -> bool:
+    return bool(fd.is_repeated) if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+
+
+def _is_required(fd: descriptor.FieldDescriptor) -> bool:
+    return bool(fd.is_required) if hasattr(fd, "is_required") else fd.label == fd.LABEL_REQUIRED
+
+
+def _is_packed(fd: descriptor.FieldDescriptor) -> bool:
+    return bool(fd.is_packed) if hasattr(fd, "is_packed") else fd.GetOptions().packed
+
+
+def _serialized_file_descriptor(pb2_source: Path) -> descriptor_pb2.FileDescriptorProto:
+    """The ``FileDescriptorProto`` a generated module passes to ``AddSerializedFile``."""
+    for node in ast.walk(ast.parse(pb2_source.read_text(encoding="utf-8"))):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "AddSerializedFile"):
+            arg = node.args[0]
+            assert isinstance(arg, ast.Constant) and isinstance(arg.value, bytes)
+            return descriptor_pb2.FileDescriptorProto.FromString(arg.value)
+    raise AssertionError(f"no AddSerializedFile(...) call in {pb2_source}")
+
+
 # --------------------------------------------------------------------------- (a) regeneration
 
-def test_committed_pb2_matches_regenerated(tmp_path: Path) -> None:
-    pytest.importorskip("grpc_tools")
+def _regenerate(out_dir: Path) -> Path:
     # in a child process: grpc_tools' protoc shares C++ protobuf symbols with onnx/torch already
     # loaded by other tests, and crashes when run inside the same process
-    subprocess.run([sys.executable, str(GEN_SCRIPT), "--out-dir", str(tmp_path)], check=True, timeout=120)
-    generated = tmp_path / "caffe_pb2.py"
+    subprocess.run([sys.executable, str(GEN_SCRIPT), "--out-dir", str(out_dir)], check=True, timeout=120)
+    return out_dir / "caffe_pb2.py"
+
+
+def test_committed_pb2_matches_regenerated(tmp_path: Path) -> None:
+    """Byte-for-byte, with the grpcio-tools release that made the committed module."""
+    installed = gen_proto.installed_grpcio_tools_version()
+    if installed is None:
+        pytest.skip("grpcio-tools is not installed")
+    if installed != gen_proto.GRPCIO_TOOLS_VERSION:
+        pytest.skip(
+            f"caffe_pb2.py is grpcio-tools {gen_proto.GRPCIO_TOOLS_VERSION} output (protobuf 5.26.1 gencode, "
+            f"chosen so it imports on protobuf 3.20.3-7.x); grpcio-tools {installed} is installed and writes "
+            f"other gencode, so only test_committed_pb2_schema_matches_proto applies. grpcio-tools "
+            f"{gen_proto.GRPCIO_TOOLS_VERSION} needs protobuf<6: run this in a venv of its own "
+            f"(see scripts/gen_proto.py)")
+    generated = _regenerate(tmp_path)
     assert generated.read_bytes() == COMMITTED_PB2.read_bytes(), (
-        "caffe2x/proto/caffe_pb2.py is stale (or was made with another grpcio-tools version); "
-        "run `python scripts/gen_proto.py`")
+        "caffe2x/proto/caffe_pb2.py is stale; run `python scripts/gen_proto.py`")
+
+
+def test_committed_pb2_schema_matches_proto(tmp_path: Path) -> None:
+    """With any grpcio-tools: the schema embedded in the committed module is proto/caffe.proto's.
+
+    Every protoc release serializes the same FileDescriptorProto (checked from grpcio-tools 1.62
+    to 1.85), so this catches a .proto edit that was not regenerated even when the installed
+    grpcio-tools is not the one that made the committed file.
+    """
+    pytest.importorskip("grpc_tools")
+    generated = _regenerate(tmp_path)
+    expected = _serialized_file_descriptor(generated)
+    committed = _serialized_file_descriptor(COMMITTED_PB2)
+    assert committed.name == "caffe.proto" and committed.package == "caffe"
+    assert committed == expected, (
+        "caffe2x/proto/caffe_pb2.py does not match proto/caffe.proto; regenerate it with grpcio-tools "
+        f"{gen_proto.GRPCIO_TOOLS_VERSION} (see scripts/gen_proto.py)")
 
 
 # --------------------------------------------------------------------------- (b) wire compatibility
@@ -87,11 +155,11 @@ def test_types_labels_and_defaults() -> None:
     assert caffe_pb2.FillerParameter().type == "constant"
     assert _field(caffe_pb2.BlobShape, "dim").type == descriptor.FieldDescriptor.TYPE_INT64
     assert _field(caffe_pb2.BlobProto, "num").type == descriptor.FieldDescriptor.TYPE_INT32
-    assert _field(caffe_pb2.ConvolutionParameter, "kernel_size").is_repeated
-    assert not _field(caffe_pb2.ConvolutionParameter, "kernel_size").is_packed  # proto2: unpacked unless asked
-    assert _field(caffe_pb2.BlobProto, "double_diff").is_packed
-    assert not _field(caffe_pb2.Datum, "float_data").is_packed
-    assert _field(caffe_pb2.ClipParameter, "min").is_required
+    assert _is_repeated(_field(caffe_pb2.ConvolutionParameter, "kernel_size"))
+    assert not _is_packed(_field(caffe_pb2.ConvolutionParameter, "kernel_size"))  # proto2: unpacked unless asked
+    assert _is_packed(_field(caffe_pb2.BlobProto, "double_diff"))
+    assert not _is_packed(_field(caffe_pb2.Datum, "float_data"))
+    assert _is_required(_field(caffe_pb2.ClipParameter, "min"))
 
 
 def test_packed_encoding() -> None:
