@@ -167,3 +167,8 @@ print(rc, sorted(m for m in {forbidden!r} if m in sys.modules))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
     assert out.exists()
+
+
+def test_python_dash_m_caffe2x_is_the_command() -> None:
+    proc = subprocess.run([sys.executable, "-m", "caffe2x", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("caffe2x ")
