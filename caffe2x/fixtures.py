@@ -250,6 +250,15 @@ input: "data" input_shape { dim: 1 dim: 3 dim: 5 dim: 4 }
 layer { name: "dil" type: "Deconvolution" bottom: "data" top: "dil"
   convolution_param { num_output: 2 kernel_h: 3 kernel_w: 2 dilation: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0 } }
 """,
+    "elu_prelu": """
+input: "data" input_shape { dim: 2 dim: 3 dim: 6 dim: 5 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }
+layer { name: "prelu" type: "PReLU" bottom: "conv" top: "conv" }
+layer { name: "elu" type: "ELU" bottom: "conv" top: "elu" elu_param { alpha: 0.7 } }
+layer { name: "prelu_shared" type: "PReLU" bottom: "elu" top: "prelu_shared" prelu_param { channel_shared: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "prelu_shared" top: "fc" inner_product_param { num_output: 6 } }
+layer { name: "prelu_fc" type: "PReLU" bottom: "fc" top: "fc" }
+""",
     "bn_scale_activations": """
 input: "data" input_shape { dim: 2 dim: 4 dim: 5 dim: 6 }
 layer { name: "bn" type: "BatchNorm" bottom: "data" top: "data" batch_norm_param { eps: 0.001 } }

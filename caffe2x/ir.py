@@ -26,6 +26,8 @@ BatchNorm       eps (added to the variance before the square root)           run
                                                                              running_var (C)
 Scale           axis, num_axes (one-input form only)                         weight, bias (opt.)
 ReLU            negative_slope
+ELU             alpha
+PReLU           channel_shared                                               weight (C) or (1)
 Sigmoid, TanH   -
 Pooling         method ('max' | 'ave'), kernel, stride, pad ([h, w]),
                 ceil (Caffe rounds output sizes up), global_pooling
@@ -284,11 +286,18 @@ def _scale_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     return [x]
 
 
-@shape_function("ReLU", "Sigmoid", "TanH", "Dropout", "LRN", "Softmax")
+@shape_function("ReLU", "ELU", "Sigmoid", "TanH", "Dropout", "LRN", "Softmax")
 def _same_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     if node.op == "LRN":
         _expect_rank(node, ins[0], 4)
     return [ins[0]]
+
+
+@shape_function("PReLU")
+def _prelu_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    (x,) = ins
+    _expect_param(node, graph, "weight", (1,) if node.attrs["channel_shared"] else (x[1],))
+    return [x]
 
 
 @shape_function("Pooling")

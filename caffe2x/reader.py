@@ -153,7 +153,7 @@ def read_mean(path: str | Path) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- blob access
-InitKind = str  # 'he' | 'bias' | 'mean' | 'var' | 'gamma' | 'beta' | 'factor'
+InitKind = str  # 'he' | 'bias' | 'mean' | 'var' | 'gamma' | 'beta' | 'factor' | 'slope'
 
 
 class BlobSource:
@@ -204,6 +204,8 @@ def _init(rng: np.random.Generator, shape: Shape, kind: InitKind) -> np.ndarray:
         arr = rng.uniform(0.5, 1.5, shape)
     elif kind == "factor":
         arr = np.ones(shape)
+    elif kind == "slope":
+        arr = rng.uniform(0.05, 0.3, shape)
     else:  # pragma: no cover - programming error
         raise ValueError(kind)
     return arr.astype(np.float32)
@@ -340,6 +342,22 @@ def _scale(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
 def _relu(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     _one_input(layer, ins)
     return LayerSpec("ReLU", {"negative_slope": float(layer.relu_param.negative_slope)})
+
+
+@layer_handler("ELU")
+def _elu(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    _one_input(layer, ins)
+    return LayerSpec("ELU", {"alpha": float(layer.elu_param.alpha)})
+
+
+@layer_handler("PReLU")
+def _prelu(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    x = _one_input(layer, ins)
+    if len(x) < 2:
+        raise Caffe2xError(f"layer {layer.name!r} (PReLU) needs at least a 2-D input, got {list(x)}")
+    shared = bool(layer.prelu_param.channel_shared)
+    return LayerSpec("PReLU", {"channel_shared": shared},
+                     {"weight": blobs.get(0, (1,) if shared else (x[1],), "slope", "slope")})
 
 
 @layer_handler("Sigmoid", "TanH")

@@ -184,6 +184,21 @@ def _relu(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     return [np.where(x > 0, x, x * np.float32(slope))]
 
 
+@op("ELU")
+def _elu(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
+    (x,) = ins
+    with np.errstate(over="ignore"):
+        return [np.where(x > 0, x, np.float32(node.attrs["alpha"]) * np.expm1(np.minimum(x, 0)))]
+
+
+@op("PReLU")
+def _prelu(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
+    (x,) = ins
+    slope = graph.param(node, "weight")
+    slope = slope.reshape((1, -1) + (1,) * (x.ndim - 2)) if slope.size > 1 else slope.reshape(())
+    return [np.where(x > 0, x, x * slope)]
+
+
 @op("Sigmoid")
 def _sigmoid(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     with np.errstate(over="ignore"):  # exp overflow for x << 0 correctly gives 0

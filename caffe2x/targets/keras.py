@@ -339,6 +339,28 @@ def _relu(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     return [keras.layers.ReLU(negative_slope=slope, name=ctx.name(node))(ins[0])]
 
 
+@builder("ELU")
+def _elu(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    return [keras.layers.ELU(alpha=float(node.attrs["alpha"]), name=ctx.name(node))(ins[0])]
+
+
+@builder("PReLU")
+def _prelu(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    """Keras PReLU with the slope shared over every axis but the channel one (all axes when Caffe's
+    ``channel_shared``); channels are last for 4-D blobs, axis 1 otherwise."""
+    (x,) = ins
+    rank = len(ctx.shape(node.inputs[0]))
+    channel = keras_axis(1, rank)
+    slopes = ctx.param(node, "weight")
+    keep = set() if node.attrs["channel_shared"] else {channel}
+    shared = [a for a in range(1, rank) if a not in keep]
+    layer = keras.layers.PReLU(shared_axes=shared or None, name=ctx.name(node))
+    y = layer(x)
+    alpha_shape = [1 if a in shared else ctx.shape(node.inputs[0])[1] for a in range(1, rank)]
+    set_weights(layer, alpha=np.broadcast_to(slopes.reshape(-1), (int(np.prod(alpha_shape)),)).reshape(alpha_shape))
+    return [y]
+
+
 @builder("Sigmoid", "TanH")
 def _activation(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     fn = {"Sigmoid": "sigmoid", "TanH": "tanh"}[node.op]

@@ -230,6 +230,20 @@ def _relu(b: Builder, node: Node) -> None:
         b.add("LeakyRelu", [b.inp(node)], b.out(node), node.name, alpha=slope)
 
 
+@converter("ELU")
+def _elu(b: Builder, node: Node) -> None:
+    b.add("Elu", [b.inp(node)], b.out(node), node.name, alpha=float(node.attrs["alpha"]))
+
+
+@converter("PReLU")
+def _prelu(b: Builder, node: Node) -> None:
+    """ONNX PRelu broadcasts the slope from the right: per-channel slopes become (C, 1, …, 1)."""
+    rank = b.rank(node.inputs[0])
+    slopes = b.graph.param(node, "weight")
+    shape = (slopes.size, *(1,) * (rank - 2)) if slopes.size > 1 else (1,)
+    b.add("PRelu", [b.inp(node), b.param_reshaped(node, "weight", shape)], b.out(node), node.name)
+
+
 @converter("Sigmoid", "TanH", "Dropout")
 def _elementwise(b: Builder, node: Node) -> None:
     op_type = {"Sigmoid": "Sigmoid", "TanH": "Tanh", "Dropout": "Identity"}[node.op]

@@ -363,6 +363,18 @@ def _relu(node: Node, graph: Graph) -> LayerSpec:
     return LayerSpec(nn.LeakyReLU, {"negative_slope": slope})
 
 
+@builder("ELU")
+def _elu(node: Node, graph: Graph) -> LayerSpec:
+    return LayerSpec(nn.ELU, {"alpha": float(node.attrs["alpha"])})
+
+
+@builder("PReLU")
+def _prelu(node: Node, graph: Graph) -> LayerSpec:
+    """``nn.PReLU`` holds Caffe's slopes as ``weight`` (C,) (or (1,) when channel_shared), per channel on dim 1."""
+    slopes = graph.param(node, "weight")
+    return LayerSpec(nn.PReLU, {"num_parameters": int(slopes.size)}, _tensors(node, graph))
+
+
 @builder("Sigmoid")
 def _sigmoid(node: Node, graph: Graph) -> LayerSpec:
     return LayerSpec(nn.Sigmoid, {})
