@@ -54,19 +54,9 @@ def dtype_note(graph: Graph, dtype: str, seed: int = 0) -> str:
 
     rng = np.random.default_rng(seed)
     x = {name: rng.standard_normal((1, *shape[1:])).astype(np.float32) for name, shape in graph.inputs.items()}
-    exact = run(graph, x, outputs=[_output_blob(graph)])
-    approx = run(rounded(graph, dtype), x, outputs=[_output_blob(graph)])
+    blob = graph.blob_name(graph.logits()[0])
+    exact = run(graph, x, outputs=[blob])
+    approx = run(rounded(graph, dtype), x, outputs=[blob])
     (name,) = exact
     err = max_rel_error(approx[name], exact[name])
     return f"{dtype} tensors change output {name!r} by {err:.2e} max relative error (numpy reference, seeded input)"
-
-
-def _output_blob(graph: Graph) -> str:
-    """The blob to measure: the logits before a final Softmax when there is one."""
-    inverse = {v: b for b, v in graph.blobs.items()}
-    last = graph.producers().get(graph.outputs[0]) if graph.outputs else None
-    if last is not None and last.op == "Softmax":
-        v = last.inputs[0]
-        return inverse.get(v, v)
-    v = graph.outputs[0]
-    return inverse.get(v, v)

@@ -118,6 +118,27 @@ class Graph:
             return blob_or_value
         raise Caffe2xError(f"no blob or value named {blob_or_value!r} in the graph")
 
+    def blob_name(self, value: str) -> str:
+        """The name a value is reported by: its Caffe blob when it is that blob's final value (what
+        pycaffe's ``net.blobs`` shows), else the value's own name."""
+        for blob, final in self.blobs.items():
+            if final == value:
+                return blob
+        return value
+
+    def logits(self) -> tuple[str, str]:
+        """(value, why): what to compare a net's frameworks on. The input of the final Softmax when
+        the net ends in one (``fc1000`` for ResNet: probabilities hide differences), else its first
+        output."""
+        if not self.outputs:
+            raise Caffe2xError("the net has no output blob")
+        out = self.outputs[0]
+        more = f"; the net has {len(self.outputs)} outputs, the first is compared" if len(self.outputs) > 1 else ""
+        last = self.producers().get(out)
+        if last is not None and last.op == "Softmax":
+            return last.inputs[0], f"input of the final Softmax {last.name!r}{more}"
+        return out, f"the net's output blob (it does not end in a Softmax){more}"
+
     def producers(self) -> dict[str, Node]:
         """Map each value to the node that produces it."""
         return {out: n for n in self.nodes for out in n.outputs}

@@ -67,8 +67,7 @@ def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[st
 def resolve_outputs(graph: Graph, outputs: str | Sequence[str] | None) -> list[str]:
     """Caffe blob names to report: the net's outputs by default."""
     if outputs is None:
-        inverse = {v: b for b, v in graph.blobs.items()}
-        return [inverse.get(v, v) for v in graph.outputs]
+        return [graph.blob_name(v) for v in graph.outputs]
     names = [outputs] if isinstance(outputs, str) else list(outputs)
     for n in names:
         graph.value(n)  # raises a clear error for an unknown blob

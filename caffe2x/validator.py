@@ -608,18 +608,8 @@ def _report_dict(r: Report) -> dict[str, Any]:
 # =========================================================================== comparing
 def logits_blob(graph: Graph) -> tuple[str, str, str]:
     """(blob, value, note): the input of the final Softmax when the net ends in one, else its output."""
-    if not graph.outputs:
-        raise Caffe2xError("the net has no output blob")
-    inverse = {v: b for b, v in graph.blobs.items()}
-    out = graph.outputs[0]
-    last = graph.producers().get(out)
-    more = f"; the net has {len(graph.outputs)} outputs, the first is compared" if len(graph.outputs) > 1 else ""
-    if last is not None and last.op == "Softmax":
-        v = last.inputs[0]
-        blob = inverse.get(v, v)
-        return blob, v, f"input of the final Softmax {last.name!r}{more}"
-    blob = inverse.get(out, out)
-    return blob, out, f"the net's output blob (it does not end in a Softmax){more}"
+    value, note = graph.logits()
+    return graph.blob_name(value), value, note
 
 
 def topk(logits: np.ndarray, k: int = TOPK) -> list[list[int]]:

@@ -718,8 +718,7 @@ def write_keras_applications(graph: Graph, path: str | os.PathLike[str], dtype: 
     (blob, shape), = graph.inputs.items()
     # std 50: about what a mean-subtracted BGR image in [0, 255] looks like, the input these nets expect
     x = (np.random.default_rng(0).standard_normal((1, *shape[1:])) * MEASURE_INPUT_STD).astype(np.float32)
-    inverse = {v: b for b, v in graph.blobs.items()}
-    fc_blob = inverse.get(fc.outputs[0], fc.outputs[0])
+    fc_blob = graph.blob_name(fc.outputs[0])
     exact = np.asarray(reference_run(graph, x, outputs=fc_blob))
     got = np.asarray(model(x.transpose(0, 2, 3, 1), training=False))
     err = max_rel_error(got, exact)
