@@ -34,12 +34,19 @@ PathLike = str | os.PathLike[str]
 
 
 def load(model: PathLike | None = None, prototxt: PathLike | None = None,
-         input_shape: Sequence[int] | None = None, *, progress: bool = False) -> Graph:
+         input_shape: Sequence[int] | None = None, *, progress: bool = False,
+         outputs: str | Sequence[str] | None = None) -> Graph:
     """Read a ``.caffemodel`` (with an optional deploy prototxt), a caffe2x ``.safetensors``, or a
-    prototxt alone (``model=None``: a weightless net with seeded random tensors) into a :class:`Graph`."""
+    prototxt alone (``model=None``: a weightless net with seeded random tensors) into a :class:`Graph`.
+
+    ``outputs`` (blob names) cuts the net to what those blobs need, e.g. a backbone without its head or
+    the convolutional part of a net whose later Python layer cannot be converted.
+    """
     from .reader import read
 
-    return read(model, prototxt, input_shape, progress=progress)
+    if isinstance(outputs, str):
+        outputs = [o for o in outputs.split(",") if o]
+    return read(model, prototxt, input_shape, progress=progress, outputs=outputs)
 
 
 def save(graph: Graph, path: PathLike, to: str | None = None, *, dtype: str = "float32",

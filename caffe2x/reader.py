@@ -24,6 +24,7 @@ import numpy as np
 
 from .errors import Caffe2xError, UnsupportedLayerError
 from .ir import SHAPE_FUNCTIONS, Graph, Node, Shape, normalize_axis
+from .netcut import needed_layers, prune_graph, python_layer_error
 from .registry import Registry
 
 # --------------------------------------------------------------------------- protobuf parsing
@@ -467,11 +468,22 @@ def _in_test_phase(layer: Any) -> bool:
 
 
 def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape: Sequence[int] | None = None,
-                seed: int | None = None, progress: bool = False) -> Graph:
-    """Make the graph of ``net``; ``weights`` maps layer name to its blobs (None: weightless, seeded)."""
+                seed: int | None = None, progress: bool = False, outputs: Sequence[str] | None = None) -> Graph:
+    """Make the graph of ``net``; ``weights`` maps layer name to its blobs (None: weightless, seeded).
+
+    ``outputs`` (blob names, or ``blob@layer`` for one write of a rewritten blob) keeps only the layers
+    those blobs need (:mod:`caffe2x.netcut`) and makes them the graph's outputs.
+    """
     declared = _declared_inputs(net)
-    layers = [l for l in net.layer if _in_test_phase(l)]
+    all_layers = [l for l in net.layer if _in_test_phase(l)]
+    layers = all_layers
+    if outputs is not None:
+        layers = needed_layers(all_layers, outputs, inputs=list(declared))
+        used = {b for l in layers for b in l.bottom} | {o.partition("@")[0] for o in outputs}
+        declared = {name: shape for name, shape in declared.items() if name in used}
     for l in layers:
+        if l.type == "Python" and len(l.bottom):
+            raise python_layer_error(l, cut=outputs is not None)
         if l.type == "Input":
             shapes = list(l.input_param.shape)
             for i, top in enumerate(l.top):
@@ -497,9 +509,13 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         if not shape or any(d <= 0 for d in shape):
             raise Caffe2xError(f"input {name!r} has an invalid shape {list(shape)}")
 
-    writes: dict[str, int] = {name: 1 for name in declared}  # how often each blob is produced
-    for l in layers:
-        if l.type not in ("Input", "Split") and l.type not in DATA_LAYERS and l.type not in DROPPED_LAYERS:
+    # how often each blob is produced, counted over the whole net so that value names do not depend on a cut
+    writes: dict[str, int] = {name: 1 for name in [*_declared_inputs(net), *declared]}
+    for l in all_layers:
+        if l.type == "Input" or (l.type in DATA_LAYERS and not len(l.bottom)):
+            for top in l.top[:1] if l.type != "Input" else l.top:
+                writes[top] = 1
+        elif l.type not in ("Input", "Split") and l.type not in DATA_LAYERS and l.type not in DROPPED_LAYERS:
             for top in l.top:
                 writes[top] = writes.get(top, 0) + 1
     graph = Graph(name=net.name or "net", inputs=dict(declared), nodes=[], tensors={})  # type: ignore[arg-type]
@@ -561,7 +577,14 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
     graph.shapes = shapes
     graph.blobs = {b: v for b, v in current.items()}
     consumed = {v for n in graph.nodes for v in n.inputs}
-    graph.outputs = [v for b, v in current.items() if v not in consumed and v not in graph.inputs]
+    if outputs is not None:
+        missing = [o for o in outputs if o.partition("@")[0] not in current]
+        if missing:
+            raise Caffe2xError(f"the requested output {missing[0]!r} is not computed at inference (a train-only blob)")
+        graph.outputs = [current[o] if "@" not in o else (o if writes.get(o.partition("@")[0], 0) > 1
+                                                          else o.partition("@")[0]) for o in outputs]
+    else:
+        graph.outputs = [v for b, v in current.items() if v not in consumed and v not in graph.inputs]
     graph.outputs = list(dict.fromkeys(graph.outputs))
     return graph
 
@@ -642,21 +665,21 @@ def weights_by_layer(net: Any) -> dict[str, Sequence[Any]]:
 
 def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shape: Sequence[int] | None = None,
                *, seed: int = 0, progress: bool = False, model_name: str = "caffemodel",
-               prototxt_name: str = "prototxt") -> Graph:
+               prototxt_name: str = "prototxt", outputs: Sequence[str] | None = None) -> Graph:
     """Build a graph from in-memory caffemodel bytes and/or prototxt text."""
     weights_net = parse_caffemodel_bytes(model, model_name) if model is not None else None
     definition = parse_prototxt_text(prototxt_text, prototxt_name) if prototxt_text is not None else None
-    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress)
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs)
 
 
 def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape: Sequence[int] | None = None,
-                    *, seed: int = 0, progress: bool = False) -> Graph:
+                    *, seed: int = 0, progress: bool = False, outputs: Sequence[str] | None = None) -> Graph:
     """The graph of ``definition`` (or of ``weights_net`` alone) with ``weights_net``'s blobs."""
     definition = definition if definition is not None else weights_net
     if definition is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
     weights = weights_by_layer(weights_net) if weights_net is not None else None
-    graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress)
+    graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress, outputs=outputs)
     if weights is None:
         calibrate(graph, seed)
     return graph
@@ -668,17 +691,18 @@ def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int
 
 
 def read(model: str | Path | None, prototxt: str | Path | None = None, input_shape: Sequence[int] | None = None,
-         *, progress: bool = False, seed: int = 0) -> Graph:
+         *, progress: bool = False, seed: int = 0, outputs: Sequence[str] | None = None) -> Graph:
     """Entry point behind :func:`caffe2x.load`."""
     if model is not None and str(model).lower().endswith(".safetensors"):
         from .targets.safetensors import read_graph
 
         if prototxt is not None:
             raise Caffe2xError("a caffe2x .safetensors file carries its own graph; drop the prototxt")
-        return read_graph(model)
+        graph = read_graph(model)
+        return prune_graph(graph, outputs) if outputs is not None else graph
     if model is None and prototxt is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
     # parse straight from the file's bytes and let them go: a 100 MB model is not held three times
     weights_net = parse_caffemodel_bytes(_read_file(model), str(model)) if model is not None else None
     definition = parse_prototxt_text(_read_text(prototxt), str(prototxt)) if prototxt is not None else None
-    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress)
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs)
