@@ -549,19 +549,19 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         else:
             source = BlobSource(layer.name, weights.get(layer.name, []), None)
         spec = handler(layer, [shapes[v] for v in inputs], source)
-        outputs = []
+        values = []
         for top in layer.top:
             # a blob written once is its own value; each write of a rewritten blob is `blob@layer`
             value = top if writes[top] == 1 else f"{top}@{layer.name}"
-            outputs.append(value)
+            values.append(value)
         params = {}
         for role, arr in spec.params.items():
             key = f"{layer.name}.{role}"
             graph.tensors[key] = np.ascontiguousarray(arr, dtype=np.float32)
             params[role] = key
-        node = Node(layer.name, spec.op, inputs, outputs, spec.attrs, params)
+        node = Node(layer.name, spec.op, inputs, values, spec.attrs, params)
         out_shapes = SHAPE_FUNCTIONS[spec.op](node, [shapes[v] for v in inputs], graph)
-        for top, value, s in zip(layer.top, outputs, out_shapes):
+        for top, value, s in zip(layer.top, values, out_shapes):
             if any(d <= 0 for d in s):
                 raise Caffe2xError(f"layer {layer.name!r} gives blob {top!r} the empty shape {list(s)}")
             shapes[value] = tuple(int(d) for d in s)
