@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cliargs import add_model_args as _add_model_args
 from .errors import Caffe2xError
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -26,23 +27,6 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR)
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input shape must be comma-separated integers, got {text!r}") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"input shape must be positive integers, got {text!r}")
-    return dims
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="a .caffemodel (or a caffe2x .safetensors)")
-    p.add_argument("--prototxt", "-p", help="deploy prototxt defining the net (its blobs come from the model)")
-    p.add_argument("--input-shape", type=_shape, metavar="N,C,H,W",
-                   help="input shape, when the prototxt declares none (or to override it)")
 
 
 def build_parser() -> argparse.ArgumentParser:

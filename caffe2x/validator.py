@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .cliargs import add_model_args, parse_floats
 from .errors import Caffe2xError
 from .ir import Graph
 
@@ -1019,9 +1020,7 @@ def _per_layer(result: FrameworkResult, graph: Graph, outs: Mapping[str, np.ndar
 # =========================================================================== command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``caffe2x validate`` options (``p`` is the subcommand's parser)."""
-    from .cli import _add_model_args
-
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--frameworks", metavar="LIST",
                    help=f"comma-separated frameworks to check ({', '.join(FRAMEWORKS)}); default: every installed "
                         f"one (a named one that is not installed fails the run)")
@@ -1029,7 +1028,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="photos to run (files and/or directories); default: the 4 packaged sample photos")
     means = p.add_mutually_exclusive_group()
     means.add_argument("--mean", metavar="MEAN.binaryproto", help="mean image to subtract (centre-cropped to the input)")
-    means.add_argument("--mean-values", metavar="B,G,R", type=_floats,
+    means.add_argument("--mean-values", metavar="B,G,R", type=parse_floats,
                        help="per-channel means in BGR order (default 103.94,116.78,123.68)")
     p.add_argument("--labels", metavar="synset_words.txt", help="class names, one per line, for the top-5 listing")
     p.add_argument("--json", metavar="REPORT.json", help="write the machine-readable report (schema caffe2x.validate/1)")
@@ -1043,14 +1042,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="existing .pt/.h5/.safetensors/.onnx files to check tensor by tensor and run")
     p.add_argument("--keep-artifacts", metavar="DIR", help="write the converted files here instead of a temp dir")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress; print only the verdict")
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    return vals
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ The generated file defines ``class Net(nn.Module)``: one submodule per Caffe lay
 ``__init__`` (same names as :func:`caffe2x.targets.torch.to_module` uses, so its state_dict keys are the
 ``.pt`` keys), and a ``forward`` spelled out one layer per line, reading like the prototxt: a local
 variable per Caffe blob, reassigned where Caffe works in place. The Caffe-specific helper modules
-(pooling, BatchNorm, Scale, LRN, …) are copied from :mod:`caffe2x.targets.torch` by ``inspect``, so
+(pooling, BatchNorm, Scale, LRN, …) are copied from :mod:`caffe2x.targets.torch.modules` by ``inspect``, so
 the generated net runs the very code that ``to_module`` runs, and constructor arguments come from the
 same per-op builders; the two cannot drift apart.
 """
@@ -14,9 +14,11 @@ import builtins
 import keyword
 import re
 
-from .. import __version__
-from ..ir import Graph
-from .torch import HELPER_CLASSES, helper_source, layer_spec, node_module_names, resolve_outputs
+from ... import __version__
+from ...ir import Graph
+from .model import node_module_names, resolve_outputs
+from .modules import HELPER_CLASSES, helper_source
+from .ops import layer_spec
 
 #: names a local variable in generated ``forward`` must not take
 _RESERVED_LOCALS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(

@@ -1,82 +1,21 @@
-"""ONNX target: the graph as an opset-17 ONNX model built directly with ``onnx.helper``.
-
-No torch or tensorflow is involved: every Caffe layer becomes a few ONNX nodes through one converter
-function per op (:data:`CONVERTERS`; adding an op is registering one function).
-
-What the file looks like
-------------------------
-* Graph input: named like the Caffe input blob (``data``), NCHW, float32, batch dimension symbolic
-  (``N``); the other dimensions are the prototxt's.
-* Graph outputs: the net's output blobs by Caffe blob name (``prob``). A blob rewritten in place keeps
-  its Caffe name for its final value, as pycaffe's ``net.blobs`` does; an earlier value that would
-  clash with such a name is renamed ``<value>@<producing layer>``. The one name that cannot move is
-  the graph input's: a blob rewritten in place from the input (``data`` through an in-place
-  BatchNorm) is output under its value name (``data@bn``).
-* Initializers: exactly the graph's tensors under their tensor keys (``conv1.weight``,
-  ``bn_conv1.running_mean``, ``fc1000.bias``). Helper constants (reshape shapes, BatchNorm's unit scale
-  and zero shift, the AVE pooling divisor map) are ``Constant`` nodes, so the initializer list is the
-  weight list and nothing else.
-* Node names are Caffe layer names: the node producing a layer's output is named ``<layer>``; a
-  layer needing several nodes names its helpers (and their outputs) ``<layer>/<what>``.
-* ``dtype="float16"`` / ``"bfloat16"``: initializers are stored in that type, each followed by a
-  ``Cast`` to float32 (named ``<key>/cast``); all computation stays float32. Casting the compute too
-  would change every op's accumulation precision; storing reduced weights is what halves the file, and
-  the runtime folds the casts at load.
-
-Caffe semantics, op by op
--------------------------
-==============  ==============================================================================
-Convolution     ``Conv`` with explicit symmetric pads, strides, dilations, group
-BatchNorm       ``BatchNormalization`` (inference form) with scale 1, B 0 and Caffe's eps, which
-                ONNX also adds to the variance inside the square root
-Scale           ``Mul`` (and ``Add``) by the parameters reshaped to ``shape[axis:axis+num_axes]``
-                followed by ones, so numpy broadcasting lines them up at ``axis``
-ReLU            ``Relu``, or ``LeakyRelu(alpha=negative_slope)``
-Sigmoid, TanH   ``Sigmoid``, ``Tanh``;  Dropout: ``Identity``
-Pooling         Caffe's ceil-mode window rule made explicit: ``Pad`` (``-inf`` for MAX, 0 for AVE)
-                by ``pad`` on the left and by :func:`~caffe2x.reference.pool_geometry`'s amount on
-                the right, then ``MaxPool``/``AveragePool`` with no pads and ``ceil_mode=0``
-                (ONNX's own ceil mode clips windows differently when ``pad > 0``). AVE then
-                multiplies by a constant ``k_h*k_w / divisor`` map, the divisor being Caffe's
-                (padding inside ``H + pad`` counts, the ceil overhang does not); the ``Mul`` is left
-                out where the map is all ones. ``global_pooling``: ``GlobalMaxPool`` /
-                ``GlobalAveragePool``
-Eltwise         SUM: ``Mul`` by each ``coeff`` != 1, then ``Add`` (two inputs) or ``Sum``;
-                PROD: chained ``Mul``; MAX: ``Max``
-InnerProduct    ``Flatten(axis)`` (C, H, W order, as Caffe) then ``Gemm(transB=1)`` with the
-                ``(O, I)`` weight as stored; reshaped back to ``(*lead, O)`` when ``axis != 1``
-Softmax         ``Softmax(axis)`` (opset >= 13 normalises over that one axis, as Caffe)
-LRN             ACROSS_CHANNELS: ``LRN`` — ONNX's ``x / (bias + alpha/size * sum)^beta`` over a
-                channel window ``[c - (size-1)//2, c + size-1-(size-1)//2]`` is Caffe's formula with
-                ``bias = k``. WITHIN_CHANNEL: ``x * (1 + alpha * avg_{n x n}(x^2))^-beta`` built
-                from ``Mul``, ``Pad`` (zeros, ``(n-1)/2``), ``AveragePool`` (divides by ``n*n``,
-                as Caffe does), ``Mul``/``Add``/``Pow``/``Mul``; Caffe ignores ``k`` there
-Concat          ``Concat(axis)``
-Flatten         ``Reshape`` to the computed shape with ``-1`` in the (dynamic) batch position
-==============  ==============================================================================
-
-:func:`to_onnx` gives the ``onnx.ModelProto``; :func:`run_onnx` runs a model (or ``.onnx`` file) with
-onnxruntime on the CPU, for the validator.
+"""The ONNX target's op registry :data:`OPS`: one converter per Caffe op appending its ONNX nodes to a
+:class:`Builder`. Op families beside this module (``caffe2x/targets/onnx/<family>.py``) register more
+converters with :func:`converter`.
 """
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .. import __version__
-from ..errors import Caffe2xError, UnsupportedLayerError
-from ..ir import Graph, Node
-from ..numeric import to_bfloat16_bits
-from ..reference import pool_geometry
-from ..registry import Registry
-
-SUFFIXES = (".onnx",)
+from ...errors import Caffe2xError, UnsupportedLayerError
+from ...ir import Graph, Node
+from ...numeric import to_bfloat16_bits
+from ...reference import pool_geometry
+from ...registry import Registry
 
 #: ONNX operator set the models are written against
 OPSET = 17
@@ -179,8 +118,9 @@ class Builder:
 
 ConvertFn = Callable[[Builder, Node], None]
 #: op -> converter appending the layer's ONNX nodes
-CONVERTERS: Registry[ConvertFn] = Registry("op")
-converter = CONVERTERS.register
+OPS: Registry[ConvertFn] = Registry("op (ONNX target)")
+CONVERTERS = OPS  # the name used before the target became a package
+converter = OPS.register
 
 
 # --------------------------------------------------------------------------- converters
@@ -367,100 +307,3 @@ def _dynamic_batch(shape: Sequence[int]) -> list[int]:
     return [-1, *(int(d) for d in shape[1:])]
 
 
-# --------------------------------------------------------------------------- model
-def _plan_outputs(b: Builder, requested: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Give each requested output (name, value) its Caffe name. Returns the graph outputs as
-    (ONNX name, value) and the (name, value) pairs that need an ``Identity`` (a value requested
-    twice, or a graph input requested under another name)."""
-    graph = b.graph
-    producers = graph.producers()
-    # an earlier value carrying a name that an output claims for a later value gets renamed
-    for n, v in requested:
-        if n != v and n in graph.shapes and n not in graph.inputs and n not in b.names:
-            b.names[n] = b.fresh(f"{n}@{producers[n].name}")
-    named = {v for n, v in requested if n == v}  # values asked for under their own name keep it
-    outputs: list[tuple[str, str]] = []
-    identities: list[tuple[str, str]] = []
-    for n, v in requested:
-        if n == v:
-            outputs.append((n, v))
-        elif n in graph.inputs:
-            # a blob rewritten in place from the graph input: the input keeps the blob's name
-            outputs.append((b.name(v), v))
-        elif v in named or v in graph.inputs:
-            identities.append((n, v))
-            outputs.append((n, v))
-        else:
-            named.add(v)
-            b.names[v] = n
-            outputs.append((n, v))
-    return list(dict.fromkeys(outputs)), identities
-
-
-def to_onnx(graph: Graph, outputs: str | Sequence[str] | None = None, dtype: str = "float32") -> onnx.ModelProto:
-    """The graph as an ONNX ``ModelProto`` (opset 17). ``outputs``: Caffe blob or value names (the
-    net's outputs by default); each becomes a graph output under the name given. ``dtype``: how the
-    initializers are stored (float32, float16 or bfloat16; computation is float32 throughout)."""
-    from ..reference import resolve_outputs
-
-    names = list(dict.fromkeys(resolve_outputs(graph, outputs)))
-    requested = [(n, graph.value(n)) for n in names]
-    b = Builder(graph, dtype)
-    outs, identities = _plan_outputs(b, requested)
-    for node in graph.nodes:
-        CONVERTERS.lookup(node.op, node.name)(b, node)
-    for n, v in identities:
-        b.add("Identity", [b.name(v)], n, f"output/{n}")
-    batches = {shape[0] for shape in graph.inputs.values()}
-    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape[1:]])
-              for name, shape in graph.inputs.items()]
-    outputs_info = []
-    for n, v in outs:
-        shape = graph.shapes[v]
-        lead = "N" if len(batches) == 1 and shape[0] in batches else None
-        outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *shape[1:]]))
-    onnx_graph = helper.make_graph(b.nodes, graph.name or "caffe2x", inputs, outputs_info, initializer=b.initializers)
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="caffe2x", producer_version=__version__)
-    model.ir_version = IR_VERSION
-    model.doc_string = f"converted from Caffe by caffe2x {__version__}; weights stored as {dtype}"
-    return model
-
-
-def write(graph: Graph, path: str | os.PathLike[str], options: Any) -> list[str]:
-    """Write the graph as a ``.onnx`` file (tensors stored as ``options.dtype``, compute in float32)."""
-    if options.profile is not None:
-        raise Caffe2xError(f"the onnx target has no naming profile {options.profile!r}")
-    model = to_onnx(graph, dtype=options.dtype)
-    if model.ByteSize() > _PROTO_LIMIT:
-        raise Caffe2xError(f"the ONNX model would be {model.ByteSize() / 2**30:.1f} GiB, over protobuf's 2 GiB "
-                           f"limit for one file; write it as float16 or to another target")
-    onnx.checker.check_model(model)
-    onnx.save_model(model, str(path))
-    notes = []
-    if options.dtype != "float32":
-        notes.append(f"onnx: weights stored as {options.dtype}, each cast to float32 in the graph; "
-                     f"the model computes in float32")
-    return notes
-
-
-def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndarray | Mapping[str, np.ndarray],
-             output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Run an ONNX model with onnxruntime on the CPU (2 intra-op threads); outputs by name."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    source = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
-    sess = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
-    if isinstance(x, Mapping):
-        feeds = {k: np.asarray(v, dtype=np.float32) for k, v in x.items()}
-    else:
-        inputs = sess.get_inputs()
-        if len(inputs) != 1:
-            raise Caffe2xError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}): pass a dict")
-        feeds = {inputs[0].name: np.asarray(x, dtype=np.float32)}
-    names = list(output_names) if output_names is not None else [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))

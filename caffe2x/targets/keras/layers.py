@@ -27,8 +27,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from ..ir import pool_output_size  # noqa: E402
-from ..reference import pool_geometry  # noqa: E402
+from ...ir import pool_output_size  # noqa: E402
+from ...reference import pool_geometry  # noqa: E402
 
 _PACKAGE = "caffe2x"
 

@@ -1,0 +1,37 @@
+"""Command-line argument helpers shared by the ``caffe2x`` subcommands.
+
+Both :mod:`caffe2x.cli` (convert, inspect) and the ``validate`` command defined with the validator
+import these, so neither has to import the other to describe a model on the command line.
+This module imports nothing from caffe2x.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``1,3,224,224`` (or ``1x3x224x224``) as a tuple of positive ints; an argparse type."""
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be comma-separated integers, got {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"input shape must be positive integers, got {text!r}")
+    return dims
+
+
+def parse_floats(text: str) -> tuple[float, ...]:
+    """``104,117,123`` as a tuple of floats; an argparse type."""
+    try:
+        vals = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    return vals
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The arguments that name a model: ``model``, ``--prototxt/-p``, ``--input-shape``."""
+    p.add_argument("model", help="a .caffemodel (or a caffe2x .safetensors)")
+    p.add_argument("--prototxt", "-p", help="deploy prototxt defining the net (its blobs come from the model)")
+    p.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W",
+                   help="input shape, when the prototxt declares none (or to override it)")

@@ -1,0 +1,96 @@
+"""Writing the Keras target's files: ``.h5`` weights (Keras' HDF5 layout), ``.h5`` full model, ``.keras``."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ...errors import Caffe2xError
+from ...ir import Graph
+from ...numeric import round_to
+from .. import WriteOptions
+from .h5 import write_weights_h5
+from .model import to_model
+from .profiles import write_keras_applications
+
+SUFFIXES = (".h5", ".keras")
+
+
+
+
+def write(graph: Graph, path: str | os.PathLike[str], options: WriteOptions) -> list[str]:
+    """Write ``graph`` to ``path`` (``.h5`` weights, ``.h5`` full model, ``.keras``); return notes."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    full_model = bool(options.extra.get("full_model"))
+    if suffix not in SUFFIXES:
+        raise Caffe2xError(f"the keras target writes {', '.join(SUFFIXES)} files, not {path.name!r}")
+    if options.profile is not None:
+        if options.profile != "keras-applications":
+            raise Caffe2xError(f"unknown Keras naming profile {options.profile!r}; the Keras target knows "
+                               f"'keras-applications'")
+        if suffix != ".h5" or full_model:
+            raise Caffe2xError("the keras-applications profile writes a weights-only .h5 for "
+                               "keras.applications (no --full-model, no .keras)")
+        return write_keras_applications(graph, path, options.dtype)
+
+    model = to_model(graph)
+    notes: list[str] = []
+    if options.dtype != "float32":
+        _round_variables(model, options.dtype)
+    if suffix == ".keras" or full_model:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Keras calls .h5 'legacy'; it is what was asked for
+            model.save(str(path))
+        kind = "Keras 3 native model" if suffix == ".keras" else "Keras HDF5 model (config + weights)"
+        notes.append(f"{kind}: `import caffe2x.targets.keras` (registers the caffe2x layers), then "
+                     f"`keras.models.load_model(path)`; input is NHWC")
+        if options.dtype != "float32":
+            notes.append(f"Keras holds the weights as float32 variables; their values are rounded to {options.dtype}")
+        return notes
+    if _is_native_weights_name(Path(options.destination) if options.destination else path):
+        _save_native_weights(model, path)
+        notes.append("Keras 3 native weights (.weights.h5): `model = caffe2x.to_keras(graph)`, then "
+                     "`model.load_weights(path)`")
+        if options.dtype != "float32":
+            notes.append(f"Keras holds the weights as float32 variables; their values are rounded to {options.dtype}")
+        return notes
+    write_weights_h5(model, path, store_dtype=np.float16 if options.dtype == "float16" else np.float32)
+    notes.append("Keras HDF5 weights, layers named after the Caffe layers: `model = caffe2x.to_keras(graph)`, "
+                 "then `model.load_weights(path)` (input is NHWC)")
+    if options.dtype == "float16":
+        notes.append("weights stored as float16; Keras loads them into float32 variables")
+    elif options.dtype == "bfloat16":
+        notes.append("HDF5 has no bfloat16: weights rounded to bfloat16 and stored as float32")
+    return notes
+
+
+def _round_variables(model: keras.Model, dtype: str) -> None:
+    for var in model.weights:
+        var.assign(round_to(np.asarray(var.numpy()), dtype))
+
+
+_NATIVE_WEIGHTS_NAME = re.compile(r"\.weights\.h5$")
+
+
+def _is_native_weights_name(path: Path) -> bool:
+    """``x.weights.h5`` (the destination's name, not the temporary one): Keras 3's ``load_weights`` reads names ending in ``.weights.h5``
+    with its native weights loader, not the HDF5 one, so such a file must be in that format."""
+    return _NATIVE_WEIGHTS_NAME.search(path.name) is not None
+
+
+def _save_native_weights(model: keras.Model, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".caffe2x.", suffix=".weights.h5", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2 __array__ notice from Keras itself
+            model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,54 @@
+"""Keras' HDF5 weights layout written with h5py (what ``model.load_weights('x.h5')`` reads)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+
+
+#: Keras' HDF5 attribute size limit; longer name lists are split into name0, name1, ... as Keras does
+_HDF5_OBJECT_HEADER_LIMIT = 64512
+
+
+def _write_name_list(obj: h5py.Group, name: str, names: list[str]) -> None:
+    """Store a list of names as Keras does: bytes array, split over name0, name1… past HDF5's limit."""
+    data = np.array([n.encode("utf8") for n in names]) if names else np.array([], dtype="S1")
+    chunks = 1
+    while any(c.nbytes > _HDF5_OBJECT_HEADER_LIMIT for c in np.array_split(data, chunks)):
+        chunks += 1
+    if chunks == 1:
+        obj.attrs[name] = data
+    else:
+        for i, chunk in enumerate(np.array_split(data, chunks)):
+            obj.attrs[f"{name}{i}"] = chunk
+
+
+def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:
+    """Keras' HDF5 weights layout: ``layer_names``; per layer ``weight_names`` and the datasets."""
+    with h5py.File(path, "w") as f:
+        _write_name_list(f, "layer_names", [name for name, _ in layers])
+        f.attrs["backend"] = keras.backend.backend().encode("utf8")
+        f.attrs["keras_version"] = str(keras.__version__).encode("utf8")
+        for name, weights in layers:
+            group = f.create_group(name)
+            _write_name_list(group, "weight_names", [w for w, _ in weights])
+            for wname, value in weights:
+                group.create_dataset(wname, data=value)
+
+
+def write_weights_h5(model: keras.Model, path: str | os.PathLike[str], store_dtype: Any = np.float32) -> None:
+    """Write ``model``'s weights in the HDF5 layout Keras' ``load_weights`` reads for a ``.h5`` path.
+
+    Layers are listed in ``model.layers`` order (the order Keras matches them in without ``by_name``),
+    each with its variables in Keras' legacy order (trainable, then non-trainable) under their paths
+    (``conv1/kernel``), so the datasets sit at ``<layer>/<layer>/<weight>``.
+    """
+    layers = []
+    for layer in model.layers:
+        weights = layer.trainable_weights + layer.non_trainable_weights
+        layers.append((layer.name, [(w.path, np.asarray(w.numpy()).astype(store_dtype)) for w in weights]))
+    _write_h5_layers(Path(path), layers)

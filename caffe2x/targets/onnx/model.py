@@ -1,0 +1,114 @@
+"""The graph as an ONNX ``ModelProto`` (:func:`to_onnx`), the ``.onnx`` file, and running it with onnxruntime."""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ... import __version__
+from ...errors import Caffe2xError
+from ...ir import Graph
+from ...reference import resolve_outputs
+from .ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder
+
+
+# --------------------------------------------------------------------------- model
+def _plan_outputs(b: Builder, requested: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Give each requested output (name, value) its Caffe name. Returns the graph outputs as
+    (ONNX name, value) and the (name, value) pairs that need an ``Identity`` (a value requested
+    twice, or a graph input requested under another name)."""
+    graph = b.graph
+    producers = graph.producers()
+    # an earlier value carrying a name that an output claims for a later value gets renamed
+    for n, v in requested:
+        if n != v and n in graph.shapes and n not in graph.inputs and n not in b.names:
+            b.names[n] = b.fresh(f"{n}@{producers[n].name}")
+    named = {v for n, v in requested if n == v}  # values asked for under their own name keep it
+    outputs: list[tuple[str, str]] = []
+    identities: list[tuple[str, str]] = []
+    for n, v in requested:
+        if n == v:
+            outputs.append((n, v))
+        elif n in graph.inputs:
+            # a blob rewritten in place from the graph input: the input keeps the blob's name
+            outputs.append((b.name(v), v))
+        elif v in named or v in graph.inputs:
+            identities.append((n, v))
+            outputs.append((n, v))
+        else:
+            named.add(v)
+            b.names[v] = n
+            outputs.append((n, v))
+    return list(dict.fromkeys(outputs)), identities
+
+
+def to_onnx(graph: Graph, outputs: str | Sequence[str] | None = None, dtype: str = "float32") -> onnx.ModelProto:
+    """The graph as an ONNX ``ModelProto`` (opset 17). ``outputs``: Caffe blob or value names (the
+    net's outputs by default); each becomes a graph output under the name given. ``dtype``: how the
+    initializers are stored (float32, float16 or bfloat16; computation is float32 throughout)."""
+    names = list(dict.fromkeys(resolve_outputs(graph, outputs)))
+    requested = [(n, graph.value(n)) for n in names]
+    b = Builder(graph, dtype)
+    outs, identities = _plan_outputs(b, requested)
+    for node in graph.nodes:
+        OPS.lookup(node.op, node.name)(b, node)
+    for n, v in identities:
+        b.add("Identity", [b.name(v)], n, f"output/{n}")
+    batches = {shape[0] for shape in graph.inputs.values()}
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape[1:]])
+              for name, shape in graph.inputs.items()]
+    outputs_info = []
+    for n, v in outs:
+        shape = graph.shapes[v]
+        lead = "N" if len(batches) == 1 and shape[0] in batches else None
+        outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *shape[1:]]))
+    onnx_graph = helper.make_graph(b.nodes, graph.name or "caffe2x", inputs, outputs_info, initializer=b.initializers)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="caffe2x", producer_version=__version__)
+    model.ir_version = IR_VERSION
+    model.doc_string = f"converted from Caffe by caffe2x {__version__}; weights stored as {dtype}"
+    return model
+
+
+def write(graph: Graph, path: str | os.PathLike[str], options: Any) -> list[str]:
+    """Write the graph as a ``.onnx`` file (tensors stored as ``options.dtype``, compute in float32)."""
+    if options.profile is not None:
+        raise Caffe2xError(f"the onnx target has no naming profile {options.profile!r}")
+    model = to_onnx(graph, dtype=options.dtype)
+    if model.ByteSize() > _PROTO_LIMIT:
+        raise Caffe2xError(f"the ONNX model would be {model.ByteSize() / 2**30:.1f} GiB, over protobuf's 2 GiB "
+                           f"limit for one file; write it as float16 or to another target")
+    onnx.checker.check_model(model)
+    onnx.save_model(model, str(path))
+    notes = []
+    if options.dtype != "float32":
+        notes.append(f"onnx: weights stored as {options.dtype}, each cast to float32 in the graph; "
+                     f"the model computes in float32")
+    return notes
+
+
+def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndarray | Mapping[str, np.ndarray],
+             output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Run an ONNX model with onnxruntime on the CPU (2 intra-op threads); outputs by name."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    source = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
+    sess = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    if isinstance(x, Mapping):
+        feeds = {k: np.asarray(v, dtype=np.float32) for k, v in x.items()}
+    else:
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise Caffe2xError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}): pass a dict")
+        feeds = {inputs[0].name: np.asarray(x, dtype=np.float32)}
+    names = list(output_names) if output_names is not None else [o.name for o in sess.get_outputs()]
+    return dict(zip(names, sess.run(names, feeds)))

@@ -1,0 +1,44 @@
+"""PyTorch target: the graph as a real ``torch.nn.Module``, its weights as a ``.pt`` state_dict, optional
+standalone model code, and the ``torchvision`` naming profile for KaimingHe's ResNets.
+
+Layout of this package (one job per module; nothing here is imported by code outside the torch target
+except through this ``__init__``):
+
+* :mod:`.modules` -- the Caffe-exact ``nn.Module`` classes (pooling, BatchNorm, Scale, LRN, …), copied
+  verbatim into ``--emit-code`` output;
+* :mod:`.ops` -- the op registry :data:`OPS`: one builder per Caffe op (module class, constructor
+  arguments, tensors);
+* :mod:`.model` -- :func:`to_module` and the module naming rule;
+* :mod:`.files` -- :func:`write` (the ``.pt`` state_dict); :mod:`.codegen` -- ``--emit-code``;
+* :mod:`.profiles` -- the ``torchvision`` naming profile.
+
+A new op family is a module ``caffe2x/targets/torch/<family>.py`` that imports only from ``.ops`` (and
+``.modules`` or caffe2x helpers) and registers builders with :func:`builder`; list it in
+:data:`FAMILIES` so importing the target registers it.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .files import DTYPES, code_path, final_path, state_dict, write
+from .model import CaffeNet, Step, module_names, node_module_names, resolve_outputs, sanitize, to_module
+from .modules import (HELPER_CLASSES, CaffeBatchNorm, CaffeConcat, CaffeEltwise, CaffeInnerProduct, CaffeLRN,
+                      CaffePooling, CaffeScale, helper_source)
+from .ops import BUILDERS, OPS, Builder, LayerSpec, builder, layer_spec
+from .profiles import TorchvisionProfile, TorchvisionResNet, torchvision_profile
+
+SUFFIXES = (".pt", ".pth")
+
+#: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
+#: target imports each, which registers its builders in :data:`OPS`
+FAMILIES: tuple[str, ...] = (
+)
+
+for _family in FAMILIES:
+    importlib.import_module(f"{__name__}.{_family}")
+
+__all__ = ["SUFFIXES", "DTYPES", "FAMILIES", "to_module", "write", "CaffeNet", "OPS", "BUILDERS", "Builder",
+           "builder", "LayerSpec", "layer_spec", "module_names", "node_module_names", "sanitize", "state_dict",
+           "torchvision_profile", "TorchvisionProfile", "TorchvisionResNet", "HELPER_CLASSES", "CaffeBatchNorm",
+           "CaffeConcat", "CaffeEltwise", "CaffeInnerProduct", "CaffeLRN", "CaffePooling", "CaffeScale",
+           "helper_source", "resolve_outputs", "Step", "code_path", "final_path"]
