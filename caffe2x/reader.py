@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import Caffe2xError, UnsupportedLayerError
+from .forkfix import fix_fork_fields, has_field
 from .ir import SHAPE_FUNCTIONS, Graph, Node, Shape, normalize_axis
 from .netcut import needed_layers, prune_graph, python_layer_error
 from .registry import Registry
@@ -50,6 +51,7 @@ def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel") -> Any:
     net = upgrade(net, source)
     if not net.layer:
         raise Caffe2xError(f"{source} holds no Caffe layers (is it a caffemodel?)")
+    fix_fork_fields(net, _pb2(), data)
     return net
 
 
@@ -61,11 +63,20 @@ def parse_prototxt_text(text: str, source: str = "prototxt") -> Any:
     try:
         text_format.Parse(text, net)
     except text_format.ParseError as exc:
-        raise Caffe2xError(f"{source} is not a valid Caffe prototxt: {exc}") from None
+        raise Caffe2xError(f"{source} is not a valid Caffe prototxt: {_parse_error_text(exc, net)}") from None
     net = upgrade(net, source)
     if not net.layer and not net.input:
         raise Caffe2xError(f"{source} defines no layers")
     return net
+
+
+def _parse_error_text(exc: Exception, net: Any) -> str:
+    """protobuf's message as ``line L, column C: ...``, without the schema's private package name."""
+    import re
+
+    text = str(exc).replace(f"{net.DESCRIPTOR.file.package}.", "")
+    match = re.match(r"^(\d+):(\d+) : (?:'.*': )?(.*)$", text, re.S)
+    return f"line {match[1]}, column {match[2]}: {match[3]}" if match else text
 
 
 #: V1 enum layer type -> modern type string (upgrade_proto.cpp's UpgradeV1LayerType)
@@ -303,6 +314,10 @@ def _pooling(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
         if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
             raise Caffe2xError(f"layer {layer.name!r} (Pooling): pad {pad} must be smaller than kernel {kernel}")
     ceil = not (p.HasField("round_mode") and p.round_mode == pb2.PoolingParameter.FLOOR)
+    if has_field(p, "ceil_mode"):  # the ceil_mode fork patch (docs/forks.md)
+        if p.HasField("round_mode") and bool(p.ceil_mode) != ceil:
+            raise Caffe2xError(f"layer {layer.name!r} (Pooling): ceil_mode and round_mode disagree")
+        ceil = bool(p.ceil_mode)
     return LayerSpec("Pooling", {"method": methods[p.pool], "kernel": kernel, "stride": stride, "pad": pad,
                                  "ceil": ceil, "global_pooling": bool(p.global_pooling)})
 
@@ -370,6 +385,9 @@ def _plain_activation(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerS
 @layer_handler("Dropout")
 def _dropout(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     _one_input(layer, ins)
+    if has_field(layer.dropout_param, "sample_weights_test") and layer.dropout_param.sample_weights_test:
+        raise Caffe2xError(f"layer {layer.name!r} (Dropout) keeps dropping at test time (sample_weights_test, "
+                           f"Monte Carlo dropout): its output is random and cannot be converted")
     return LayerSpec("Dropout", {"ratio": float(layer.dropout_param.dropout_ratio)})
 
 

@@ -19,6 +19,9 @@ throwaway venv instead (this script needs only the standard library and grpc_too
     python3.12 -m venv /tmp/gt && /tmp/gt/bin/pip install grpcio-tools==1.65.5
     /tmp/gt/bin/python scripts/gen_proto.py      # rewrites caffe2x/proto/caffe_pb2.py
 
+The schema is registered as ``caffe2x/proto/caffe.proto`` in package ``caffe2x_caffe`` (see
+:func:`generate`), never as pycaffe's ``caffe.proto`` / ``caffe``.
+
 ``tests/test_proto.py`` compares a regeneration byte-for-byte with the committed module when
 grpcio-tools 1.65.5 is the one installed (and skips that test otherwise), and with any installed
 grpcio-tools compares the schema: the serialized ``FileDescriptorProto`` embedded in the module,
@@ -42,6 +45,8 @@ PROTO_FILE = PROTO_DIR / "caffe.proto"
 DEFAULT_OUT_DIR = REPO_ROOT / "caffe2x" / "proto"
 # The grpcio-tools release whose protoc made the committed caffe_pb2.py (see the docstring).
 GRPCIO_TOOLS_VERSION = "1.65.5"
+# The directory the schema is compiled under: its registered file name is caffe2x/proto/caffe.proto.
+PRIVATE_PREFIX = ("caffe2x", "proto")
 
 
 def installed_grpcio_tools_version() -> str | None:
@@ -57,26 +62,45 @@ def installed_grpcio_tools_version() -> str | None:
 def generate(out_dir: Path = DEFAULT_OUT_DIR, proto_file: Path = PROTO_FILE) -> Path:
     """Compile ``proto_file`` into ``out_dir`` and return the path of the generated ``*_pb2.py``.
 
+    The file is compiled under the private name ``caffe2x/proto/<stem>.proto`` (a copy staged in a
+    temporary directory), so the module registers that name, not ``caffe.proto``, in protobuf's
+    default descriptor pool: pycaffe's own ``caffe_pb2`` registers ``caffe.proto`` and the two must
+    coexist in one process. The name also makes the generated classes' ``__module__``
+    ``caffe2x.proto.<stem>_pb2``, where they live.
+
     Raises ``RuntimeError`` if protoc reports an error, and ``ImportError`` if grpcio-tools is
     missing.
     """
+    import shutil
+    import tempfile
+
     from grpc_tools import protoc  # imported lazily: only needed when regenerating
 
     out_dir = Path(out_dir).resolve()
     proto_file = Path(proto_file).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto
-    argv = [
-        "grpc_tools.protoc",  # argv[0], ignored by protoc
-        f"-I{proto_file.parent}",
-        f"-I{well_known}",
-        f"--python_out={out_dir}",
-        str(proto_file),
-    ]
-    rc = protoc.main(argv)
-    if rc != 0:
-        raise RuntimeError(f"protoc failed with exit code {rc}: {' '.join(argv)}")
-    return out_dir / f"{proto_file.stem}_pb2.py"
+    with tempfile.TemporaryDirectory(prefix="caffe2x-gen-") as tmp:
+        staged_dir = Path(tmp, "src", *PRIVATE_PREFIX)
+        staged_dir.mkdir(parents=True)
+        staged = staged_dir / proto_file.name
+        shutil.copyfile(proto_file, staged)
+        gen_dir = Path(tmp, "out")
+        gen_dir.mkdir()
+        argv = [
+            "grpc_tools.protoc",  # argv[0], ignored by protoc
+            f"-I{Path(tmp, 'src')}",
+            f"-I{well_known}",
+            f"--python_out={gen_dir}",
+            str(staged),
+        ]
+        rc = protoc.main(argv)
+        if rc != 0:
+            raise RuntimeError(f"protoc failed with exit code {rc} on {proto_file}")
+        name = f"{proto_file.stem}_pb2.py"
+        target = out_dir / name
+        shutil.copyfile(gen_dir.joinpath(*PRIVATE_PREFIX, name), target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,7 +98,8 @@ def test_committed_pb2_schema_matches_proto(tmp_path: Path) -> None:
     generated = _regenerate(tmp_path)
     expected = _serialized_file_descriptor(generated)
     committed = _serialized_file_descriptor(COMMITTED_PB2)
-    assert committed.name == "caffe.proto" and committed.package == "caffe"
+    # private names: pycaffe registers "caffe.proto" / package "caffe" and both must coexist (issue 9)
+    assert committed.name == "caffe2x/proto/caffe.proto" and committed.package == "caffe2x_caffe"
     assert committed == expected, (
         "caffe2x/proto/caffe_pb2.py does not match proto/caffe.proto; regenerate it with grpcio-tools "
         f"{gen_proto.GRPCIO_TOOLS_VERSION} (see scripts/gen_proto.py)")
