@@ -88,3 +88,9 @@ def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -
     from .validator import validate as _validate
 
     return _validate(model, prototxt, **kwargs)
+
+
+# Last, so every module above exists: registers the layer families (reader handlers, shape rules, numpy
+# references) before any submodule of caffe2x can be used -- see caffe2x/layers/__init__.py for why the
+# package, not reader/reference, imports them.
+from . import layers as _layers  # noqa: E402,F401

@@ -1,0 +1,30 @@
+"""Caffe layer families beyond the core set in :mod:`caffe2x.reader` / :mod:`caffe2x.ir` /
+:mod:`caffe2x.reference`.
+
+One module per family (``elementwise``, ``broadcast``, ``shape``, ``normalization``, ``channels``, …),
+named for what it holds. Each module registers, for every layer type it covers, the three numpy-side
+pieces with the registries' own decorators (see :mod:`caffe2x.layers.base`):
+
+* the reader handler (:data:`caffe2x.reader.LAYERS`: Caffe layer -> graph op, attributes, tensors),
+* the shape rule (:data:`caffe2x.ir.SHAPE_FUNCTIONS`),
+* the numpy reference (:data:`caffe2x.reference.OPS`, Caffe's CPU semantics).
+
+Target ops live in ``caffe2x/targets/<framework>/<family>.py`` and register with that target's op
+registry.
+
+Why the families are always registered, without an import cycle: a family imports the modules whose
+registries it fills (``reader``, ``ir``, ``reference``), so those modules cannot import the families
+back. Instead the *package* ``caffe2x/__init__.py`` imports this package at its end. Python runs a
+package's ``__init__`` before any of its submodules can be used, so whoever touches
+``caffe2x.reader``, ``caffe2x.reference`` or ``caffe2x.ir`` -- by ``import caffe2x``, ``from caffe2x
+import reader`` or ``python -m caffe2x`` -- finds every family registered, and no caffe2x module imports
+a module that imports it (``tests/test_layer_families.py`` pins both facts).
+
+Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
+"""
+from __future__ import annotations
+
+from . import broadcast, elementwise  # noqa: F401  (importing registers the families)
+
+#: the family modules, in registration order
+FAMILIES = ("elementwise", "broadcast")

@@ -1,0 +1,99 @@
+"""Small nets, one per layer family and tricky parameter, shared by the layer conformance tests.
+
+``opencv`` says whether OpenCV's Caffe importer computes what Caffe computes for every layer of the
+net (then the reference is compared with it); where it does not, ``why`` names the deviation and the
+net is checked against Caffe's formula in test_layers_reference.py instead.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Inputs = Callable[[dict[str, tuple[int, ...]]], dict[str, np.ndarray]]
+
+
+def gaussian(shapes: dict[str, tuple[int, ...]], seed: int = 7, scale: float = 1.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (rng.standard_normal(s) * scale).astype(np.float32) for k, s in shapes.items()}
+
+
+def positive(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Inputs in [0.1, 3): fractional powers and logs stay real."""
+    rng = np.random.default_rng(11)
+    return {k: rng.uniform(0.1, 3.0, s).astype(np.float32) for k, s in shapes.items()}
+
+
+@dataclass(frozen=True)
+class Net:
+    text: str
+    opencv: bool = True
+    why: str = ""
+    inputs: Inputs = field(default=gaussian)
+
+
+def _net(shape: tuple[int, ...], *layers: str, inputs: str = "") -> str:
+    dims = " ".join(f"dim: {d}" for d in shape)
+    return f'input: "data" input_shape {{ {dims} }}\n{inputs}' + "\n".join(layers) + "\n"
+
+
+def _layer(name: str, type_: str, bottoms: str | list[str], body: str = "", tops: str | list[str] | None = None) -> str:
+    bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
+    tops = [name] if tops is None else ([tops] if isinstance(tops, str) else tops)
+    b = " ".join(f'bottom: "{x}"' for x in bottoms)
+    t = " ".join(f'top: "{x}"' for x in tops)
+    return f'layer {{ name: "{name}" type: "{type_}" {b} {t} {body} }}'
+
+
+S4 = (2, 3, 4, 5)
+
+NETS: dict[str, Net] = {
+    # ------------------------------------------------------------------ elementwise
+    "power": Net(_net(S4, _layer("sq", "Power", "data", "power_param { power: 2 scale: 0.5 shift: 3 }"),
+                      _layer("lin", "Power", "data", "power_param { scale: -1.5 shift: 0.25 }"))),
+    "power_fractional": Net(_net(S4, _layer("sqrt", "Power", "data", "power_param { power: 0.5 }"),
+                                 _layer("inv", "Power", "data", "power_param { power: -1 scale: 2 shift: 0.5 }")),
+                            inputs=positive),
+    "power_constant": Net(_net(S4, _layer("one", "Power", "data", "power_param { power: 0 scale: 3 shift: 2 }"),
+                               _layer("const", "Power", "data", "power_param { power: 3 scale: 0 shift: 2 }"))),
+    "absval_bnll": Net(_net(S4, _layer("abs", "AbsVal", "data"), _layer("bnll", "BNLL", "data")), inputs=lambda s: gaussian(s, scale=4.0)),
+    "exp": Net(_net(S4, _layer("e", "Exp", "data"),
+                    _layer("e2", "Exp", "data", "exp_param { base: 2 scale: 0.5 shift: 1 }"),
+                    _layer("e3", "Exp", "data", "exp_param { scale: -1 shift: 0.5 }"))),
+    "log": Net(_net(S4, _layer("ln", "Log", "data")), inputs=positive),
+    "log_base_scale_shift": Net(_net(S4, _layer("log10", "Log", "data", "log_param { base: 10 scale: 2 shift: 6 }"),
+                                     _layer("ln_shift", "Log", "data", "log_param { shift: 5 }")),
+                                opencv=False, why="OpenCV's Log ignores base, scale and shift (natural log of x)"),
+    "threshold": Net(_net(S4, _layer("th", "Threshold", "data", "threshold_param { threshold: 0.2 }"),
+                          _layer("th0", "Threshold", "data")),
+                     opencv=False, why="OpenCV has no Threshold layer"),
+    "clip": Net(_net(S4, _layer("clip", "Clip", "data", "clip_param { min: -0.5 max: 0.7 }")),
+                opencv=False, why="OpenCV has no Caffe Clip layer"),
+    "swish": Net(_net(S4, _layer("swish", "Swish", "data"))),
+    "swish_beta": Net(_net(S4, _layer("swish_b", "Swish", "data", "swish_param { beta: 1.7 }")),
+                      opencv=False, why="OpenCV's Swish ignores beta (x * sigmoid(x))"),
+    # ------------------------------------------------------------------ broadcast
+    "bias_learned": Net(_net(S4, _layer("b", "Bias", "data"),
+                             _layer("b2", "Bias", "b", "bias_param { axis: 1 num_axes: 2 }"),
+                             _layer("b3", "Bias", "b2", "bias_param { axis: -2 num_axes: -1 }"),
+                             _layer("b0", "Bias", "b3", "bias_param { num_axes: 0 }")),
+                        opencv=False, why="OpenCV has no Bias layer"),
+    "bias_two_inputs": Net(_net(S4, _layer("bb", "Bias", ["data", "b"]),
+                                inputs='input: "b" input_shape { dim: 3 dim: 4 }\n'),
+                           opencv=False, why="OpenCV has no Bias layer"),
+    "scale_two_inputs": Net(_net(S4, _layer("pool", "Pooling", "data", "pooling_param { pool: AVE global_pooling: true }"),
+                                 _layer("sig", "Sigmoid", "pool"),
+                                 _layer("flat", "Flatten", "sig"),
+                                 _layer("se", "Scale", ["data", "flat"], "scale_param { axis: 0 }"),
+                                 _layer("per_c", "Scale", ["se", "s"]),
+                                 inputs='input: "s" input_shape { dim: 3 }\n')),
+    "scale_two_inputs_bias": Net(_net(S4, _layer("sb", "Scale", ["data", "s"], "scale_param { bias_term: true }"),
+                                      inputs='input: "s" input_shape { dim: 3 dim: 4 }\n'),
+                                 opencv=False, why="OpenCV misapplies the bias of a two-input Scale"),
+    "axpy": Net(_net(S4, _layer("pool", "Pooling", "data", "pooling_param { pool: AVE global_pooling: true }"),
+                     _layer("sig", "Sigmoid", "pool"),
+                     _layer("conv", "Convolution", "data", "convolution_param { num_output: 3 kernel_size: 1 }"),
+                     _layer("axpy", "Axpy", ["sig", "conv", "data"])),
+                opencv=False, why="OpenCV has no Axpy layer (SENet fork)"),
+}
