@@ -35,3 +35,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prototxt", "-p", help="deploy prototxt defining the net (its blobs come from the model)")
     p.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W",
                    help="input shape, when the prototxt declares none (or to override it)")
+    p.add_argument("--outputs", type=parse_names, metavar="BLOB[,BLOB...]",
+                   help="keep only what these blobs need (e.g. a backbone, or the part of a net before a "
+                        "Python layer); they become the net's outputs")
+
+
+def parse_names(text: str) -> list[str]:
+    """``res4f,pool5`` as a list of blob names; an argparse type."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated blob names")
+    return names

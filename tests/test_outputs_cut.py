@@ -76,3 +76,26 @@ def test_a_safetensors_graph_is_cut_the_same_way(tmp_path, resnet50_graph_sessio
     assert [n.name for n in cut.nodes][-1] == "pool1"
     assert cut.outputs == [resnet50_graph_session.value("pool1")]
     assert set(cut.tensors) == {k for n in cut.nodes for k in n.params.values()}
+
+
+def _cli(*args: str):  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "caffe2x", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_convert_and_validate_take_outputs_on_the_command_line(tiny_files, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model, prototxt = tiny_files
+    out = tmp_path / "trunk.safetensors"
+    proc = _cli("convert", str(model), "-p", str(prototxt), "--outputs", "pool1", "-o", str(out), "-q")
+    assert proc.returncode == 0, proc.stderr
+    trunk = caffe2x.load(out)
+    assert trunk.outputs == [trunk.value("pool1")]
+    assert all(not k.startswith(("fc", "res")) for k in trunk.tensors)
+    proc = _cli("validate", str(model), "-p", str(prototxt), "--outputs", "pool1", "--frameworks", "numpy,onnx")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "pool1" in proc.stdout
+    proc = _cli("convert", str(model), "-p", str(prototxt), "--outputs", "nope", "-o", str(tmp_path / "x.onnx"))
+    assert proc.returncode == 2 and "no blob named 'nope'" in proc.stderr
+    assert not (tmp_path / "x.onnx").exists()
