@@ -27,6 +27,7 @@ from .forkfix import fix_fork_fields, has_field
 from .ir import SHAPE_FUNCTIONS, Graph, Node, Shape, normalize_axis
 from .netcut import needed_layers, prune_graph, python_layer_error
 from .registry import Registry
+from .wire import map_file, split
 
 # --------------------------------------------------------------------------- protobuf parsing
 
@@ -128,6 +129,8 @@ def upgrade(net: Any, source: str) -> Any:
 
 def blob_array(blob: Any) -> np.ndarray:
     """A ``BlobProto`` as a float32 array in its stored shape (modern ``shape`` or legacy 4-D dims)."""
+    if isinstance(blob, np.ndarray):  # already a view of the payload (caffe2x.wire)
+        return blob
     if blob.HasField("shape"):
         shape = tuple(blob.shape.dim)
     elif blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):
@@ -685,18 +688,22 @@ def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shap
                *, seed: int = 0, progress: bool = False, model_name: str = "caffemodel",
                prototxt_name: str = "prototxt", outputs: Sequence[str] | None = None) -> Graph:
     """Build a graph from in-memory caffemodel bytes and/or prototxt text."""
-    weights_net = parse_caffemodel_bytes(model, model_name) if model is not None else None
+    weights_net, weights = split(model, model_name, parse_caffemodel_bytes) if model is not None else (None, None)
     definition = parse_prototxt_text(prototxt_text, prototxt_name) if prototxt_text is not None else None
-    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs)
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
+                           weights=weights)
 
 
 def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape: Sequence[int] | None = None,
-                    *, seed: int = 0, progress: bool = False, outputs: Sequence[str] | None = None) -> Graph:
-    """The graph of ``definition`` (or of ``weights_net`` alone) with ``weights_net``'s blobs."""
+                    *, seed: int = 0, progress: bool = False, outputs: Sequence[str] | None = None,
+                    weights: dict[str, Sequence[Any]] | None = None) -> Graph:
+    """The graph of ``definition`` (or of ``weights_net`` alone) with ``weights_net``'s blobs (or
+    ``weights``, the blobs by layer name that :func:`caffe2x.wire.split` took out of it)."""
     definition = definition if definition is not None else weights_net
     if definition is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
-    weights = weights_by_layer(weights_net) if weights_net is not None else None
+    if weights is None and weights_net is not None:
+        weights = weights_by_layer(weights_net)
     graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress, outputs=outputs)
     if weights is None:
         calibrate(graph, seed)
@@ -720,7 +727,9 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
         return prune_graph(graph, outputs) if outputs is not None else graph
     if model is None and prototxt is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
-    # parse straight from the file's bytes and let them go: a 100 MB model is not held three times
-    weights_net = parse_caffemodel_bytes(_read_file(model), str(model)) if model is not None else None
+    # map the file: blob payloads stay in it as zero-copy views (lifetime rules in caffe2x.wire)
+    weights_net, weights = (split(map_file(model) or _read_file(model), str(model), parse_caffemodel_bytes)
+                            if model is not None else (None, None))
     definition = parse_prototxt_text(_read_text(prototxt), str(prototxt)) if prototxt is not None else None
-    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs)
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
+                           weights=weights)
