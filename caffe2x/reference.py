@@ -92,8 +92,19 @@ def run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
 
 
 # --------------------------------------------------------------------------- ops
+#: upper bound on one im2col buffer; larger convolutions are done in bands of output rows
+IM2COL_BYTES = 64 << 20
+
+
 @op("Convolution")
 def _conv(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
+    """Caffe's own algorithm: im2col, then one GEMM per group (``W (O, C*kh*kw) @ cols``).
+
+    The reduction runs over (C, kh, kw) in Caffe's order. A 1x1 convolution with stride 1 and no pad
+    multiplies the input itself (no copy); otherwise the columns are a strided window view copied once,
+    per image and in bands of output rows so huge (e.g. large dilated) convolutions stay in bounded
+    memory. The result is written straight into the NCHW output.
+    """
     (x,) = ins
     a = node.attrs
     w = graph.param(node, "weight")
@@ -103,25 +114,31 @@ def _conv(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     o = a["num_output"]
     oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
     ow = (wd + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
-    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
     cg, og = c // g, o // g
-    out = np.empty((g, og, n, oh, ow), dtype=np.float32)
-    for gi in range(g):
-        xg = xp[:, gi * cg:(gi + 1) * cg]
-        wg = w[gi * og:(gi + 1) * og]
-        acc = None
-        for i in range(kh):
-            for j in range(kw):
-                patch = xg[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
-                # (og, cg) x (cg, n*oh*ow): one BLAS call per kernel offset
-                cols = np.ascontiguousarray(patch.transpose(1, 0, 2, 3)).reshape(cg, -1)
-                term = wg[:, :, i, j] @ cols
-                acc = term if acc is None else acc + term
-        out[gi] = acc.reshape(og, n, oh, ow)
-    y = out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)
+    k = cg * kh * kw
+    wm = w.reshape(g, og, k)
+    out = np.empty((n, g, og, oh * ow), dtype=np.float32)
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        np.matmul(wm, np.ascontiguousarray(x).reshape(n, g, cg, h * wd), out=out)
+    else:
+        xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else np.ascontiguousarray(x)
+        s_n, s_c, s_h, s_w = xp.strides
+        band = max(1, min(oh, IM2COL_BYTES // max(1, 4 * g * k * ow)))
+        for i in range(n):
+            for r0 in range(0, oh, band):
+                rows = min(band, oh - r0)
+                window = np.lib.stride_tricks.as_strided(
+                    xp[i, :, r0 * sh:], shape=(g, cg, kh, kw, rows, ow),
+                    strides=(cg * s_c, s_c, dh * s_h, dw * s_w, sh * s_h, sw * s_w), writeable=False)
+                cols = window.reshape(g, k, rows * ow)  # the im2col copy
+                if rows == oh:
+                    np.matmul(wm, cols, out=out[i])
+                else:
+                    out[i, :, :, r0 * ow:(r0 + rows) * ow] = wm @ cols
+    y = out.reshape(n, o, oh, ow)
     if "bias" in node.params:
-        y = y + graph.param(node, "bias").reshape(1, -1, 1, 1)
-    return [np.ascontiguousarray(y)]
+        y += graph.param(node, "bias").reshape(1, -1, 1, 1)
+    return [y]
 
 
 @op("Deconvolution")
@@ -159,7 +176,9 @@ def _batchnorm(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarr
     (x,) = ins
     mean = _channel_view(graph.param(node, "running_mean"), x.ndim)
     var = _channel_view(graph.param(node, "running_var"), x.ndim)
-    return [(x - mean) / np.sqrt(var + np.float32(node.attrs["eps"]))]
+    y = np.subtract(x, mean, dtype=np.float32)  # Caffe's order: subtract, then divide by the std
+    np.divide(y, np.sqrt(var + np.float32(node.attrs["eps"])), out=y)
+    return [y]
 
 
 @op("Scale")
@@ -168,9 +187,9 @@ def _scale(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     axis = node.attrs["axis"]
     w = graph.param(node, "weight")
     shape = (1,) * axis + w.shape + (1,) * (x.ndim - axis - w.ndim)
-    y = x * w.reshape(shape)
+    y = np.multiply(x, w.reshape(shape), dtype=np.float32)
     if "bias" in node.params:
-        y = y + graph.param(node, "bias").reshape(shape)
+        y += graph.param(node, "bias").reshape(shape)
     return [y]
 
 
