@@ -21,12 +21,37 @@ EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors follow the one-line ``error: …`` convention with exit 2."""
+    """argparse, but usage errors follow the one-line ``error: …`` convention with exit 2, and a word
+    left over after a one-path option (``--images a b MODEL``) is explained."""
+
+    list_flags: list[str]
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_ERROR)
+
+    def parse_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                   namespace: argparse.Namespace | None = None) -> argparse.Namespace:
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            sub = self._subcommand(getattr(ns, "command", None))
+            words = list(sys.argv[1:] if args is None else args)
+            flags = [f for f in getattr(sub, "list_flags", []) if f in words]
+            if flags:
+                each = "takes one path" if len(flags) == 1 else "take one path each"
+                model = f"MODEL was taken to be {ns.model}; " if getattr(ns, "model", None) else ""
+                message += (f" ({model}{' and '.join(flags)} {each}: repeat the flag, e.g. {flags[0]} a "
+                            f"{flags[0]} b, or join paths with commas, {flags[0]} a,b)")
+            self.error(message)
+        return ns
+
+    def _subcommand(self, name: str | None) -> argparse.ArgumentParser | None:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(name) if name else None
+        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--to", choices=list(TARGETS), help="target format (default: from the -o suffix)")
     p.add_argument("-o", "--output", help="output file (default: beside the model, suffix of the target)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="precision of the stored tensors (default float32); a reduced one prints the measured "
+                        "logit change")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm+Scale into the layer before them")
-    p.add_argument("--profile", help="naming profile: torchvision (torch), keras-applications (keras)")
-    p.add_argument("--emit-code", action="store_true", help="torch: also write a standalone model .py")
-    p.add_argument("--full-model", action="store_true", help="keras .h5: also store the model config")
+    p.add_argument("--profile", choices=["torchvision", "keras-applications"],
+                   help="tensor names of another model zoo: torchvision (torch only), keras-applications "
+                        "(keras .h5 only)")
+    p.add_argument("--emit-code", action="store_true",
+                   help="torch only: also write <stem>_model.py, a standalone nn.Module")
+    p.add_argument("--full-model", action="store_true",
+                   help="keras .h5 only: store the model config too (load_model instead of load_weights)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only errors")
 
     p = sub.add_parser("inspect", help="list layers, types, output shapes and parameter counts")
@@ -55,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fixture", help="write a synthetic model (resnet50, resnet101, resnet152, tiny, …)")
     p.add_argument("name", help="resnet50 | resnet101 | resnet152 | tiny | a small test net")
     p.add_argument("-o", "--output-dir", required=True, help="directory for <name>.caffemodel and prototxt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic weights (default 0)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress, print only the two file paths")
 
     try:
         from .validator import add_arguments
@@ -73,12 +104,12 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import default_output, write
+    from .convert import check_request, write
     from .reader import read
-    from .targets import target_for
 
-    target = target_for(args.to, args.output)
-    out = Path(args.output) if args.output else default_output(args.model, target)
+    out, target = _convert_destination(args)
+    options = {k: True for k in ("emit_code", "full_model") if getattr(args, k)}
+    check_request(target, out, dtype=args.dtype, profile=args.profile, options=options, cli=True)
     start = time.perf_counter()
     _say(args, f"reading {args.model}" + (f" with {args.prototxt}" if args.prototxt else ""))
     graph = read(args.model, args.prototxt, args.input_shape, progress=not args.quiet and sys.stderr.isatty(),
@@ -86,17 +117,36 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .inspect import caffe_parameter_count
 
     _say(args, f"  {len(graph.nodes)} layers, {caffe_parameter_count(graph):,} parameters")
-    extra = {}
-    if args.emit_code:
-        extra["emit_code"] = True
-    if args.full_model:
-        extra["full_model"] = True
     _say(args, f"writing {out} ({target})")
-    notes = write(graph, out, target, dtype=args.dtype, profile=args.profile, fold_bn=args.fold_bn, **extra)
+    notes = write(graph, out, target, dtype=args.dtype, profile=args.profile, fold_bn=args.fold_bn, **options)
     for note in notes:
         _say(args, f"  note: {note}")
     _say(args, f"done in {time.perf_counter() - start:.1f}s: {out}")
     return EXIT_OK
+
+
+def _convert_destination(args: argparse.Namespace) -> tuple[Path, str]:
+    """The output file and target of ``convert``: from ``--to`` and/or ``-o`` (a directory gets
+    ``<model stem>.<suffix>``), checked before the model is read."""
+    from .convert import default_output, names_directory, output_in
+    from .targets import SUFFIXES, TARGETS, target_for
+
+    formats = f"--to {'|'.join(TARGETS)}, or -o FILE ending in {' '.join(SUFFIXES)}"
+    if args.to is None and args.output is None:
+        raise Caffe2xError(f"say which format to write: {formats}")
+    if args.output is not None and names_directory(args.output):
+        if args.to is None:
+            raise Caffe2xError(f"-o {args.output} is a directory, which does not say the format: add "
+                               f"--to {'|'.join(TARGETS)}")
+        directory = Path(args.output)
+        if not directory.is_dir():
+            raise Caffe2xError(f"cannot write into {args.output}: directory {directory} does not exist")
+        return output_in(directory, args.model, args.to), args.to
+    if args.output is not None:
+        if args.to is None and Path(args.output).suffix.lower() not in SUFFIXES:
+            raise Caffe2xError(f"cannot tell the target format from -o {args.output}: {formats}")
+        return Path(args.output), target_for(args.to, args.output)
+    return default_output(args.model, args.to), args.to
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -116,7 +166,8 @@ def cmd_fixture(args: argparse.Namespace) -> int:
     from .fixtures import write_model
 
     _say(args, f"synthesising {args.name} (seed {args.seed})")
-    model, deploy = write_model(args.name, args.output_dir, seed=args.seed)
+    model, deploy = write_model(args.name, args.output_dir, seed=args.seed,
+                                progress=not args.quiet and sys.stderr.isatty())
     print(model)
     print(deploy)
     return EXIT_OK

@@ -7,6 +7,8 @@ This module imports nothing from caffe2x.
 from __future__ import annotations
 
 import argparse
+import os
+from typing import Any
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -46,3 +48,19 @@ def parse_names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("expected one or more comma-separated blob names")
     return names
+
+
+def _paths(text: str) -> list[str]:
+    """One path, or several joined with commas (a path that exists is taken whole, commas and all)."""
+    if os.path.exists(text) or "," not in text:
+        return [text]
+    return [part for part in text.split(",") if part]
+
+
+def path_list_option(p: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
+    """An option taking one path (or a comma list) per occurrence, repeatable: unlike ``nargs="+"`` it
+    can never swallow the positional model path that follows it."""
+    p.add_argument(flag, type=_paths, action="extend", **kwargs)
+    if not hasattr(p, "list_flags"):
+        p.list_flags = []  # type: ignore[attr-defined]
+    p.list_flags.append(flag)  # type: ignore[attr-defined]

@@ -15,28 +15,71 @@ from .errors import Caffe2xError
 from .fileio import atomic_output
 from .ir import Graph
 from .numeric import max_rel_error
-from .targets import DEFAULT_SUFFIX, WriteOptions, load_target, target_for
+from .targets import DEFAULT_SUFFIX, SUFFIXES, WriteOptions, load_target, target_for
 
 DTYPES = ("float32", "float16", "bfloat16")
+
+
+#: target-specific options: keyword -> (command-line flag, the targets that use it)
+TARGET_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "emit_code": ("--emit-code", ("torch",)),
+    "full_model": ("--full-model", ("keras",)),
+}
+#: naming profile -> the target that has it
+PROFILES: dict[str, str] = {"torchvision": "torch", "keras-applications": "keras"}
+
+
+def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "float32", profile: str | None = None,
+                  options: dict[str, Any] | None = None, cli: bool = False) -> None:
+    """Refuse, before any model is read, a request the target would ignore or reject after the work:
+    an output suffix of another format, an option or naming profile of another target, a bad dtype.
+
+    ``cli`` spells options as the command line's flags (``--emit-code``) instead of keywords.
+    """
+    name = Path(path).name
+    suffix = Path(path).suffix.lower()
+    own = [s for s, t in SUFFIXES.items() if t == target]
+    if suffix not in own:
+        other = SUFFIXES.get(suffix)
+        why = f"{suffix} is the {other} target's suffix" if other else f"{suffix or 'no suffix'} is no target's suffix"
+        asked = f"--to {target}" if cli else f"to={target!r}"
+        raise Caffe2xError(f"cannot write {name} as {target} ({asked}): {why}; the {target} target writes "
+                           f"{', '.join(own)} files")
+    if dtype not in DTYPES:
+        raise Caffe2xError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    for key, value in (options or {}).items():
+        if key not in TARGET_OPTIONS:
+            raise Caffe2xError(f"unknown option {key!r}; known: {', '.join(TARGET_OPTIONS)}")
+        flag, targets = TARGET_OPTIONS[key]
+        if value and target not in targets:
+            raise Caffe2xError(f"{flag if cli else key + '='} applies only to the {' and '.join(targets)} target, "
+                               f"not to {target}")
+    if profile is not None:
+        flag = "--profile" if cli else "profile="
+        known = ", ".join(f"{p} ({t})" for p, t in PROFILES.items())
+        if profile not in PROFILES:
+            raise Caffe2xError(f"unknown naming profile {profile!r} ({flag}); known: {known}")
+        if PROFILES[profile] != target:
+            raise Caffe2xError(f"{flag} {profile} applies only to the {PROFILES[profile]} target, not to {target}")
+        if profile == "keras-applications" and suffix != ".h5":
+            raise Caffe2xError(f"{flag} keras-applications writes a weights-only .h5 file, not {name}")
 
 
 def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, dtype: str = "float32",
           profile: str | None = None, fold_bn: bool = False, **extra: Any) -> list[str]:
     """Write ``graph`` as ``to`` (or the format ``path``'s suffix names); return notes for the user."""
     target = target_for(to, path)
-    if dtype not in DTYPES:
-        raise Caffe2xError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    check_request(target, path, dtype=dtype, profile=profile, options=extra)
     module = load_target(target)
-    suffixes = getattr(module, "SUFFIXES", ())
-    if Path(path).suffix.lower() not in suffixes:
-        raise Caffe2xError(f"the {target} target writes {', '.join(suffixes)} files, not {Path(path).name!r}")
+    notes: list[str] = []
     if fold_bn:
-        from .transforms import fold_bn as _fold
+        from .transforms import fold_bn_report
 
-        graph = _fold(graph)
+        graph, folds = fold_bn_report(graph)
+        notes.append(folds.describe())
     options = WriteOptions(dtype=dtype, profile=profile, destination=Path(path), extra=dict(extra))
     with atomic_output(path) as tmp:
-        notes = list(module.write(graph, tmp, options))
+        notes.extend(module.write(graph, tmp, options))
     if dtype != "float32":
         notes.append(dtype_note(graph, dtype))
     return notes
@@ -45,6 +88,17 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
 def default_output(model: str | os.PathLike[str], target: str) -> Path:
     """``resnet50.caffemodel`` + torch -> ``resnet50.pt`` beside the model."""
     return Path(model).with_suffix(DEFAULT_SUFFIX[target])
+
+
+def names_directory(output: str | os.PathLike[str]) -> bool:
+    """True when ``output`` means a directory: it exists as one, or is spelled with a trailing slash."""
+    text = os.fspath(output)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def output_in(directory: str | os.PathLike[str], model: str | os.PathLike[str], target: str) -> Path:
+    """``out/`` + ``resnet50.caffemodel`` + torch -> ``out/resnet50.pt``."""
+    return Path(directory) / (Path(model).stem + DEFAULT_SUFFIX[target])
 
 
 def dtype_note(graph: Graph, dtype: str, seed: int = 0) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -271,16 +272,23 @@ layer { name: "tanh" type: "TanH" bottom: "leaky" top: "tanh" }
 
 
 # --------------------------------------------------------------------------- weights
-def synthesize(prototxt_text: str, seed: int = 0) -> bytes:
-    """Seeded, calibrated weights for a deploy net, serialised as a ``.caffemodel`` (``layer`` format)."""
+def synthesize(prototxt_text: str, seed: int = 0, *, progress: bool = False) -> bytes:
+    """Seeded, calibrated weights for a deploy net, serialised as a ``.caffemodel`` (``layer`` format).
+
+    ``progress`` shows tqdm bars on stderr for each stage (a ResNet-152 takes a while)."""
     from .proto import caffe_pb2
     from .reader import graph_from_text, parse_prototxt_text
 
-    graph = graph_from_text(prototxt_text, seed=seed)
+    graph = graph_from_text(prototxt_text, seed=seed, progress=progress)
     net = parse_prototxt_text(prototxt_text)
     out = caffe_pb2.NetParameter()
     out.name = net.name
-    for layer in net.layer:
+    layers: Any = net.layer
+    if progress:
+        from tqdm import tqdm
+
+        layers = tqdm(layers, desc="serialising blobs", unit="layer", leave=False)
+    for layer in layers:
         if layer.type == "Input":
             continue
         dst = out.layer.add()
@@ -304,7 +312,7 @@ def caffe_blobs(graph, layer_name: str) -> list[np.ndarray]:  # type: ignore[no-
     return [graph.tensors[key] for key in node.params.values()]
 
 
-def write_model(name: str, directory: str | Path, seed: int = 0) -> tuple[Path, Path]:
+def write_model(name: str, directory: str | Path, seed: int = 0, *, progress: bool = False) -> tuple[Path, Path]:
     """Write ``<name>.caffemodel`` and ``<name>-deploy.prototxt`` (``name``: resnet50/101/152, tiny,
     or a :data:`ZOO` entry) into ``directory``; return both paths."""
     from .fileio import atomic_output
@@ -314,7 +322,7 @@ def write_model(name: str, directory: str | Path, seed: int = 0) -> tuple[Path, 
     directory.mkdir(parents=True, exist_ok=True)
     model = directory / f"{name}.caffemodel"
     deploy = directory / f"{name}-deploy.prototxt"
-    data = synthesize(text, seed)
+    data = synthesize(text, seed, progress=progress)
     with atomic_output(model) as tmp:
         tmp.write_bytes(data)
     with atomic_output(deploy) as tmp:

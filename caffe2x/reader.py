@@ -42,12 +42,19 @@ def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel") -> Any:
     """Binary ``NetParameter`` (upgraded to the ``layer`` format)."""
     from google.protobuf.message import DecodeError
 
+    from .sniff import looks_like_text, text_model_message, truncation
+
     if not data:
         raise Caffe2xError(f"{source} is empty")
+    if looks_like_text(data):
+        raise Caffe2xError(text_model_message(source))
     net = _pb2().NetParameter()
     try:
         net.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
+        cut = truncation(data)
+        if cut is not None:
+            raise Caffe2xError(f"{source} is {cut}") from None
         raise Caffe2xError(f"{source} is not a Caffe model (protobuf decoding failed: {exc})") from None
     net = upgrade(net, source)
     if not net.layer:
@@ -262,12 +269,19 @@ def _one_input(layer: Any, ins: list[Shape]) -> Shape:
     return ins[0]
 
 
+def _rank_message(layer: Any, x: Shape) -> str:
+    return (f"layer {layer.name!r} ({layer.type}) needs a 4-D N,C,H,W input, but blob {layer.bottom[0]!r} is "
+            f"{len(x)}-D {list(x)}")
+
+
 @layer_handler("Convolution", "Deconvolution")
 def _convolution(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     x = _one_input(layer, ins)
     p = layer.convolution_param
-    if len(x) != 4 or p.axis != 1:
-        raise UnsupportedLayerError(layer.name, f"{layer.type} on a {len(x)}-D blob", "layer")
+    if len(x) != 4:
+        raise Caffe2xError(_rank_message(layer, x))
+    if p.axis != 1:
+        raise UnsupportedLayerError(layer.name, f"{layer.type} with axis {p.axis}", "layer")
     if p.HasField("kernel_h") != p.HasField("kernel_w") or (not p.HasField("kernel_h") and not len(p.kernel_size)):
         raise Caffe2xError(f"layer {layer.name!r} ({layer.type}) has no kernel size")
     kernel = [int(p.kernel_h), int(p.kernel_w)] if p.HasField("kernel_h") else _pair(layer, p, "kernel", 1)
@@ -299,7 +313,7 @@ def _pooling(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     p = layer.pooling_param
     pb2 = _pb2()
     if len(x) != 4:
-        raise UnsupportedLayerError(layer.name, f"Pooling on a {len(x)}-D blob", "layer")
+        raise Caffe2xError(_rank_message(layer, x))
     methods = {pb2.PoolingParameter.MAX: "max", pb2.PoolingParameter.AVE: "ave"}
     if p.pool not in methods:
         raise UnsupportedLayerError(layer.name, f"Pooling {pb2.PoolingParameter.PoolMethod.Name(p.pool)}", "layer")
@@ -523,7 +537,12 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         if not declared:
             raise Caffe2xError("the net has no input blob to give --input-shape to")
         first = next(iter(declared))
-        declared[first] = tuple(int(d) for d in input_shape)
+        given = tuple(int(d) for d in input_shape)
+        if declared[first] is not None and len(declared[first]) != len(given):  # type: ignore[arg-type]
+            raise Caffe2xError(f"--input-shape {','.join(map(str, given))} has {len(given)} dimensions, but "
+                               f"input {first!r} is {len(declared[first])}-D "  # type: ignore[arg-type]
+                               f"{list(declared[first])} in the prototxt")  # type: ignore[arg-type]
+        declared[first] = given
     for name, shape in declared.items():
         if shape is None:
             raise Caffe2xError(f"no shape for input {name!r}: pass --input-shape N,C,H,W (or a deploy prototxt)")
@@ -569,7 +588,12 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             source = BlobSource(layer.name, None, seed)
         else:
             source = BlobSource(layer.name, weights.get(layer.name, []), None)
-        spec = handler(layer, [shapes[v] for v in inputs], source)
+        try:
+            spec = handler(layer, [shapes[v] for v in inputs], source)
+        except Caffe2xError as exc:
+            if input_shape is None or type(exc) is not Caffe2xError or not set(layer.bottom) & set(declared):
+                raise
+            raise Caffe2xError(f"{exc} (input shape {list(input_shape)} from --input-shape)") from None
         values = []
         for top in layer.top:
             # a blob written once is its own value; each write of a rewritten blob is `blob@layer`
@@ -621,7 +645,7 @@ def _calibration_input(shape: Shape, rng: np.random.Generator, block: int = 16) 
     return np.concatenate([white, smooth])
 
 
-def calibrate(graph: Graph, seed: int = 0, input_scale: float = 50.0) -> None:
+def calibrate(graph: Graph, seed: int = 0, input_scale: float = 50.0, *, progress: bool = False) -> None:
     """Set every BatchNorm's statistics from what reaches it on a seeded input (see :mod:`fixtures`).
 
     The input has standard deviation ``input_scale`` (50: about what a mean-subtracted BGR image in
@@ -644,7 +668,12 @@ def calibrate(graph: Graph, seed: int = 0, input_scale: float = 50.0) -> None:
     rng = np.random.default_rng(seed + 1)
     values = {name: (_calibration_input(shape, rng) * input_scale).astype(np.float32)
               for name, shape in graph.inputs.items()}
-    for node in graph.nodes:
+    nodes: Any = graph.nodes
+    if progress:
+        from tqdm import tqdm
+
+        nodes = tqdm(nodes, desc="calibrating BatchNorm", unit="layer", leave=False)
+    for node in nodes:
         ins = [values[v] for v in node.inputs]
         if node.op == "BatchNorm":
             x = ins[0]
@@ -674,10 +703,15 @@ def _read_file(path: str | Path) -> bytes:
 
 
 def _read_text(path: str | Path) -> str:
+    from .sniff import binary_prototxt_message, looks_like_text
+
+    data = _read_file(path)
+    if data and not looks_like_text(data):
+        raise Caffe2xError(binary_prototxt_message(str(path)))
     try:
-        return _read_file(path).decode("utf-8")
-    except UnicodeDecodeError:
-        raise Caffe2xError(f"{path} is not a text prototxt (not UTF-8; is it a binary caffemodel?)") from None
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Caffe2xError(f"{path} is not a text prototxt (not UTF-8 at byte offset {exc.start})") from None
 
 
 def weights_by_layer(net: Any) -> dict[str, Sequence[Any]]:
@@ -706,13 +740,14 @@ def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape
         weights = weights_by_layer(weights_net)
     graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress, outputs=outputs)
     if weights is None:
-        calibrate(graph, seed)
+        calibrate(graph, seed, progress=progress)
     return graph
 
 
-def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int] | None = None) -> Graph:
+def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int] | None = None, *,
+                    progress: bool = False) -> Graph:
     """A weightless net from prototxt text, with seeded calibrated tensors."""
-    return read_bytes(None, prototxt_text, input_shape, seed=seed)
+    return read_bytes(None, prototxt_text, input_shape, seed=seed, progress=progress)
 
 
 def read(model: str | Path | None, prototxt: str | Path | None = None, input_shape: Sequence[int] | None = None,
@@ -727,9 +762,26 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
         return prune_graph(graph, outputs) if outputs is not None else graph
     if model is None and prototxt is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
+    if model is not None and prototxt is not None:
+        _refuse_swapped(model, prototxt)
     # map the file: blob payloads stay in it as zero-copy views (lifetime rules in caffe2x.wire)
     weights_net, weights = (split(map_file(model) or _read_file(model), str(model), parse_caffemodel_bytes)
                             if model is not None else (None, None))
     definition = parse_prototxt_text(_read_text(prototxt), str(prototxt)) if prototxt is not None else None
     return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
                            weights=weights)
+
+
+def _refuse_swapped(model: str | Path, prototxt: str | Path) -> None:
+    """A text MODEL with a binary prototxt: name the swap rather than two separate complaints."""
+    from .sniff import TEXT_WINDOW, looks_like_text, swapped_message
+
+    heads = []
+    for path in (model, prototxt):
+        try:
+            with open(path, "rb") as f:
+                heads.append(f.read(TEXT_WINDOW))
+        except OSError:
+            return  # the normal path reports missing or unreadable files
+    if heads[0] and heads[1] and looks_like_text(heads[0]) and not looks_like_text(heads[1]):
+        raise Caffe2xError(swapped_message(str(model), str(prototxt)))

@@ -1,14 +1,48 @@
 """Graph-to-graph rewrites that every target can use (``--fold-bn``, reduced precision checks)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from .ir import Graph, Node
 from .numeric import round_to
 
 
+@dataclass
+class BNFolds:
+    """What :func:`fold_bn` did, for the user: which chains went into which layer, tensors before/after."""
+
+    folded: list[tuple[str, list[str]]] = field(default_factory=list)  # (conv/fc layer, [BatchNorm, Scale?])
+    unfolded: list[str] = field(default_factory=list)  # BatchNorm layers left as they were
+    tensors_before: int = 0
+    tensors_after: int = 0
+
+    def describe(self, shown: int = 6) -> str:
+        """One line: ``folded 53 BatchNorm+Scale pairs into conv1, …; tensors 320 -> 161``."""
+        pairs = sum(1 for _, chain in self.folded if len(chain) == 2)
+        alone = len(self.folded) - pairs
+        what = " and ".join(part for part in (
+            f"{pairs} BatchNorm+Scale pair{'s' * (pairs != 1)}" if pairs else "",
+            f"{alone} lone BatchNorm{'s' * (alone != 1)}" if alone else "") if part) or "no BatchNorm"
+        layers = [layer for layer, _ in self.folded]
+        if len(layers) > shown:
+            layers = layers[:shown - 1] + [f"… ({len(self.folded) - shown} more)", layers[-1]]
+        into = f" into {', '.join(layers)}" if layers else ""
+        left = (f"; {len(self.unfolded)} BatchNorm left unfolded (not after a Convolution/InnerProduct it alone "
+                f"reads): {', '.join(self.unfolded[:shown])}" if self.unfolded else "")
+        return f"--fold-bn folded {what}{into}; tensors {self.tensors_before} -> {self.tensors_after}{left}"
+
+
 def fold_bn(graph: Graph) -> Graph:
-    """Fold each BatchNorm (and the Scale after it) into the Convolution or InnerProduct before it.
+    """Fold each BatchNorm (and the Scale after it) into the Convolution or InnerProduct before it;
+    see :func:`fold_bn_report`."""
+    return fold_bn_report(graph)[0]
+
+
+def fold_bn_report(graph: Graph) -> tuple[Graph, BNFolds]:
+    """Fold each BatchNorm (and the Scale after it) into the Convolution or InnerProduct before it,
+    and say what was folded.
 
     ``y = gamma * (w*x + b - mean) / sqrt(var + eps) + beta`` becomes one layer with
     ``w' = w * s`` and ``b' = (b - mean) * s + beta``, ``s = gamma / sqrt(var + eps)``, computed in
@@ -17,6 +51,7 @@ def fold_bn(graph: Graph) -> Graph:
     folded layer keeps its name and produces the chain's last value (blob names stay valid).
     """
     g = graph.copy()
+    report = BNFolds(tensors_before=len(graph.tensors))
     readers: dict[str, list[Node]] = {}
     for n in g.nodes:
         for v in n.inputs:
@@ -50,10 +85,13 @@ def fold_bn(graph: Graph) -> Graph:
             for key in dead.params.values():
                 g.tensors.pop(key, None)
         node.outputs = [chain[-1].outputs[0]]
+        report.folded.append((node.name, [n.name for n in chain]))
     g.nodes = [n for n in g.nodes if n.name not in removed]
     live = set(g.inputs) | {v for n in g.nodes for v in n.outputs}
     g.shapes = {k: v for k, v in graph.shapes.items() if k in live}
-    return g
+    report.unfolded = [n.name for n in g.nodes if n.op == "BatchNorm"]
+    report.tensors_after = len(g.tensors)
+    return g, report
 
 
 def _bn_chain(node: Node, readers: dict[str, list[Node]], g: Graph) -> list[Node]:

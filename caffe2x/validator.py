@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .cliargs import add_model_args, parse_floats
+from .cliargs import add_model_args, parse_floats, path_list_option
 from .errors import Caffe2xError
 from .ir import Graph
 
@@ -1025,22 +1025,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frameworks", metavar="LIST",
                    help=f"comma-separated frameworks to check ({', '.join(FRAMEWORKS)}); default: every installed "
                         f"one (a named one that is not installed fails the run)")
-    p.add_argument("--images", nargs="+", metavar="FILE|DIR",
-                   help="photos to run (files and/or directories); default: the 4 packaged sample photos")
+    path_list_option(p, "--images", metavar="FILE|DIR",
+                     help="photos to run (files and/or directories; repeat the flag or join with commas); "
+                          "default: the 4 packaged sample photos")
     means = p.add_mutually_exclusive_group()
     means.add_argument("--mean", metavar="MEAN.binaryproto", help="mean image to subtract (centre-cropped to the input)")
     means.add_argument("--mean-values", metavar="B,G,R", type=parse_floats,
                        help="per-channel means in BGR order (default 103.94,116.78,123.68)")
     p.add_argument("--labels", metavar="synset_words.txt", help="class names, one per line, for the top-5 listing")
     p.add_argument("--json", metavar="REPORT.json", help="write the machine-readable report (schema caffe2x.validate/1)")
-    p.add_argument("--html", metavar="REPORT.html", help="write a self-contained HTML report (with --per-layer: error plot)")
+    p.add_argument("--html", metavar="REPORT.html",
+                   help="write a self-contained HTML report with the per-layer error plot (turns on --per-layer)")
     p.add_argument("--per-layer", action="store_true",
                    help="compare every layer's output and name the first one past tolerance")
     p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
                    help="pass if max|a-b| <= atol + rtol*max|ref| (default %(default)g)")
     p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute slack (default %(default)g)")
-    p.add_argument("--against", nargs="+", metavar="ARTIFACT",
-                   help="existing .pt/.h5/.safetensors/.onnx files to check tensor by tensor and run")
+    path_list_option(p, "--against", metavar="ARTIFACT",
+                     help="existing .pt/.h5/.safetensors/.onnx file to check tensor by tensor and run (repeat "
+                          "the flag or join with commas)")
     p.add_argument("--keep-artifacts", metavar="DIR", help="write the converted files here instead of a temp dir")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress; print only the verdict")
 
@@ -1059,6 +1062,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for out in (args.json, args.html):
         if out and not Path(out).resolve().parent.is_dir():
             raise Caffe2xError(f"cannot write {out}: directory {Path(out).parent} does not exist")
+    if args.html and not args.per_layer:
+        args.per_layer = True
+        if say:
+            say("--html plots the error per layer: comparing every layer (--per-layer)")
     report = validate(args.model, args.prototxt, frameworks=frameworks, images=args.images, mean=args.mean,
                       mean_values=args.mean_values, rtol=args.rtol, atol=args.atol, per_layer=args.per_layer,
                       against=args.against, input_shape=args.input_shape, labels=args.labels,

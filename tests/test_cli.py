@@ -73,7 +73,7 @@ def _no_output(out: Path) -> None:
 
 @pytest.mark.parametrize("content,pattern", [
     (b"", "is empty"),
-    (None, "not a Caffe model"),          # truncated: filled in below
+    (None, "is truncated"),               # truncated: filled in below
     (b"\xff\xfe random bytes \x00\x01\x02" * 50, "not a Caffe model"),
 ])
 def test_broken_caffemodels_fail_with_one_line_and_no_output(tiny, tmp_path: Path, content, pattern) -> None:
@@ -117,16 +117,16 @@ def test_unwritable_output_fails_cleanly(tiny, tmp_path: Path) -> None:
     model, deploy = tiny
     assert_clean_failure(run_cli("convert", str(model), "-p", str(deploy), "-o", str(tmp_path / "nodir" / "x.safetensors")),
                          "does not exist")
-    assert_clean_failure(run_cli("convert", str(model), "-p", str(deploy), "-o", str(tmp_path), "--to", "safetensors"),
-                         "safetensors target writes .safetensors files")
+    assert_clean_failure(run_cli("convert", str(model), "-p", str(deploy), "-o", str(tmp_path / "x.pt"), "--to", "safetensors"),
+                         "the safetensors target writes .safetensors files")
 
 
 def test_missing_files_and_bad_arguments_are_one_line_errors(tmp_path: Path, tiny) -> None:
     assert_clean_failure(run_cli("convert", str(tmp_path / "nope.caffemodel"), "--to", "torch"), "no such file")
     assert_clean_failure(run_cli("convert", str(tiny[0]), "--input-shape", "1,x"), "input shape")
     assert_clean_failure(run_cli("convert", str(tiny[0]), "-o", str(tmp_path / "out.xyz")), "cannot tell the target format")
-    proc = run_cli("convert", str(tiny[0]), "-p", str(tiny[0]))
-    assert_clean_failure(proc, "not")  # a binary file given as prototxt
+    proc = run_cli("convert", str(tiny[0]), "-p", str(tiny[0]), "--to", "torch")
+    assert_clean_failure(proc, "is a binary file (a caffemodel?), not a text prototxt")
 
 
 def test_writer_failure_leaves_no_partial_file(tiny, tmp_path: Path, monkeypatch) -> None:

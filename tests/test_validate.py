@@ -197,7 +197,8 @@ def against_run(full_run: SimpleNamespace, resnet50_files: tuple[Path, Path],
     model, deploy = resnet50_files
     paths = [bad["pt"], bad["safetensors"], bad["h5"], d / "broken.safetensors", *good]
     r = run_main(model, "--prototxt", deploy, "--frameworks", "numpy", "--images", PHOTO,
-                 "--against", *paths, "--json", d / "report.json")
+                 "--against", ",".join(map(str, paths[:2])), *[w for a in paths[2:] for w in ("--against", a)],
+                 "--json", d / "report.json")
     r.report = json.loads((d / "report.json").read_text())
     r.by_path = {Path(a["path"]).name: a for a in r.report["artifacts"]}
     r.bad, r.good, r.broken = bad, good, d / "broken.safetensors"
