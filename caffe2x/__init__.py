@@ -2,13 +2,14 @@
 
 The whole API is a handful of functions::
 
-    graph = caffe2x.load("ResNet-50-model.caffemodel", prototxt="ResNet-50-deploy.prototxt")
-    caffe2x.save(graph, "resnet50.safetensors")          # or .pt, .h5, .keras, .onnx
-    logits = caffe2x.run(graph, x)                         # numpy reference, Caffe's exact numbers
-    module = caffe2x.to_torch(graph)                       # torch.nn.Module
-    model = caffe2x.to_keras(graph)                        # keras.Model (NHWC input)
+    graph = caffe2x.load("demo/resnet50.caffemodel", prototxt="demo/resnet50-deploy.prototxt")
+    caffe2x.save(graph, "demo/resnet50.safetensors")      # or .pt, .h5, .keras, .onnx
+    probs = caffe2x.run(graph, x)                          # numpy reference (NCHW x), the net's output
+    logits = caffe2x.run(graph, x, outputs="fc1000")       # ... or any blob by name
+    module = caffe2x.to_torch(graph, outputs="fc1000")     # torch.nn.Module (default output: 'prob')
+    model = caffe2x.to_keras(graph, outputs="fc1000")      # keras.Model, NHWC input (same default)
 
-Heavy frameworks are imported only by the functions that need them.
+README.md's Library section has a version that runs as written. Heavy frameworks are imported only by the functions that need them.
 """
 from __future__ import annotations
 
