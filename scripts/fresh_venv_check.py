@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
         text = (clone / "README.md").read_text()
         for line in readme_blocks.install_commands(text):
             if "git+https://" in line:  # README's placeholder URL -> this clone, same requirement shape
-                line = line.split("git+https://", 1)[0] + f"git+file://{clone}'"
+                line = line.split("git+https://", 1)[0] + f"git+file://localhost{clone}'"  # pip 23 wants a host
             run(line.replace("pip install ", "pip install -q ", 1), clone, env, shell=True)
         setup = readme_blocks.setup_commands(text)[0]
         run(setup, clone, env, shell=True)
