@@ -53,8 +53,8 @@ def main(argv: list[str]) -> int:
             run(line.replace("pip install ", "pip install -q ", 1), clone, env, shell=True)
         setup = readme_blocks.setup_commands(text)[0]
         run(setup, clone, env, shell=True)
-        where = subprocess.run(["python", "-c", "import caffe2x; print(caffe2x.__file__)"], cwd=tmp, env=env,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        where = subprocess.run(["python", "-c", "import caffe2x; print(caffe2x.__file__)"], cwd=venv, env=env,
+                               capture_output=True, text=True, check=True).stdout.strip()  # cwd: not beside the clone
         if not where.startswith(str(clone)):
             raise SystemExit(f"fresh venv imports caffe2x from {where}, not from the clone {clone}")
         run(["python", "-c", readme_blocks.runnable_code(text)], clone, env)
