@@ -28,8 +28,8 @@ import readme_blocks  # noqa: E402  (a sibling script, not a package)
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run(cmd: str | list[str], cwd: Path, env: dict[str, str], shell: bool = False) -> None:
-    shown = cmd if isinstance(cmd, str) else " ".join(cmd)
+def run(cmd: str | list[str], cwd: Path, env: dict[str, str], shell: bool = False, shown: str | None = None) -> None:
+    shown = shown or (cmd if isinstance(cmd, str) else " ".join(cmd))
     print(f"+ {shown}", flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, shell=shell, check=True, executable="/bin/bash" if shell else None)
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
                                capture_output=True, text=True, check=True).stdout.strip()  # cwd: not beside the clone
         if not where.startswith(str(clone)):
             raise SystemExit(f"fresh venv imports caffe2x from {where}, not from the clone {clone}")
-        run(["python", "-c", readme_blocks.runnable_code(text)], clone, env)
+        run(["python", "-c", readme_blocks.runnable_code(text)], clone, env, shown="python -c <README's Python blocks>")
         print("fresh venv check: README's install lines, set-up command and snippet work", flush=True)
         return 0
     finally:
