@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["Caffe2xError", "UnsupportedLayerError", "Graph", "Node", "load", "save", "run", "to_torch",
-           "to_keras", "validate"]
+           "to_keras", "validate", "register_layer"]
 __version__ = "0.1.0"
 
 PathLike = str | os.PathLike[str]
@@ -95,3 +95,4 @@ def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -
 # references) before any submodule of caffe2x can be used -- see caffe2x/layers/__init__.py for why the
 # package, not reader/reference, imports them.
 from . import layers as _layers  # noqa: E402,F401
+from .plugins import register_layer  # noqa: E402

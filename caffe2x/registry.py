@@ -7,7 +7,7 @@ never editing a dispatch chain.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from .errors import UnsupportedLayerError
 
@@ -17,9 +17,18 @@ F = TypeVar("F", bound=Callable[..., object])
 class Registry(dict[str, F], Generic[F]):
     """``name -> function`` with a registering decorator and a lookup that names the failing layer."""
 
+    #: called, in order, when a lookup misses; a hook returns True when it may have registered more
+    #: (how :mod:`caffe2x.plugins` loads third-party layers only when a net needs one)
+    miss_hooks: ClassVar[list[Callable[[], bool]]] = []
+
     def __init__(self, what: str) -> None:
         super().__init__()
         self.what = what
+
+    def __missing__(self, name: str) -> F:
+        if any([hook() for hook in self.miss_hooks]) and dict.__contains__(self, name):
+            return dict.__getitem__(self, name)
+        raise KeyError(name)
 
     def register(self, *names: str) -> Callable[[F], F]:
         """Decorator: register the function under each of ``names``."""
@@ -33,7 +42,7 @@ class Registry(dict[str, F], Generic[F]):
 
     def lookup(self, name: str, layer: str) -> F:
         """The function for ``name``; an unknown name raises an error naming ``layer`` and ``name``."""
-        fn = self.get(name)
-        if fn is None:
-            raise UnsupportedLayerError(layer, name, self.what)
-        return fn
+        try:
+            return self[name]
+        except KeyError:
+            raise UnsupportedLayerError(layer, name, self.what) from None

@@ -49,6 +49,7 @@ from .files import SUFFIXES, write  # noqa: E402
 from .h5 import write_weights_h5  # noqa: E402
 from .layers import CUSTOM_OBJECTS, CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale  # noqa: E402
 from .model import to_model  # noqa: E402
+from ...plugins import apply_pending  # noqa: E402
 from .ops import BUILDERS, NCHW_TO_NHWC, OPS, BuildContext, builder, keras_axis, keras_name, set_weights  # noqa: E402
 from .profiles import write_keras_applications  # noqa: E402
 
@@ -59,6 +60,9 @@ FAMILIES: tuple[str, ...] = (
 
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
+
+# builders users registered with caffe2x.register_layer(..., keras=...) before this import
+apply_pending("keras", OPS)
 
 __all__ = ["SUFFIXES", "FAMILIES", "OPS", "BUILDERS", "CUSTOM_OBJECTS", "builder", "keras_axis", "keras_name",
            "to_model", "write", "write_weights_h5", "write_keras_applications", "BuildContext", "set_weights",

@@ -68,6 +68,7 @@ from __future__ import annotations
 import importlib
 
 from .model import run_onnx, to_onnx, write
+from ...plugins import apply_pending
 from .ops import CONVERTERS, IR_VERSION, OPS, OPSET, Builder, converter
 
 SUFFIXES = (".onnx",)
@@ -79,6 +80,9 @@ FAMILIES: tuple[str, ...] = (
 
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
+
+# builders users registered with caffe2x.register_layer(..., onnx=...) before this import
+apply_pending("onnx", OPS)
 
 __all__ = ["SUFFIXES", "FAMILIES", "OPSET", "IR_VERSION", "OPS", "CONVERTERS", "Builder", "converter", "to_onnx",
            "write", "run_onnx"]

@@ -24,6 +24,7 @@ from .files import DTYPES, code_path, final_path, state_dict, write
 from .model import CaffeNet, Step, module_names, node_module_names, resolve_outputs, sanitize, to_module
 from .modules import (HELPER_CLASSES, CaffeBatchNorm, CaffeConcat, CaffeEltwise, CaffeInnerProduct, CaffeLRN,
                       CaffePooling, CaffeScale, helper_source)
+from ...plugins import apply_pending
 from .ops import BUILDERS, OPS, Builder, LayerSpec, builder, layer_spec
 from .profiles import TorchvisionProfile, TorchvisionResNet, torchvision_profile
 
@@ -36,6 +37,9 @@ FAMILIES: tuple[str, ...] = (
 
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
+
+# builders users registered with caffe2x.register_layer(..., torch=...) before this import
+apply_pending("torch", OPS)
 
 __all__ = ["SUFFIXES", "DTYPES", "FAMILIES", "to_module", "write", "CaffeNet", "OPS", "BUILDERS", "Builder",
            "builder", "LayerSpec", "layer_spec", "module_names", "node_module_names", "sanitize", "state_dict",
