@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("fixture", help="write a synthetic model (resnet50, resnet101, resnet152, tiny, …)")
-    p.add_argument("name", help="resnet50 | resnet101 | resnet152 | tiny | a small test net")
+    p = sub.add_parser("fixture", help="write a synthetic model (resnet50, resnet101, resnet152, googlenet, …)")
+    p.add_argument("name", help="resnet50 | resnet101 | resnet152 | caffenet | googlenet | squeezenet | mobilenet "
+                                "| tiny | a small test net")
     p.add_argument("-o", "--output-dir", required=True, help="directory for <name>.caffemodel and prototxt")
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic weights (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, print only the two file paths")

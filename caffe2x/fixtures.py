@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from . import zoo
+
 #: BatchNorm moving-average factor stored in synthetic caffemodels
 BN_FACTOR = np.float32(999.982)
 
@@ -323,6 +325,8 @@ def write_model(name: str, directory: str | Path, seed: int = 0, *, progress: bo
     model = directory / f"{name}.caffemodel"
     deploy = directory / f"{name}-deploy.prototxt"
     data = synthesize(text, seed, progress=progress)
+    if name in zoo.MODELS and zoo.MODELS[name].v1:
+        data = zoo.to_v1_caffemodel(data)
     with atomic_output(model) as tmp:
         tmp.write_bytes(data)
     with atomic_output(deploy) as tmp:
@@ -338,10 +342,12 @@ def prototxt_for(name: str) -> str:
         return resnet_prototxt(int(name[6:]))
     if name == "tiny":
         return TINY_PROTOTXT
+    if name in zoo.MODELS:
+        return zoo.MODELS[name].prototxt()
     if name in ZOO:
         return ZOO[name]
-    raise Caffe2xError(f"unknown built-in model {name!r}; choose resnet50, resnet101, resnet152, tiny "
-                       f"or one of {', '.join(ZOO)}")
+    raise Caffe2xError(f"unknown built-in model {name!r}; choose resnet50, resnet101, resnet152, tiny, "
+                       f"{', '.join(zoo.MODELS)} or one of {', '.join(ZOO)}")
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,6 +12,12 @@ def caffe_parameter_count(graph: Graph) -> int:
     return graph.num_parameters() + sum(1 for n in graph.nodes if n.op == "BatchNorm")
 
 
+def learned_parameter_count(graph: Graph) -> int:
+    """Parameters as model zoos and frameworks publish them: every learned tensor (weights, biases,
+    Scale's gamma and beta), BatchNorm's running statistics excluded."""
+    return int(sum(graph.tensors[k].size for n in graph.nodes if n.op != "BatchNorm" for k in n.params.values()))
+
+
 def summary(graph: Graph) -> dict[str, Any]:
     """JSON-ready description: inputs, outputs, and per layer its type, output shapes and parameters."""
     inverse = {v: b for b, v in graph.blobs.items()}
@@ -33,6 +39,7 @@ def summary(graph: Graph) -> dict[str, Any]:
         "num_layers": len(layers),
         "num_parameters": graph.num_parameters(),
         "num_caffe_parameters": caffe_parameter_count(graph),
+        "num_learned_parameters": learned_parameter_count(graph),
     }
 
 
@@ -46,5 +53,6 @@ def format_table(info: dict[str, Any]) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     lines.append(f"{info['num_layers']} layers, {info['num_caffe_parameters']:,} parameters in the caffemodel "
-                 f"({info['num_parameters']:,} in the graph: BatchNorm factors are divided out)")
+                 f"({info['num_parameters']:,} in the graph: BatchNorm factors are divided out; "
+                 f"{info['num_learned_parameters']:,} learned, BatchNorm statistics excluded)")
     return "\n".join(lines)
