@@ -335,7 +335,12 @@ def _pooling(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
         if p.HasField("round_mode") and bool(p.ceil_mode) != ceil:
             raise Caffe2xError(f"layer {layer.name!r} (Pooling): ceil_mode and round_mode disagree")
         ceil = bool(p.ceil_mode)
-    return LayerSpec("Pooling", {"method": methods[p.pool], "kernel": kernel, "stride": stride, "pad": pad,
+    op = "Pooling"
+    if len(layer.top) > 1:  # Caffe's MAX pooling can write its argmax mask as a second top (SegNet, ENet)
+        if p.pool != pb2.PoolingParameter.MAX or len(layer.top) > 2:
+            raise Caffe2xError(f"layer {layer.name!r} (Pooling): only MAX pooling has a second (mask) top")
+        op = "PoolingWithMask"
+    return LayerSpec(op, {"method": methods[p.pool], "kernel": kernel, "stride": stride, "pad": pad,
                                  "ceil": ceil, "global_pooling": bool(p.global_pooling)})
 
 

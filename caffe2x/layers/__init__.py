@@ -24,7 +24,7 @@ Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 """
 from __future__ import annotations
 
-from . import broadcast, elementwise  # noqa: F401  (importing registers the families)
+from . import broadcast, detection, elementwise, resample, roi  # noqa: F401  (importing registers the families)
 
 #: the family modules, in registration order
-FAMILIES = ("elementwise", "broadcast")
+FAMILIES = ("elementwise", "broadcast", "detection", "resample", "roi")
