@@ -690,7 +690,13 @@ def calibrate(graph: Graph, seed: int = 0, input_scale: float = 50.0, *, progres
             jitter = np.random.default_rng([seed, zlib.crc32(node.name.encode())])
             graph.tensors[node.params["running_mean"]] = (mean + 0.05 * np.sqrt(var) * jitter.standard_normal(mean.shape)).astype(np.float32)
             graph.tensors[node.params["running_var"]] = (var * jitter.uniform(0.8, 1.25, var.shape)).astype(np.float32)
-        for name, val in zip(node.outputs, OPS[node.op](node, ins, graph)):
+        try:
+            outs = OPS[node.op](node, ins, graph)
+        except Caffe2xError:
+            # noise is not a valid input everywhere (region rows naming images, unpooling masks):
+            # BatchNorms from here on keep their seeded statistics
+            break
+        for name, val in zip(node.outputs, outs):
             values[name] = val
 
 

@@ -76,6 +76,9 @@ SUFFIXES = (".onnx",)
 #: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
 #: target imports each, which registers its converters in :data:`OPS`
 FAMILIES: tuple[str, ...] = (
+    "detection",
+    "resample",
+    "roi",
 )
 
 for _family in FAMILIES:

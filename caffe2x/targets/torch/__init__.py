@@ -33,6 +33,9 @@ SUFFIXES = (".pt", ".pth")
 #: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
 #: target imports each, which registers its builders in :data:`OPS`
 FAMILIES: tuple[str, ...] = (
+    "detection",
+    "resample",
+    "roi",
 )
 
 for _family in FAMILIES:
