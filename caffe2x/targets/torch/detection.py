@@ -8,7 +8,6 @@ greedy loop (with ``eta``), run in Python over each class's candidates.
 from __future__ import annotations
 
 import math
-import struct
 from typing import Any
 
 import torch
@@ -42,11 +41,6 @@ class CaffeNormalize(nn.Module):
         return f"across_spatial={self.across_spatial}, eps={self.eps}"
 
 
-def _f32(v: float) -> float:
-    """``v`` rounded to float32 (pure Python: modules are built on the meta device)."""
-    return struct.unpack("f", struct.pack("f", v))[0]
-
-
 class CaffePriorBox(nn.Module):
     """SSD's PriorBox: the ``(1, 2, H*W*P*4)`` boxes and variances of a feature map's cells (read
     from the first input's H and W; the image size and steps are fixed at conversion)."""
@@ -59,6 +53,7 @@ class CaffePriorBox(nn.Module):
         self.img = list(img)
         self.step = list(step)
         self.offset = offset
+        _f32 = self.round_float32
         sizes: list[tuple[float, float]] = []
         for s, m in enumerate(min_sizes):  # Caffe's order: min square, sqrt(min*max) square, ratios
             sizes.append((float(m), float(m)))
@@ -71,6 +66,13 @@ class CaffePriorBox(nn.Module):
                 root = _f32(math.sqrt(ar))
                 sizes.append((_f32(m * root), _f32(m / root)))
         self.sizes = sizes
+
+    @staticmethod
+    def round_float32(v: float) -> float:
+        """``v`` rounded to float32 (to nearest even) in plain Python: the module is built on the meta
+        device, where tensors hold no values."""
+        mantissa, exponent = math.frexp(v)
+        return math.ldexp(round(mantissa * 2 ** 24) / 2 ** 24, exponent)
 
     def forward(self, x: torch.Tensor, *image: torch.Tensor) -> torch.Tensor:
         h, w = int(x.shape[2]), int(x.shape[3])

@@ -231,8 +231,7 @@ HELPER_CLASSES: tuple[type[nn.Module], ...] = (CaffeBatchNorm, CaffeScale, Caffe
 
 def helper_source(classes: Sequence[type[nn.Module]]) -> str:
     """Source of the helper classes (and ``pool_output_size``) that generated code needs."""
-    parts = []
-    if CaffePooling in classes:
-        parts.append(inspect.getsource(pool_output_size))
-    parts.extend(inspect.getsource(c) for c in HELPER_CLASSES if c in classes)
-    return "\n\n".join(p.rstrip() + "\n" for p in parts)
+    sources = [inspect.getsource(c) for c in HELPER_CLASSES if c in classes]
+    sources += [inspect.getsource(c) for c in classes if c not in HELPER_CLASSES]  # op families' modules
+    parts = [inspect.getsource(pool_output_size)] if any("pool_output_size(" in src for src in sources) else []
+    return "\n\n".join(p.rstrip() + "\n" for p in parts + sources)

@@ -9,12 +9,6 @@ from ...ir import Graph, Node
 from .ops import LayerSpec, builder
 
 
-def _c_round(v: torch.Tensor) -> torch.Tensor:
-    """C's round (half away from zero) of float32 values, as int64."""
-    d = v.to(torch.float64)
-    return (torch.sign(d) * torch.floor(d.abs() + 0.5)).long()
-
-
 class CaffeROIPooling(nn.Module):
     """Fast R-CNN's ROIPooling: MAX over ``pooled`` bins of each region (rows ``[b, x1, y1, x2, y2]``)."""
 
@@ -28,7 +22,8 @@ class CaffeROIPooling(nn.Module):
         h, w = int(x.shape[2]), int(x.shape[3])
         rois = rois.reshape(-1, 5).to(f32)
         batch = rois[:, 0].long()
-        corners = _c_round(rois[:, 1:] * torch.tensor(self.spatial_scale, dtype=f32))
+        scaled = (rois[:, 1:] * torch.tensor(self.spatial_scale, dtype=f32)).to(torch.float64)
+        corners = (torch.sign(scaled) * torch.floor(scaled.abs() + 0.5)).long()  # C's round: half away from 0
 
         def axis(start: torch.Tensor, end: torch.Tensor, bins: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
             extent = torch.clamp(end - start + 1, min=1)
@@ -70,7 +65,8 @@ class CaffePSROIPooling(nn.Module):
         rois = rois.reshape(-1, 5).to(f32)
         batch = rois[:, 0].long()
         scale = torch.tensor(self.spatial_scale, dtype=f32)
-        rounded = _c_round(rois[:, 1:]).to(f32)
+        coords = rois[:, 1:].to(torch.float64)
+        rounded = (torch.sign(coords) * torch.floor(coords.abs() + 0.5)).to(f32)  # C's round: half away from 0
         start = rounded[:, :2] * scale
         end = (rounded[:, 2:] + 1) * scale
         extent = torch.clamp(end - start, min=0.1)
