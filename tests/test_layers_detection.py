@@ -9,7 +9,8 @@ import pytest
 from opencv_caffe import opencv_forward
 
 from caffe2x.ir import Graph, Node
-from caffe2x.layers.detection import FLT_MAX, decode_boxes, detection_output, prior_boxes
+from caffe2x.formulas import prior_boxes
+from caffe2x.layers.detection import FLT_MAX, decode_boxes, detection_output
 from caffe2x.numeric import max_rel_error
 from caffe2x.reference import OPS
 
@@ -101,7 +102,7 @@ def test_prior_box_follows_the_fork_where_opencv_does_not() -> None:
 
 
 def test_prior_box_reader_truncates_min_size_and_defaults_variance() -> None:
-    from caffe2x.layers.detection import prior_box_sizes
+    from caffe2x.formulas import prior_box_sizes
 
     sizes = prior_box_sizes(prior_attrs(min_sizes=[10], max_sizes=[20], aspect_ratios=[1.0, 4.0]))
     assert sizes == [(10.0, 10.0), (float(np.float32(np.sqrt(200))),) * 2, (20.0, 5.0)]

@@ -39,12 +39,12 @@ Caffe's formulas (``normalize_layer.cpp``, ``prior_box_layer.cpp``, ``bbox_util.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from ..errors import Caffe2xError
+from ..formulas import num_priors, prior_boxes
 from ..ir import Graph, Node, Shape, shape_function
 from ..reader import BlobSource, LayerSpec, blob_array, layer_handler
 from ..reference import op as reference_op
@@ -174,52 +174,10 @@ def _prior_box_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSp
                                   "step": step, "offset": float(p.offset)})
 
 
-def num_priors(attrs: dict[str, Any]) -> int:
-    """Boxes per feature-map cell."""
-    return len(attrs["aspect_ratios"]) * len(attrs["min_sizes"]) + len(attrs["max_sizes"])
-
-
 @shape_function("PriorBox")
 def _prior_box_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     x = ins[0]
     return [(1, 2, x[2] * x[3] * num_priors(node.attrs) * 4)]
-
-
-def prior_box_sizes(attrs: dict[str, Any]) -> list[tuple[float, float]]:
-    """(width, height) of each prior of one cell, in Caffe's order, as Caffe's floats hold them."""
-    sizes: list[tuple[float, float]] = []
-    for s, m in enumerate(attrs["min_sizes"]):
-        sizes.append((float(m), float(m)))
-        if attrs["max_sizes"]:
-            side = float(f32(math.sqrt(m * attrs["max_sizes"][s])))
-            sizes.append((side, side))
-        for ar in attrs["aspect_ratios"]:
-            if abs(ar - 1.0) < 1e-6:
-                continue
-            root = f32(math.sqrt(ar))
-            sizes.append((float(f32(f32(m) * root)), float(f32(f32(m) / root))))
-    return sizes
-
-
-def prior_boxes(attrs: dict[str, Any], height: int, width: int) -> np.ndarray:
-    """PriorBox's output ``(1, 2, height*width*num_priors*4)`` for a ``height x width`` feature map."""
-    img_h, img_w = attrs["img"]
-    step_h, step_w = f32(attrs["step"][0]), f32(attrs["step"][1])
-    off = f32(attrs["offset"])
-    sizes = np.array(prior_box_sizes(attrs), dtype=np.float64)  # (P, 2): float32 values
-    cx = ((np.arange(width, dtype=np.float32) + off) * step_w).astype(np.float64)
-    cy = ((np.arange(height, dtype=np.float32) + off) * step_h).astype(np.float64)
-    cxg = np.broadcast_to(cx[None, :, None], (height, width, len(sizes)))
-    cyg = np.broadcast_to(cy[:, None, None], (height, width, len(sizes)))
-    bw, bh = sizes[:, 0], sizes[:, 1]
-    boxes = np.stack([(cxg - bw / 2.0) / img_w, (cyg - bh / 2.0) / img_h,
-                      (cxg + bw / 2.0) / img_w, (cyg + bh / 2.0) / img_h], axis=-1).astype(np.float32)
-    boxes = boxes.reshape(-1)
-    if attrs["clip"]:
-        boxes = np.clip(boxes, 0.0, 1.0)
-    var = np.asarray(attrs["variance"], dtype=np.float32)
-    variances = np.tile(var if var.size == 4 else np.repeat(var, 4), boxes.size // 4)
-    return np.stack([boxes, variances])[None].astype(np.float32)
 
 
 @reference_op("PriorBox")

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import Caffe2xError
+from ..formulas import interp_axis
 from ..ir import SHAPE_FUNCTIONS, Graph, Node, Shape, shape_function
 from ..reader import BlobSource, LayerSpec, layer_handler
 from ..reference import op as reference_op
@@ -215,17 +216,6 @@ def _interp_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
 def _interp_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     x = ins[0]
     return [(x[0], x[1], *node.attrs["size"])]
-
-
-def interp_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per output position along one axis: (index, next index, weight of index, weight of next), with
-    Caffe's float32 arithmetic (``r = float(src - 1) / (dst - 1)``, ``pos = r * i``, truncation)."""
-    r = f32(f32(src - 1) / f32(dst - 1)) if dst > 1 else f32(0)
-    pos = (r * np.arange(dst, dtype=np.float32)).astype(np.float32)
-    i0 = pos.astype(np.int64)
-    step = (i0 < src - 1).astype(np.int64)
-    lam1 = (pos - i0.astype(np.float32)).astype(np.float32)
-    return i0, i0 + step, (f32(1) - lam1).astype(np.float32), lam1
 
 
 def interp(x: np.ndarray, size: list[int], crop: list[int], region: list[int]) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from ...ir import Node
-from ...layers.detection import prior_boxes
+from ...formulas import prior_boxes
 from .layers import CUSTOM_OBJECTS
 from .ops import BuildContext, builder, set_weights
 
@@ -63,7 +63,7 @@ class CaffePriorBox(keras.layers.Layer):
         return ops.convert_to_tensor(prior_boxes(self.prior, h, w))
 
     def compute_output_shape(self, input_shape: Any, *image: Any) -> tuple[int, ...]:
-        from ...layers.detection import num_priors
+        from ...formulas import num_priors
 
         return (1, 2, int(input_shape[1]) * int(input_shape[2]) * num_priors(self.prior) * 4)
 

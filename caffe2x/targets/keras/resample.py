@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from ...ir import Node, pool_output_size
-from ...layers.resample import interp_axis
+from ...formulas import interp_axis
 from ...reference import pool_geometry
 from .layers import CUSTOM_OBJECTS
 from .ops import BuildContext, builder

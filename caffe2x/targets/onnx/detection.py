@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...errors import Caffe2xError
 from ...ir import Node
-from ...layers.detection import prior_boxes
+from ...formulas import prior_boxes
 from .ops import Builder, converter
 
 f32 = np.float32

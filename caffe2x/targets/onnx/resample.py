@@ -18,7 +18,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ...ir import Node
-from ...layers.resample import interp_axis
+from ...formulas import interp_axis
 from ...reference import pool_geometry
 from .ops import Builder, converter
 
