@@ -70,11 +70,13 @@ def run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
     return _run(graph, x, outputs)
 
 
-def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None) -> "torch.nn.Module":
-    """A ``torch.nn.Module`` computing the graph with Caffe's semantics (NCHW input)."""
+def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None, *,
+             share_memory: bool = False) -> "torch.nn.Module":
+    """A ``torch.nn.Module`` computing the graph with Caffe's semantics (NCHW input); it owns a copy
+    of the weights unless ``share_memory`` (see :func:`caffe2x.targets.torch.to_module`)."""
     from .targets.torch import to_module
 
-    return to_module(graph, outputs)
+    return to_module(graph, outputs, share_memory=share_memory)
 
 
 def to_keras(graph: Graph, outputs: str | Sequence[str] | None = None) -> "keras.Model":

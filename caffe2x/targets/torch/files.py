@@ -21,13 +21,15 @@ def _cast(state: Mapping[str, torch.Tensor], dtype: str) -> dict[str, torch.Tens
     if dtype not in DTYPES:
         raise Caffe2xError(f"unsupported dtype {dtype!r} for the torch target; choose {', '.join(DTYPES)}")
     target = DTYPES[dtype]
-    return {k: (v.detach().to(target) if v.is_floating_point() else v.detach()).contiguous().clone()
+    # float32 stays the graph's memory (torch.save writes it straight out); other dtypes are new tensors
+    return {k: (v.detach().to(target) if v.is_floating_point() else v.detach()).contiguous()
             for k, v in state.items()}
 
 
 def state_dict(graph: Graph) -> dict[str, torch.Tensor]:
-    """The float32 state_dict :func:`write` saves without a profile (= ``to_module(graph).state_dict()``)."""
-    return dict(to_module(graph).state_dict())
+    """The float32 state_dict :func:`write` saves without a profile (= ``to_module(graph).state_dict()``),
+    sharing the graph's memory: nothing is copied on the way to ``torch.save``."""
+    return dict(to_module(graph, share_memory=True).state_dict())
 
 
 def final_path(path: Path, options: WriteOptions) -> Path:

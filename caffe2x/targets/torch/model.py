@@ -170,17 +170,24 @@ def resolve_outputs(graph: Graph, outputs: str | Sequence[str] | None) -> tuple[
     return names, single
 
 
-def to_module(graph: Graph, outputs: str | Sequence[str] | None = None) -> CaffeNet:
+def to_module(graph: Graph, outputs: str | Sequence[str] | None = None, *, share_memory: bool = False) -> CaffeNet:
     """A ``torch.nn.Module`` computing ``graph`` with Caffe's semantics, in ``eval()`` mode.
 
     Input is NCHW (float32, or whatever dtype the module is cast to). ``outputs`` names the Caffe
     blobs to return (default: the net's outputs); one blob gives a tensor, several a dict by blob name.
     Its ``state_dict()`` has exactly the keys :func:`write` saves.
+
+    By default the module owns one copy of the weights: train it freely, the graph (and the mapped
+    caffemodel behind it) never changes. ``share_memory=True`` makes every parameter a view of the
+    graph's array (``torch.from_numpy``, no copy), which is what writing a ``.pt`` uses; an in-place
+    update of such a module (an optimizer step) then changes the graph's tensors too (never the file:
+    the caffemodel is mapped copy-on-write, see :mod:`caffe2x.wire`).
     """
     names = node_module_names(graph)
     out_names, single = resolve_outputs(graph, outputs)
     out_values = [graph.value(n) for n in out_names]
-    layers = [(name, layer_spec(node, graph).instantiate(node.name)) for node, name in zip(graph.nodes, names)]
+    layers = [(name, layer_spec(node, graph).instantiate(node.name, share_memory))
+              for node, name in zip(graph.nodes, names)]
     steps = _plan(graph, names, set(out_values))
     net = CaffeNet(layers, steps, list(graph.inputs), out_names, out_values, single,
                    {name: node.name for node, name in zip(graph.nodes, names)})

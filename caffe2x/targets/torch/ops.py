@@ -28,12 +28,13 @@ class LayerSpec:
     kwargs: dict[str, Any]
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def instantiate(self, layer: str) -> nn.Module:
-        """The module holding copies of the tensors (built on the meta device and then given the
-        tensors, which skips a random initialisation that would be overwritten anyway)."""
+    def instantiate(self, layer: str, share: bool = False) -> nn.Module:
+        """The module holding the tensors (built on the meta device and then given the tensors, which
+        skips a random initialisation that would be overwritten anyway): copies of them, or with
+        ``share`` the arrays' own memory (see :func:`as_tensor`)."""
         with torch.device("meta"):
             module = self.cls(**self.kwargs)
-        state = {role: torch.tensor(np.asarray(arr, dtype=np.float32)) for role, arr in self.tensors.items()}
+        state = {role: as_tensor(arr, share) for role, arr in self.tensors.items()}
         try:
             module.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as exc:
@@ -43,6 +44,18 @@ class LayerSpec:
         if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
             raise Caffe2xError(f"layer {layer!r}: {self.cls.__name__} has state the graph does not provide")
         return module
+
+
+def as_tensor(arr: np.ndarray, share: bool) -> torch.Tensor:
+    """A float32 tensor of ``arr``: with ``share`` it is ``arr``'s own memory (``torch.from_numpy``,
+    no copy) whenever numpy allows writing to it, else (and without ``share``) an independent copy.
+
+    A read-only array (e.g. a view of an immutable ``bytes``) is copied rather than shared: torch
+    cannot promise not to write through it."""
+    arr = np.asarray(arr, dtype=np.float32)
+    if share and arr.flags.writeable and arr.dtype.isnative:
+        return torch.from_numpy(arr)
+    return torch.from_numpy(np.array(arr, dtype=np.float32, order="C"))
 
 
 Builder = Callable[[Node, Graph], LayerSpec]

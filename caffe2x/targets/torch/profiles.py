@@ -36,6 +36,7 @@ from torch import nn
 
 from ...errors import Caffe2xError
 from ...ir import Graph, Node
+from .ops import as_tensor
 
 
 #: torchvision ResNet constructor by blocks per stage
@@ -237,6 +238,6 @@ def torchvision_profile(graph: Graph) -> TorchvisionProfile:
         arr = np.asarray(tensors[key], dtype=np.float32)
         if tuple(arr.shape) != tuple(ref.shape):
             raise _not_resnet(f"{key} would have shape {list(arr.shape)}, torchvision's is {list(ref.shape)}")
-        state[key] = torch.from_numpy(arr.copy())
+        state[key] = as_tensor(arr, share=True)
     return TorchvisionProfile(state, layers, num_classes, fc.outputs[0])
 

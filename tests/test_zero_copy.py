@@ -1,0 +1,70 @@
+"""One copy of the weights: targets write from the graph's (mapped) arrays instead of copying them."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe2x
+from caffe2x import fixtures
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def mapped_graph(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    model, deploy = fixtures.write_model("googlenet_style_names", tmp_path_factory.mktemp("zc"))
+    return caffe2x.load(model, deploy)
+
+
+def test_pt_state_dict_shares_the_graph_memory(mapped_graph) -> None:  # type: ignore[no-untyped-def]
+    from caffe2x.targets.torch import node_module_names, state_dict
+
+    state = state_dict(mapped_graph)
+    modules = dict(zip((n.name for n in mapped_graph.nodes), node_module_names(mapped_graph)))
+    shared = 0
+    for key, arr in mapped_graph.tensors.items():
+        layer, role = key.rsplit(".", 1)
+        tensor = state[f"{modules[layer]}.{role}"]
+        assert tensor.data_ptr() == arr.ctypes.data and np.array_equal(tensor.numpy(), arr)
+        shared += 1
+    assert shared == len(mapped_graph.tensors) > 0
+
+
+def test_to_torch_owns_its_weights_so_training_leaves_the_graph_alone(mapped_graph) -> None:  # type: ignore[no-untyped-def]
+    before = {k: v.copy() for k, v in mapped_graph.tensors.items()}
+    module = caffe2x.to_torch(mapped_graph)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(1.0)
+    assert all(np.array_equal(mapped_graph.tensors[k], v) for k, v in before.items())
+    shared = caffe2x.to_torch(mapped_graph.copy(before), share_memory=True)
+    with torch.no_grad():
+        next(iter(shared.parameters())).mul_(0.0)
+    assert any(not v.any() for v in before.values())  # shared: the update shows in the arrays
+
+
+def test_read_only_arrays_are_copied_not_shared_and_do_not_warn() -> None:
+    from caffe2x.targets.torch.ops import as_tensor
+
+    arr = np.frombuffer(np.arange(6, dtype=np.float32).tobytes(), dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = as_tensor(arr, share=True)
+    assert t.data_ptr() != arr.ctypes.data and t.tolist() == arr.tolist()
+    writable = np.arange(6, dtype=np.float32)
+    assert as_tensor(writable, share=True).data_ptr() == writable.ctypes.data
+    assert as_tensor(writable, share=False).data_ptr() != writable.ctypes.data
+
+
+def test_written_pt_holds_exactly_the_caffemodel_values(mapped_graph, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from caffe2x.targets.torch import state_dict
+
+    out = tmp_path / "net.pt"
+    caffe2x.save(mapped_graph, out)
+    loaded = torch.load(out, weights_only=True)
+    expected = state_dict(mapped_graph)
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
