@@ -85,6 +85,8 @@ class Framework:
     extra: ClassVar[str | None] = None
     #: file name stem of the artifact :meth:`prepare` writes (default: from the graph's name)
     artifact_stem: str | None = None
+    #: the batch validate runs and the numpy reference's values for it (value name -> array)
+    reference: tuple[np.ndarray, Mapping[str, np.ndarray]] | None = None
 
     @classmethod
     def available(cls) -> bool:
@@ -170,10 +172,17 @@ class NumpyFramework(Framework):
             self.graph = read_graph(path)
         except Caffe2xError:  # a plain state dict (no graph metadata): the graph with the file's tensors
             self.graph = graph.copy(tensors=_complete(graph, self.stored_tensors(path)))
+        self.identical = self.graph.equals(graph)
 
     def run(self, x: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
+        """The reference on the graph read back from the file. When that graph is bit-identical to the
+        validated one and this is validate's batch, the executor (deterministic) would repeat the
+        reference run exactly, so its values are returned instead of running it a second time."""
         from .reference import execute
 
+        if self.reference is not None and getattr(self, "identical", False) and x is self.reference[0] \
+                and all(v in self.reference[1] for v in outputs):
+            return {v: self.reference[1][v] for v in outputs}
         return execute(self.graph, x, keep=set(outputs))
 
     def stored_tensors(self, path: Path) -> dict[str, np.ndarray]:
@@ -951,6 +960,7 @@ def _run_framework(name: str, graph: Graph, x: np.ndarray, workdir: Path, value:
     result = FrameworkResult(name, PASS)
     fw = cls()
     fw.artifact_stem = stem
+    fw.reference = (x, {**ref_values, value: ref_logits})
     stage = "writing and loading"
     try:
         say(f"{name}: writing and loading back")
