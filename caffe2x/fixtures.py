@@ -324,11 +324,12 @@ def write_model(name: str, directory: str | Path, seed: int = 0, *, progress: bo
     directory.mkdir(parents=True, exist_ok=True)
     model = directory / f"{name}.caffemodel"
     deploy = directory / f"{name}-deploy.prototxt"
-    data = synthesize(text, seed, progress=progress)
-    if name in zoo.MODELS and zoo.MODELS[name].v1:
-        data = zoo.to_v1_caffemodel(data)
     with atomic_output(model) as tmp:
-        tmp.write_bytes(data)
+        if name == "vgg16":  # 528 MB: streamed layer by layer, never held as one message
+            write_vgg(tmp, seed=seed)
+        else:
+            data = synthesize(text, seed, progress=progress)
+            tmp.write_bytes(zoo.to_v1_caffemodel(data) if name in zoo.MODELS and zoo.MODELS[name].v1 else data)
     with atomic_output(deploy) as tmp:
         tmp.write_text(text)
     return model, deploy
@@ -342,11 +343,13 @@ def prototxt_for(name: str) -> str:
         return resnet_prototxt(int(name[6:]))
     if name == "tiny":
         return TINY_PROTOTXT
+    if name == "vgg16":
+        return vgg_prototxt()
     if name in zoo.MODELS:
         return zoo.MODELS[name].prototxt()
     if name in ZOO:
         return ZOO[name]
-    raise Caffe2xError(f"unknown built-in model {name!r}; choose resnet50, resnet101, resnet152, tiny, "
+    raise Caffe2xError(f"unknown built-in model {name!r}; choose resnet50, resnet101, resnet152, vgg16, tiny, "
                        f"{', '.join(zoo.MODELS)} or one of {', '.join(ZOO)}")
 
 
@@ -362,3 +365,105 @@ def graph(name: str, seed: int = 0):  # type: ignore[no-untyped-def]
     """A built-in model read back from its synthesised caffemodel (cached per process; a fresh copy of
     the structure is returned each call, tensors shared read-only)."""
     return _graph_cached(name, seed).copy()
+
+
+# --------------------------------------------------------------------------- VGG-16, V1 format
+#: VGG-16 (configuration D): output channels of the 3x3 convolutions, stage by stage (a 2x2 max pool
+#: after each stage), then the fully connected layers
+VGG16_STAGES: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+VGG16_FC: tuple[int, ...] = (4096, 4096, 1000)
+
+
+def vgg_prototxt(stages: tuple[tuple[int, ...], ...] = VGG16_STAGES, fc: tuple[int, ...] = VGG16_FC,
+                 input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)) -> str:
+    """Deploy text of a VGG net in the V1 ``layers`` format the VGG team published VGG-16 in (enum
+    types, ``input_dim``); the defaults are VGG-16, 138,357,544 parameters."""
+    out = ['name: "VGG_ILSVRC_16_layers"', 'input: "data"', *(f"input_dim: {d}" for d in input_shape)]
+
+    def layer(name: str, type_: str, bottom: str, top: str, body: str = "") -> None:
+        out.append(f'layers {{\n  bottom: "{bottom}"\n  top: "{top}"\n  name: "{name}"\n  type: {type_}'
+                   + (f"\n  {body}" if body else "") + "\n}")
+
+    bottom = "data"
+    for s, widths in enumerate(stages, start=1):
+        for i, width in enumerate(widths, start=1):
+            name = f"conv{s}_{i}"
+            layer(name, "CONVOLUTION", bottom, name, f"convolution_param {{ num_output: {width} pad: 1 kernel_size: 3 }}")
+            layer(f"relu{s}_{i}", "RELU", name, name)
+            bottom = name
+        layer(f"pool{s}", "POOLING", bottom, f"pool{s}", "pooling_param { pool: MAX kernel_size: 2 stride: 2 }")
+        bottom = f"pool{s}"
+    for i, width in enumerate(fc, start=6):
+        layer(f"fc{i}", "INNER_PRODUCT", bottom, f"fc{i}", f"inner_product_param {{ num_output: {width} }}")
+        bottom = f"fc{i}"
+        if i < 5 + len(fc):
+            layer(f"relu{i}", "RELU", bottom, bottom)
+            layer(f"drop{i}", "DROPOUT", bottom, bottom, "dropout_param { dropout_ratio: 0.5 }")
+    layer("prob", "SOFTMAX", bottom, "prob")
+    return "\n".join(out) + "\n"
+
+
+def vgg_blob_shapes(stages: tuple[tuple[int, ...], ...] = VGG16_STAGES, fc: tuple[int, ...] = VGG16_FC,
+                    input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)) -> dict[str, list[tuple[int, ...]]]:
+    """Layer name -> its blobs' shapes (weight, bias) as Caffe stores them for :func:`vgg_prototxt`."""
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+    _, c, h, w = input_shape
+    for s, widths in enumerate(stages, start=1):
+        for i, width in enumerate(widths, start=1):
+            shapes[f"conv{s}_{i}"] = [(width, c, 3, 3), (width,)]
+            c = width
+        h, w = -(-(h - 2) // 2) + 1, -(-(w - 2) // 2) + 1  # Caffe's ceil-mode 2x2/2 pooling
+    features = c * h * w
+    for i, width in enumerate(fc, start=6):
+        shapes[f"fc{i}"] = [(width, features), (width,)]
+        features = width
+    return shapes
+
+
+def write_vgg(path: str | Path, seed: int = 0, stages: tuple[tuple[int, ...], ...] = VGG16_STAGES,
+              fc: tuple[int, ...] = VGG16_FC, input_shape: tuple[int, int, int, int] = (1, 3, 224, 224)) -> int:
+    """Write :func:`vgg_prototxt`'s net with seeded He-scaled weights as a V1-format caffemodel with
+    legacy 4-D blob dims (``num/channels/height/width``, InnerProduct ``1 x 1 x out x in``), as the
+    published VGG-16 file is stored. Streamed layer by layer, so a 528 MB model needs one layer's
+    weights in memory. Returns the number of parameters written."""
+    from google.protobuf import text_format
+
+    from .proto import caffe_pb2
+    from .wire import _encode_varint as varint
+
+    def field(number: int, wire_type: int) -> bytes:
+        return varint(number << 3 | wire_type)
+
+    net = text_format.Parse(vgg_prototxt(stages, fc, input_shape), caffe_pb2.NetParameter())
+    shapes = vgg_blob_shapes(stages, fc, input_shape)
+    rng = np.random.default_rng(seed)
+    count = 0
+    with open(path, "wb") as f:
+        head = caffe_pb2.NetParameter()
+        head.CopyFrom(net)
+        head.ClearField("layers")
+        f.write(head.SerializeToString())
+        for layer in net.layers:
+            arrays = []
+            for shape in shapes.get(layer.name, []):
+                if len(shape) > 1:
+                    arr = rng.standard_normal(shape, dtype=np.float32)
+                    arr *= np.float32(np.sqrt(2.0 / np.prod(shape[1:])))
+                else:
+                    arr = rng.standard_normal(shape, dtype=np.float32)
+                    arr *= np.float32(0.1)
+                arrays.append(arr)
+            blobs = []
+            for arr in arrays:
+                dims = [1] * (4 - arr.ndim) + list(arr.shape)
+                legacy = b"".join(field(n, 0) + varint(d) for n, d in zip((1, 2, 3, 4), dims))
+                blobs.append((legacy + field(5, 2) + varint(arr.nbytes), arr))
+            structure = layer.SerializeToString()
+            size = len(structure) + sum(len(field(6, 2)) + len(varint(len(h) + a.nbytes)) + len(h) + a.nbytes
+                                        for h, a in blobs)
+            f.write(field(2, 2) + varint(size) + structure)
+            for h, a in blobs:
+                f.write(field(6, 2) + varint(len(h) + a.nbytes) + h)
+                f.write(memoryview(np.ascontiguousarray(a, dtype="<f4")))
+                count += a.size
+    return count

@@ -163,3 +163,31 @@ def test_views_survive_the_graph_that_made_them(tmp_path: Path) -> None:
     assert reader.read(model, deploy).tensors["fc1.weight"].tobytes() == expected.tobytes()
     model.unlink()  # an unlinked file stays mapped while a view lives
     assert weight[0, 0] == 123.0 and weight.ravel()[1:].tobytes() == expected.ravel()[1:].tobytes()
+
+
+def test_vgg16_fixture_is_vgg16_in_the_v1_format() -> None:
+    shapes = fixtures.vgg_blob_shapes()
+    assert sum(int(np.prod(s)) for blobs in shapes.values() for s in blobs) == 138_357_544
+    text = fixtures.prototxt_for("vgg16")
+    assert "layers {" in text and "type: CONVOLUTION" in text and "input_dim: 224" in text
+    net = reader.parse_prototxt_text(text)  # upgraded from V1
+    weighted = [layer.name for layer in net.layer if layer.type in ("Convolution", "InnerProduct")]
+    assert weighted == list(shapes) and len(weighted) == 16
+
+
+def test_streamed_v1_vgg_file_reads_through_views_identically(tmp_path: Path) -> None:
+    from caffe2x.inspect import caffe_parameter_count
+
+    small = {"stages": ((4,), (8, 8)), "fc": (16, 10), "input_shape": (1, 3, 32, 32)}
+    model, text = tmp_path / "vgg.caffemodel", fixtures.vgg_prototxt(**small)
+    written = fixtures.write_vgg(model, seed=1, **small)
+    data = model.read_bytes()
+    raw = caffe_pb2.NetParameter.FromString(data)  # as stored, before the reader's upgrade
+    assert len(raw.layers) == len(text.split("layers {")) - 1 and not raw.layer
+    assert all(b.HasField("num") and not b.HasField("shape") for l in raw.layers for b in l.blobs)
+    fast = reader.read(model, None, (1, 3, 32, 32))
+    assert_same(fast, plain_graph(data, None, (1, 3, 32, 32)))
+    assert_same(reader.read(model, None, (1, 3, 32, 32)), plain_graph(data, text))
+    assert caffe_parameter_count(fast) == written == sum(
+        int(np.prod(s)) for blobs in fixtures.vgg_blob_shapes(**small).values() for s in blobs)
+    assert all(isinstance(root(a), mmap.mmap) for k, a in fast.tensors.items() if k.endswith(".weight"))
