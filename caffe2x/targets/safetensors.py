@@ -13,11 +13,13 @@ Scale          ``<layer>.weight`` (gamma), ``<layer>.bias`` (beta)
 
 ``__metadata__`` holds ``caffe2x.graph`` (the graph's JSON, see :meth:`caffe2x.ir.Graph.structure`)
 and ``caffe2x.dtype``, so :func:`read_graph` rebuilds the exact graph with no caffemodel at hand: the
-neutral graph is itself a file format. Framing is the safetensors library's own (``save_file``,
-``deserialize``); no torch or tensorflow is imported.
+neutral graph is itself a file format. Written by :func:`write_tensors` straight from the graph's arrays
+(views of the mapped caffemodel: no copy), read with the safetensors library's ``deserialize``; no
+torch or tensorflow is imported.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,16 +39,46 @@ def _cast(arr: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.dtype(dtype))
 
 
+#: dtype written -> (safetensors dtype tag, bytes per value)
+_TAGS = {"float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2)}
+
+
 def write(graph: Graph, path: Path, options) -> list[str]:  # type: ignore[no-untyped-def]
     """Write all tensors (cast to ``options.dtype``) and the graph's JSON into one safetensors file."""
-    from safetensors.numpy import save_file
-
     if options.profile is not None:
         raise Caffe2xError(f"the safetensors target has no naming profile {options.profile!r}")
-    tensors = {key: _cast(arr, options.dtype) for key, arr in graph.tensors.items()}
     metadata = {"caffe2x.graph": graph.to_json(), "caffe2x.dtype": options.dtype, "format": "caffe2x"}
-    save_file(tensors, path, metadata=metadata)
+    write_tensors(path, graph.tensors, metadata, options.dtype)
     return []
+
+
+def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str],
+                  dtype: str = "float32") -> None:
+    """A safetensors file streamed tensor by tensor straight from the arrays (format: 8-byte
+    little-endian header size, JSON header padded with spaces to 8 bytes, then the raw data in header
+    order). float32 views of a mapped caffemodel go out without a copy, and their pages are released
+    behind the writer (:func:`caffe2x.wire.release`), so the model is never resident all at once;
+    float16/bfloat16 are cast one tensor at a time."""
+    from ..wire import release
+
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    tag, itemsize = _TAGS[dtype]
+    for key, arr in tensors.items():
+        nbytes = int(arr.size) * itemsize
+        header[key] = {"dtype": tag, "shape": list(arr.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        for key, arr in tensors.items():
+            out = _cast(arr, dtype)
+            if out.dtype.byteorder == ">":
+                out = out.byteswap().view(out.dtype.newbyteorder("<"))
+            f.write(memoryview(out.reshape(-1).view(np.uint8)))
+            if out is arr:
+                release(arr)
 
 
 def read_graph(path: str | Path) -> Graph:
