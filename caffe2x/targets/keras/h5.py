@@ -50,5 +50,5 @@ def write_weights_h5(model: keras.Model, path: str | os.PathLike[str], store_dty
     layers = []
     for layer in model.layers:
         weights = layer.trainable_weights + layer.non_trainable_weights
-        layers.append((layer.name, [(w.path, np.asarray(w.numpy()).astype(store_dtype)) for w in weights]))
+        layers.append((layer.name, [(w.path, np.asarray(w.numpy()).astype(store_dtype, copy=False)) for w in weights]))
     _write_h5_layers(Path(path), layers)
