@@ -7,6 +7,7 @@ convolutions, strided window views for pooling) so a full ResNet-50 at 224x224 r
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -40,12 +41,34 @@ def feeds_for(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[st
     return feeds
 
 
+#: BLAS threads while the reference runs (None: leave numpy's BLAS as configured). One, because a
+#: forward pass is hundreds of mid-sized GEMMs: on a 2-core machine OpenBLAS' worker threads cost more
+#: in hand-offs than they gain, and under load (other processes on the cores) its spinning workers
+#: made ResNet-50 2.7x slower than one thread (4.8 s vs 1.8 s wall, 3.6x the CPU time).
+BLAS_THREADS: int | None = 1
+
+
+def _blas_limit() -> contextlib.AbstractContextManager[object]:
+    if BLAS_THREADS is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: without it numpy's BLAS runs as configured
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
 def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None = None) -> dict[str, np.ndarray]:
     """Run the graph; return every value (``keep=None``) or only the values named in ``keep``.
 
     Values nothing reads any more are dropped as the run goes on when ``keep`` is given, so memory
-    stays at a few live activations.
+    stays at a few live activations. BLAS runs with :data:`BLAS_THREADS` threads meanwhile.
     """
+    with _blas_limit():
+        return _execute(graph, x, keep)
+
+
+def _execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None) -> dict[str, np.ndarray]:
     values: dict[str, np.ndarray] = dict(feeds_for(graph, x))
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):

@@ -70,3 +70,18 @@ def test_validate_runs_the_reference_once_per_batch(monkeypatch: pytest.MonkeyPa
     assert report.passed and len(calls) == 1
     (numpy_result,) = report.frameworks
     assert numpy_result.comparison.max_rel == 0.0
+
+
+def test_reference_runs_blas_single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    relu = reference.OPS["ReLU"]
+
+    def probe(node, ins, graph):  # type: ignore[no-untyped-def]
+        seen.extend(p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas")
+        return relu(node, ins, graph)
+
+    graph = fixtures.graph("conv_innerproduct")  # built (and calibrated) before the probe goes in
+    monkeypatch.setitem(reference.OPS, "ReLU", probe)
+    reference.run(graph, np.ones((2, 3, 8, 7), dtype=np.float32))
+    assert seen and set(seen) == {1}
