@@ -48,12 +48,13 @@ def test_layer_matches_opencv(name: str, tmp_path: Path) -> None:
     for k, v in x.items():
         cvnet.setInput(v, k)
     layers = [n.name for n in graph.nodes]
-    theirs = dict(zip(layers, cvnet.forward(layers)))
+    theirs = dict(zip(layers, cvnet.forwardAndRetrieve(layers)))  # every top of every layer
     for node in graph.nodes:
-        value = ours[node.outputs[0]]
-        other = theirs[node.name]
-        assert other.size == value.size, f"{name}: {node.name} has {other.shape} in OpenCV, {value.shape} here"
-        assert max_rel_error(value, other.reshape(value.shape)) <= 1e-5, f"{name}: {node.name}"
+        assert len(theirs[node.name]) == len(node.outputs), node.name
+        for out, other in zip(node.outputs, theirs[node.name]):
+            value = ours[out]
+            assert other.size == value.size, f"{name}: {out} has {other.shape} in OpenCV, {value.shape} here"
+            assert max_rel_error(value, other.reshape(value.shape)) <= 1e-5, f"{name}: {out}"
 
 
 # --------------------------------------------------------------------------- Caffe's formulas
@@ -86,7 +87,75 @@ def _axpy_formula(x, g, v):  # type: ignore[no-untyped-def]
     return {"axpy": v["sig"] * v["conv"] + x["data"]}
 
 
+def _reduction_formula(x, g, v):  # type: ignore[no-untyped-def]
+    d = x["data"].astype(np.float64)
+    return {"sum": d.sum(axis=(1, 2, 3)), "asum": 0.5 * np.abs(d).sum(axis=(2, 3)),
+            "sumsq": (d * d).sum(axis=3), "mean": 2 * d.mean(axis=(1, 2, 3))}
+
+
+def _argmax_formula(x, g, v):  # type: ignore[no-untyped-def]
+    d = x["data"]
+    return {"am": np.argmax(d, axis=1)[:, None].astype(np.float32), "am_val": -np.sort(-d, axis=3)[..., :2]}
+
+
+def _argmax_flat_formula(x, g, v):  # type: ignore[no-untyped-def]
+    flat = x["data"].reshape(2, -1)
+    idx = np.argsort(-flat, axis=1)[:, :3]
+    idx2 = idx[:, :2]
+    return {"top3": idx.reshape(2, 1, 3, 1).astype(np.float32),
+            "top2_val": np.stack([idx2, np.take_along_axis(flat, idx2, 1)], axis=1).reshape(2, 2, 2, 1)}
+
+
+def _batch_stats_formula(x, g, v):  # type: ignore[no-untyped-def]
+    d = x["data"].astype(np.float64)
+    mean = d.mean(axis=(0, 2, 3), keepdims=True)
+    return {"bn": (d - mean) / np.sqrt(d.var(axis=(0, 2, 3), keepdims=True) + 0.001)}
+
+
+def _depthwise_formula(x, g, v):  # type: ignore[no-untyped-def]
+    """Channel c of a depthwise convolution sees only input channel c // multiplier."""
+    def depthwise(d, w, b, stride, pad):  # type: ignore[no-untyped-def]
+        n, c, h, wd = d.shape
+        o, _, k, _ = w.shape
+        d = np.pad(d, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+        oh, ow = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+        y = np.zeros((n, o, oh, ow))
+        for oc in range(o):
+            for i in range(oh):
+                for j in range(ow):
+                    patch = d[:, oc // (o // c), i * stride:i * stride + k, j * stride:j * stride + k]
+                    y[:, oc, i, j] = (patch * w[oc, 0]).sum(axis=(1, 2))
+        return y + (0 if b is None else b[None, :, None, None])
+    dw = depthwise(x["data"], g.tensors["dw.weight"], g.tensors["dw.bias"], 2, 1)
+    return {"dw": dw, "dw2": depthwise(dw, g.tensors["dw2.weight"], None, 1, 0)}
+
+
+def _embed_formula(x, g, v):  # type: ignore[no-untyped-def]
+    th = (x["data"] > 0).astype(int)
+    am = np.argmax(x["data"], axis=1)
+    return {"emb": g.tensors["emb.weight"][th] + g.tensors["emb.bias"], "emb2": g.tensors["emb2.weight"][am[:, None]]}
+
+
+def _mvn_eps_formula(x, g, v):  # type: ignore[no-untyped-def]
+    d = x["data"].astype(np.float64)
+    centred = d - d.mean(axis=(1, 2, 3), keepdims=True)
+    return {"mvn_eps": centred / (centred.std(axis=(1, 2, 3), keepdims=True) + 0.01)}
+
+
 FORMULAS: dict[str, Formula] = {
+    "mvn_eps": _mvn_eps_formula,
+    "batchnorm_batch_statistics": _batch_stats_formula,
+    "depthwise": _depthwise_formula,
+    "embed": _embed_formula,
+    # axis -3 of a 4-D blob starts at axis 2 (Caffe counts a negative axis from past the end)
+    "reshape_negative_axis": lambda x, g, v: {"r3": x["data"].reshape(2, 3, 20), "r4": x["data"].reshape(2, 3, 20, 1, 1)},
+    "tile": lambda x, g, v: {"t1": np.concatenate([x["data"]] * 2, axis=1), "t2": np.concatenate([x["data"]] * 3, axis=3)},
+    "slice_equal_and_slice_dim": lambda x, g, v: {"d": x["data"][:, :, :2], "e": x["data"][:, :, 2:],
+                                                  "f": x["data"][..., :2], "g": x["data"][..., 2:]},
+    "reduction": _reduction_formula,
+    "reduction_all": lambda x, g, v: {"total": np.array(x["data"].astype(np.float64).mean())},
+    "argmax": _argmax_formula,
+    "argmax_flat": _argmax_flat_formula,
     "log_base_scale_shift": _log_formula,
     "threshold": _threshold_formula,
     "clip": lambda x, g, v: {"clip": np.clip(x["data"], -0.5, 0.7)},

@@ -24,7 +24,9 @@ Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 """
 from __future__ import annotations
 
-from . import broadcast, detection, elementwise, resample, roi  # noqa: F401  (importing registers the families)
+from . import (broadcast, channels, detection, elementwise, embedding, normalization, reduction,  # noqa: F401
+               resample, roi, shape)
 
-#: the family modules, in registration order
-FAMILIES = ("elementwise", "broadcast", "detection", "resample", "roi")
+#: the family modules (importing each registers it)
+FAMILIES = ("elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
+            "detection", "resample", "roi")
