@@ -567,6 +567,7 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
     shapes: dict[str, Shape] = dict(graph.inputs)
     current: dict[str, str] = {name: name for name in declared}  # blob -> current value
     dropped_blobs: set[str] = set()
+    silenced: set[str] = set()
     iterator: Any = layers
     if progress:
         from tqdm import tqdm
@@ -577,6 +578,8 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             if layer.type in DATA_LAYERS:
                 dropped_blobs.update(layer.top[1:])
             continue
+        if layer.type == "Silence":  # consumes its bottoms, so Caffe does not report them as outputs
+            silenced.update(current[b] for b in layer.bottom if b in current)
         if layer.type in DROPPED_LAYERS or any(b in dropped_blobs for b in layer.bottom):
             dropped_blobs.update(layer.top)
             continue
@@ -635,6 +638,9 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
                                                           else o.partition("@")[0]) for o in outputs]
     else:
         graph.outputs = [v for b, v in current.items() if v not in consumed and v not in graph.inputs]
+        # a silenced blob is no output -- unless silencing left the net with none, which would convert
+        # to nothing at all
+        graph.outputs = [v for v in graph.outputs if v not in silenced] or graph.outputs
     graph.outputs = list(dict.fromkeys(graph.outputs))
     return graph
 

@@ -151,4 +151,16 @@ NETS: dict[str, Net] = {
                       _layer("am", "ArgMax", "data", "argmax_param { axis: 1 }"),
                       _layer("emb2", "Embed", "am", "embed_param { input_dim: 3 num_output: 5 bias_term: false }")),
                  opencv=False, why="OpenCV's Caffe importer has no Embed layer"),
+    # ------------------------------------------------------------------ fork layers (fork schema fields)
+    "permute": Net(_net(S4, _layer("p1", "Permute", "data", "permute_param { order: 0 order: 2 order: 3 order: 1 }"),
+                        _layer("p3", "Permute", "p1", "permute_param { order: 0 order: 3 order: 2 order: 1 }"))),
+    "permute_partial_order": Net(_net(S4, _layer("p2", "Permute", "data", "permute_param { order: 0 order: 3 }")),
+                                 opencv=False, why="OpenCV's Permute refuses an order that leaves axes out"),
+    "shuffle_channel": Net(_net((2, 6, 3, 4), _layer("shuffle", "ShuffleChannel", "data", "shuffle_channel_param { group: 3 }"),
+                                _layer("shuffle2", "ShuffleChannel", "shuffle", "shuffle_channel_param { group: 2 }"))),
+    "bn_fork_segnet": Net(_net(S4, _layer("bn_inf", "BN", "data", "bn_param { bn_mode: INFERENCE }"),
+                               _layer("bn_learn", "BN", "data")),
+                          opencv=False, why="OpenCV has no fork BN layer"),
+    "bn_fork_pspnet": Net(_net(S4, _layer("bn_psp", "BN", "data", "bn_param { frozen: true eps: 0.001 }")),
+                          opencv=False, why="OpenCV has no fork BN layer"),
 }

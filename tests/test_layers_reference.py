@@ -142,7 +142,24 @@ def _mvn_eps_formula(x, g, v):  # type: ignore[no-untyped-def]
     return {"mvn_eps": centred / (centred.std(axis=(1, 2, 3), keepdims=True) + 0.01)}
 
 
+def _bn_segnet_formula(x, g, v):  # type: ignore[no-untyped-def]
+    d = x["data"].astype(np.float64)
+    w, b = g.tensors["bn_learn.weight"], g.tensors["bn_learn.bias"]
+    mean, var = d.mean(axis=(0, 2, 3), keepdims=True), d.var(axis=(0, 2, 3), keepdims=True)
+    return {"bn_inf": d * g.tensors["bn_inf.weight"] + g.tensors["bn_inf.bias"],
+            "bn_learn": (d - mean) / np.sqrt(var + 1e-9) * w + b}
+
+
+def _bn_pspnet_formula(x, g, v):  # type: ignore[no-untyped-def]
+    t = {role: g.tensors[f"bn_psp.{role}"].astype(np.float64) for role in ("weight", "bias", "running_mean", "running_var")}
+    return {"bn_psp": (x["data"] - t["running_mean"]) / np.sqrt(t["running_var"] + 0.001) * t["weight"] + t["bias"]}
+
+
 FORMULAS: dict[str, Formula] = {
+    # the axes the order leaves out follow in increasing order: (0, 3) is (0, 3, 1, 2)
+    "permute_partial_order": lambda x, g, v: {"p2": x["data"].transpose(0, 3, 1, 2)},
+    "bn_fork_segnet": _bn_segnet_formula,
+    "bn_fork_pspnet": _bn_pspnet_formula,
     "mvn_eps": _mvn_eps_formula,
     "batchnorm_batch_statistics": _batch_stats_formula,
     "depthwise": _depthwise_formula,
@@ -187,3 +204,10 @@ def test_power_with_zero_power_times_scale_ignores_the_input() -> None:
     x = np.full((2, 3, 4, 5), np.nan, dtype=np.float32)
     values = execute(graph, x)
     assert np.all(values["one"] == 1) and np.all(values["const"] == 8)
+
+
+def test_silenced_blobs_are_not_net_outputs() -> None:
+    text = NETS["power"].text + 'layer { name: "quiet" type: "Silence" bottom: "lin" }\n'
+    graph = caffe2x.reader.graph_from_text(text)
+    assert [graph.blob_name(v) for v in graph.outputs] == ["sq"]
+    assert [n.name for n in graph.nodes] == ["sq", "lin"]

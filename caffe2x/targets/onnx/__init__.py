@@ -79,6 +79,13 @@ FAMILIES: tuple[str, ...] = (
     "detection",
     "resample",
     "roi",
+    "elementwise",
+    "broadcast",
+    "shape",
+    "reduction",
+    "normalization",
+    "channels",
+    "embedding",
 )
 
 for _family in FAMILIES:

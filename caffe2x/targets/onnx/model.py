@@ -65,6 +65,9 @@ def to_onnx(graph: Graph, outputs: str | Sequence[str] | None = None, dtype: str
     outputs_info = []
     for n, v in outs:
         shape = graph.shapes[v]
+        if not shape:  # a 0-d blob (e.g. a Reduction over every axis)
+            outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, []))
+            continue
         lead = "N" if len(batches) == 1 and shape[0] in batches else None
         outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *shape[1:]]))
     onnx_graph = helper.make_graph(b.nodes, graph.name or "caffe2x", inputs, outputs_info, initializer=b.initializers)

@@ -1,0 +1,135 @@
+"""Keras builders for the shape family (:mod:`caffe2x.layers.shape`): Reshape, Permute, Tile, Crop, Slice.
+
+Caffe's axes are NCHW; a 4-D Keras tensor is NHWC. Reshape works in Caffe's memory order (the input
+permuted to NCHW first, the output back to NHWC when 4-D); Permute composes the two layout changes
+and Caffe's order into one ``keras.layers.Permute``; Tile, Crop and Slice map their axes
+(:func:`keras_axis`). A layer that would mix the batch axis (a Reshape or Permute moving it) cannot be
+a Keras layer and is refused.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from ...errors import Caffe2xError
+from ...ir import Node
+from .ops import BuildContext, builder, keras_axis
+
+_NHWC = (0, 2, 3, 1)  # Keras axis i of a 4-D tensor holds Caffe axis _NHWC[i]
+
+
+def layout(rank: int) -> tuple[int, ...]:
+    """Caffe axis held by each Keras axis of a rank-``rank`` tensor."""
+    return _NHWC if rank == 4 else tuple(range(rank))
+
+
+@builder("Reshape")
+def _reshape(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    x_shape, y_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    if x_shape[0] != y_shape[0]:
+        raise Caffe2xError(f"layer {node.name!r} (Reshape) changes the batch axis ({x_shape[0]} -> {y_shape[0]}), "
+                           f"which a Keras model cannot")
+    x = ctx.to_caffe_order(node, ins[0], len(x_shape))
+    y = keras.layers.Reshape(tuple(y_shape[1:]), name=ctx.name(node))(x)
+    return [ctx.from_caffe_order(node, y, len(y_shape))]
+
+
+@builder("Permute")
+def _permute(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    order = [int(a) for a in node.attrs["order"]]
+    if order[0] != 0:
+        raise Caffe2xError(f"layer {node.name!r} (Permute) moves the batch axis, which a Keras model cannot")
+    rank = len(order)
+    pos_in = {c: k for k, c in enumerate(layout(rank))}
+    dims = tuple(pos_in[order[c]] for c in layout(rank)[1:])
+    return [keras.layers.Permute(dims, name=ctx.name(node))(ins[0])]
+
+
+@keras.saving.register_keras_serializable(package="caffe2x")
+class CaffeTile(keras.layers.Layer):
+    """Caffe's Tile on the (Keras) axis ``axis``: the block from that axis on, ``tiles`` times."""
+
+    def __init__(self, axis: int, tiles: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.axis, self.tiles = int(axis), int(tiles)
+
+    def call(self, x: Any) -> Any:
+        reps = [1] * len(x.shape)
+        reps[self.axis] = self.tiles
+        return ops.tile(x, reps)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        shape = list(input_shape)
+        shape[self.axis] = None if shape[self.axis] is None else shape[self.axis] * self.tiles
+        return tuple(shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "tiles": self.tiles}
+
+
+@keras.saving.register_keras_serializable(package="caffe2x")
+class CaffeCrop(keras.layers.Layer):
+    """Caffe's Crop in Keras axes: ``begin[i]:begin[i] + size[i]`` on every axis (size -1: the whole axis)."""
+
+    def __init__(self, begin: Any, size: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.begin, self.size = [int(b) for b in begin], [int(s) for s in size]
+
+    def call(self, x: Any) -> Any:
+        return x[tuple(slice(None) if s < 0 else slice(b, b + s) for b, s in zip(self.begin, self.size))]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return tuple(d if s < 0 else s for d, s in zip(input_shape, self.size))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "begin": self.begin, "size": self.size}
+
+
+@keras.saving.register_keras_serializable(package="caffe2x")
+class CaffeSlice(keras.layers.Layer):
+    """Caffe's Slice on the (Keras) axis ``axis``: one output per interval of ``points``."""
+
+    def __init__(self, axis: int, points: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.axis, self.points = int(axis), [int(p) for p in points]
+
+    def call(self, x: Any) -> Any:
+        lead = (slice(None),) * self.axis
+        return [x[lead + (slice(a, b),)] for a, b in zip(self.points, self.points[1:])]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        shapes = []
+        for a, b in zip(self.points, self.points[1:]):
+            shape = list(input_shape)
+            shape[self.axis] = b - a
+            shapes.append(tuple(shape))
+        return shapes
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "points": self.points}
+
+
+@builder("Tile")
+def _tile(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    axis = keras_axis(node.attrs["axis"], ctx.rank(node.inputs[0]))
+    return [CaffeTile(axis, node.attrs["tiles"], name=ctx.name(node))(ins[0])]
+
+
+@builder("Crop")
+def _crop(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    out = ctx.shape(node.outputs[0])
+    axis, offsets = node.attrs["axis"], node.attrs["offsets"]
+    begin, size = [], []
+    for c in layout(len(out)):
+        begin.append(offsets[c])
+        size.append(out[c] if c >= axis else -1)
+    return [CaffeCrop(begin, size, name=ctx.name(node))(ins[0])]
+
+
+@builder("Slice")
+def _slice(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    axis = keras_axis(node.attrs["axis"], ctx.rank(node.inputs[0]))
+    outs = CaffeSlice(axis, node.attrs["points"], name=ctx.name(node))(ins[0])
+    return list(outs)

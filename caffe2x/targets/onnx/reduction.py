@@ -1,0 +1,61 @@
+"""ONNX converters for the reduction family (:mod:`caffe2x.layers.reduction`): Reduction, ArgMax.
+
+ONNX's TopK breaks ties by the smaller index, Caffe's ArgMax by the larger: results differ only where
+a sample holds equal values among its top_k."""
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from ...ir import Node
+from .ops import Builder, converter
+
+
+def _ints(values: list[int]) -> np.ndarray:
+    return np.asarray(values, dtype=np.int64)
+
+
+@converter("Reduction")
+def _reduction(b: Builder, node: Node) -> None:
+    """Flatten the reduced axes into one (``0`` keeps the leading ones), transform, sum, scale."""
+    a = node.attrs
+    axis = a["axis"]
+    count = int(np.prod(b.shape(node.inputs[0])[axis:]))
+    flat = b.tmp("Reshape", [b.inp(node), b.const(node, "flat_shape", _ints([0] * axis + [-1]))], node, "flat")
+    if a["operation"] == "asum":
+        flat = b.tmp("Abs", [flat], node, "abs")
+    elif a["operation"] == "sumsq":
+        flat = b.tmp("Mul", [flat, flat], node, "square")
+    total = b.tmp("ReduceSum", [flat, b.const(node, "axes", _ints([-1]))], node, "sum", keepdims=0)
+    coeff = a["coeff"] / count if a["operation"] == "mean" else a["coeff"]
+    if coeff != 1:  # (the constant is 1-D: Builder.const stores arrays at least 1-D)
+        total = b.tmp("Mul", [total, b.const(node, "coeff", np.array([coeff], dtype=np.float32))], node, "scaled")
+    if axis == 0:  # a 0-d blob: drop the 1-D shape the coefficient broadcast gave it
+        b.add("Reshape", [total, b.const(node, "scalar", _ints([]))], b.out(node), node.name)
+    else:
+        b.add("Identity", [total], b.out(node), node.name)
+
+
+@converter("ArgMax")
+def _argmax(b: Builder, node: Node) -> None:
+    a = node.attrs
+    k = b.const(node, "k", _ints([a["top_k"]]))
+    x = b.inp(node)
+    axis = a["axis"]
+    if axis is None:
+        x = b.tmp("Reshape", [x, b.const(node, "flat_shape", _ints([0, -1]))], node, "flat")
+    values, indices = b.fresh(f"{node.name}/values"), b.fresh(f"{node.name}/indices")
+    b.nodes.append(helper.make_node("TopK", [x, k], [values, indices], name=f"{node.name}/topk",
+                                    axis=1 if axis is None else axis, largest=1, sorted=1))
+    index = b.tmp("Cast", [indices], node, "index", to=TensorProto.FLOAT)
+    if axis is not None:
+        b.add("Identity", [values if a["out_max_val"] else index], b.out(node), node.name)
+        return
+    one = b.const(node, "axis1", _ints([1]))
+    parts = [b.tmp("Unsqueeze", [index, one], node, "index_row")]
+    if a["out_max_val"]:
+        parts.append(b.tmp("Unsqueeze", [values, one], node, "value_row"))
+    stacked = b.tmp("Concat", parts, node, "stacked", axis=1) if len(parts) == 2 else parts[0]
+    out = list(b.shape(node.outputs[0]))
+    out[0] = 0
+    b.add("Reshape", [stacked, b.const(node, "out_shape", _ints(out))], b.out(node), node.name)

@@ -1,0 +1,29 @@
+"""Torch module for ShuffleChannel (:mod:`caffe2x.layers.channels`; ConvolutionDepthwise is read as a
+grouped Convolution)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...ir import Graph, Node
+from .ops import LayerSpec, builder
+
+
+class CaffeShuffleChannel(nn.Module):
+    """ShuffleNet's channel shuffle: channels as (group, C/group), transposed."""
+
+    def __init__(self, group: int = 1) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[0], x.shape[1]
+        return x.reshape(n, self.group, c // self.group, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+
+
+HELPERS = (CaffeShuffleChannel,)
+
+
+@builder("ShuffleChannel")
+def _shuffle(node: Node, graph: Graph) -> LayerSpec:
+    return LayerSpec(CaffeShuffleChannel, {"group": int(node.attrs["group"])})

@@ -1,0 +1,61 @@
+"""Torch modules for the reduction family (:mod:`caffe2x.layers.reduction`): Reduction, ArgMax."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...ir import Graph, Node
+from .ops import LayerSpec, builder
+
+
+class CaffeReduction(nn.Module):
+    """Caffe's Reduction over every axis from ``axis``: sum, sum of |x|, sum of squares or mean, times
+    ``coeff``."""
+
+    def __init__(self, operation: str = "sum", axis: int = 0, coeff: float = 1.0) -> None:
+        super().__init__()
+        self.operation, self.axis, self.coeff = operation, axis, coeff
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(*x.shape[:self.axis], -1)
+        if self.operation == "asum":
+            flat = flat.abs()
+        elif self.operation == "sumsq":
+            flat = flat * flat
+        coeff = self.coeff / flat.shape[-1] if self.operation == "mean" else self.coeff
+        return flat.sum(dim=-1) * coeff
+
+
+class CaffeArgMax(nn.Module):
+    """Caffe's ArgMax: the ``top_k`` largest along ``axis`` (indices, or values with ``out_max_val``),
+    or over each sample's values when ``axis`` is None (indices, then values, as (N, 1|2, top_k, …))."""
+
+    def __init__(self, top_k: int = 1, out_max_val: bool = False, axis: int | None = None,
+                 out_shape: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.top_k, self.out_max_val, self.axis, self.out_shape = top_k, out_max_val, axis, tuple(out_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.axis is not None:
+            values, indices = torch.topk(x, self.top_k, dim=self.axis)
+            return values if self.out_max_val else indices.to(x.dtype)
+        values, indices = torch.topk(x.reshape(x.shape[0], -1), self.top_k, dim=1)
+        parts = [indices.to(x.dtype)] + ([values] if self.out_max_val else [])
+        return torch.stack(parts, dim=1).reshape(x.shape[0], *self.out_shape[1:])
+
+
+HELPERS = (CaffeReduction, CaffeArgMax)
+
+
+@builder("Reduction")
+def _reduction(node: Node, graph: Graph) -> LayerSpec:
+    a = node.attrs
+    return LayerSpec(CaffeReduction, {"operation": str(a["operation"]), "axis": int(a["axis"]), "coeff": float(a["coeff"])})
+
+
+@builder("ArgMax")
+def _argmax(node: Node, graph: Graph) -> LayerSpec:
+    a = node.attrs
+    return LayerSpec(CaffeArgMax, {"top_k": int(a["top_k"]), "out_max_val": bool(a["out_max_val"]),
+                                   "axis": None if a["axis"] is None else int(a["axis"]),
+                                   "out_shape": tuple(int(d) for d in graph.shapes[node.outputs[0]])})

@@ -1,0 +1,105 @@
+"""Torch modules for the shape family (:mod:`caffe2x.layers.shape`): Reshape, Permute, Tile, Crop,
+Slice. Torch is NCHW like Caffe, so every axis is Caffe's own."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ...ir import Graph, Node
+from .ops import LayerSpec, builder
+
+
+class CaffeReshape(nn.Module):
+    """Caffe's Reshape (memory order kept). With ``keep_batch`` the first dimension follows the input,
+    so the module works at any batch size."""
+
+    def __init__(self, shape: tuple[int, ...] = (), keep_batch: bool = True) -> None:
+        super().__init__()
+        self.shape, self.keep_batch = tuple(shape), keep_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape((x.shape[0], *self.shape[1:]) if self.keep_batch else self.shape)
+
+
+class CaffePermute(nn.Module):
+    """SSD's Permute: ``x.permute(order)``."""
+
+    def __init__(self, order: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.order = tuple(order)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(self.order).contiguous()
+
+
+class CaffeTile(nn.Module):
+    """Caffe's Tile: the block from ``axis`` on repeated ``tiles`` times along ``axis``."""
+
+    def __init__(self, axis: int = 1, tiles: int = 1) -> None:
+        super().__init__()
+        self.axis, self.tiles = axis, tiles
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reps = [1] * x.dim()
+        reps[self.axis] = self.tiles
+        return x.repeat(reps)
+
+
+class CaffeCrop(nn.Module):
+    """Caffe's Crop: axes from ``axis`` on cut to the reference's size, starting at ``offsets``."""
+
+    def __init__(self, axis: int = 2, offsets: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.axis, self.offsets = axis, tuple(offsets)
+
+    def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        for i in range(self.axis, x.dim()):
+            x = x.narrow(i, self.offsets[i], reference.shape[i])
+        return x
+
+
+class CaffeSlice(nn.Module):
+    """Caffe's Slice: one output per interval ``points[i]:points[i + 1]`` of ``axis``."""
+
+    def __init__(self, axis: int = 1, points: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.axis, self.points = axis, tuple(points)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        sizes = [b - a for a, b in zip(self.points, self.points[1:])]
+        return tuple(torch.split(x, sizes, dim=self.axis))
+
+
+HELPERS = (CaffeReshape, CaffePermute, CaffeTile, CaffeCrop, CaffeSlice)
+
+
+def keeps_batch(graph: Graph, node: Node) -> bool:
+    """Whether a reshape leaves the batch axis alone (then any batch size works)."""
+    x, y = graph.shapes[node.inputs[0]], graph.shapes[node.outputs[0]]
+    return len(y) > 0 and len(x) > 0 and x[0] == y[0]
+
+
+@builder("Reshape")
+def _reshape(node: Node, graph: Graph) -> LayerSpec:
+    return LayerSpec(CaffeReshape, {"shape": tuple(int(d) for d in node.attrs["shape"]),
+                                    "keep_batch": keeps_batch(graph, node)})
+
+
+@builder("Permute")
+def _permute(node: Node, graph: Graph) -> LayerSpec:
+    return LayerSpec(CaffePermute, {"order": tuple(int(a) for a in node.attrs["order"])})
+
+
+@builder("Tile")
+def _tile(node: Node, graph: Graph) -> LayerSpec:
+    return LayerSpec(CaffeTile, {"axis": int(node.attrs["axis"]), "tiles": int(node.attrs["tiles"])})
+
+
+@builder("Crop")
+def _crop(node: Node, graph: Graph) -> LayerSpec:
+    return LayerSpec(CaffeCrop, {"axis": int(node.attrs["axis"]), "offsets": tuple(int(o) for o in node.attrs["offsets"])})
+
+
+@builder("Slice")
+def _slice(node: Node, graph: Graph) -> LayerSpec:
+    return LayerSpec(CaffeSlice, {"axis": int(node.attrs["axis"]), "points": tuple(int(p) for p in node.attrs["points"])})
