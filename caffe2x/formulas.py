@@ -63,3 +63,12 @@ def interp_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     step = (i0 < src - 1).astype(np.int64)
     lam1 = (pos - i0.astype(np.float32)).astype(np.float32)
     return i0, i0 + step, (f32(1) - lam1).astype(np.float32), lam1
+
+
+def power_constant(attrs: dict[str, Any]) -> float | None:
+    """The constant Caffe's Power writes when ``power * scale == 0`` (it then ignores the input): 1 for
+    power 0, else ``shift ** power``; None when the input matters."""
+    power, scale, shift = attrs["power"], attrs["scale"], attrs["shift"]
+    if f32(power) * f32(scale) != 0:
+        return None
+    return 1.0 if power == 0 else float(np.power(f32(shift), f32(power)))

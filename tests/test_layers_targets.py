@@ -47,22 +47,41 @@ def _check(name: str, got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) ->
         assert max_rel_error(got[blob], value) <= TOL, f"{name}: {blob}"
 
 
+def _load_code(path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Import emitted model code with caffe2x made unimportable (it must stand alone)."""
+    import importlib.util
+    import sys
+
+    monkeypatch.setitem(sys.modules, "caffe2x", None)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.parametrize("name", list(NETS))
-def test_torch_pt_file_reloaded_matches_the_reference(name: str, nets: dict, tmp_path: Path) -> None:
+def test_torch_pt_file_reloaded_matches_the_reference(name: str, nets: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Into caffe2x.to_torch's module and into the --emit-code model, both strictly."""
     import torch
 
     graph, x, ref = nets[name]
     path = tmp_path / f"{name}.pt"
-    caffe2x.save(graph, path)
+    caffe2x.save(graph, path, emit_code=True)
+    state = torch.load(path, weights_only=True)
     module = caffe2x.to_torch(graph)
     with torch.no_grad():
         for t in module.state_dict().values():
             t.zero_()
-    module.load_state_dict(torch.load(path, weights_only=True), strict=True)
-    with torch.no_grad():
-        out = module({k: torch.from_numpy(v) for k, v in x.items()})
-    out = out if isinstance(out, dict) else {next(iter(ref)): out}
-    _check(name, {k: v.numpy() for k, v in out.items()}, ref)
+    module.load_state_dict(state, strict=True)
+    emitted = _load_code(tmp_path / f"{name}_model.py", monkeypatch).Net()
+    emitted.load_state_dict(state, strict=True)
+    for net in (module, emitted):
+        with torch.no_grad():
+            out = net(*(torch.from_numpy(x[k]) for k in graph.inputs))
+        out = out if isinstance(out, dict) else {next(iter(ref)): out}
+        _check(name, {k: v.numpy() for k, v in out.items()}, ref)
 
 
 @pytest.mark.parametrize("name", list(NETS))

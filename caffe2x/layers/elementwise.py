@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..formulas import power_constant
 from .base import Caffe2xError, Graph, LayerSpec, Node, Shape, BlobSource, layer_handler, one_input, \
     reference_op, same_shape, shape_function
 
@@ -111,14 +112,6 @@ def _swish(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
 
 
 # --------------------------------------------------------------------------- numpy reference
-def power_constant(attrs: dict[str, Any]) -> float | None:
-    """The constant Caffe's Power writes when ``power * scale == 0`` (it ignores the input), else None."""
-    power, scale, shift = attrs["power"], attrs["scale"], attrs["shift"]
-    if f32(power) * f32(scale) != 0:
-        return None
-    return 1.0 if power == 0 else float(np.power(f32(shift), f32(power)))
-
-
 @reference_op("Power")
 def _power_ref(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     (x,) = ins

@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from ...ir import Node
-from ...layers.elementwise import power_constant
+from ...formulas import power_constant
 from .ops import BuildContext, builder
 
 

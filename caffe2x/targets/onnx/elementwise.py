@@ -6,7 +6,7 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from ...ir import Node
-from ...layers.elementwise import power_constant
+from ...formulas import power_constant
 from .ops import Builder, converter
 
 

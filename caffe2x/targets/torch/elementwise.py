@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ...ir import Graph, Node
-from ...layers.elementwise import power_constant
+from ...formulas import power_constant
 from .ops import LayerSpec, builder
 
 
