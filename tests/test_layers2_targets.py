@@ -87,6 +87,15 @@ PSROI = REGIONS % {"name": "rfcn-mini", "layer": """layer { name: "psroi_pool" t
 ROIS = np.array([[0, 3, 5, 140, 130], [1, 0, 0, 319, 383], [0, 70, 90, 72.5, 92], [1, -40, 16, 120, 800],
                  [0, 200, 200, 240, 280], [1, 400, 480, 520, 560]], np.float32)
 
+RECURRENT = """name: "%(kind)s-mini"
+input: "x" input_shape { dim: 5 dim: 2 dim: 3 dim: 2 }
+input: "cont" input_shape { dim: 5 dim: 2 }
+layer { name: "rec" type: "%(kind)s" bottom: "x" bottom: "cont" top: "rec" recurrent_param { num_output: 4 } }
+layer { name: "head" type: "InnerProduct" bottom: "rec" top: "head" inner_product_param { num_output: 3 axis: 2 } }
+"""
+#: sequences: image 0 restarts at t = 2, image 1 runs through
+CONT = np.array([[0, 0], [1, 1], [0, 1], [1, 1], [1, 1]], np.float32)
+
 NETS = {
     "ssd": ssd_text(),
     "ssd_eta_not_shared_corner_size": ssd_text(share=False, nms=0.7, eta=0.8, code="CORNER_SIZE"),
@@ -96,6 +105,8 @@ NETS = {
     "ssd_nothing_found": ssd_text(thr=0.99999),
     "roi": ROI,
     "psroi": PSROI,
+    "lstm": RECURRENT % {"kind": "LSTM"},
+    "rnn": RECURRENT % {"kind": "RNN"},
 }
 
 #: the ops each target implements exactly (the others raise a clear error, tested below)
@@ -116,7 +127,8 @@ def load(name: str, tmp_path: Path) -> tuple[Graph, Path, Path]:
 
 def feeds_for(graph: Graph, seed: int = 11) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {k: ROIS if k == "rois" else rng.standard_normal(s).astype(np.float32) for k, s in graph.inputs.items()}
+    fixed = {"rois": ROIS, "cont": CONT}
+    return {k: fixed[k] if k in fixed else rng.standard_normal(s).astype(np.float32) for k, s in graph.inputs.items()}
 
 
 def detections(a: np.ndarray) -> np.ndarray:
@@ -235,3 +247,43 @@ def test_emitted_torch_code_carries_the_layers_and_matches(name: str, tmp_path: 
     value = graph.outputs[0]
     got = (out if not isinstance(out, dict) else out[graph.blob_name(value)]).numpy()
     assert compare(graph, value, got, ref[value]) <= TOL
+
+
+def test_lstm_is_torchs_lstm_with_caffes_gate_order_and_cont_restarts_sequences(tmp_path: Path) -> None:
+    """Independent check: torch.nn.LSTM (gates i, f, g, o; one bias) on each sequence Caffe's cont
+    delimits (image 0: t 0-1 and t 2-4; image 1: t 0-4) gives Caffe's outputs."""
+    import torch
+
+    graph, _, _ = load("lstm", tmp_path)
+    feeds = feeds_for(graph)
+    ours = execute(graph, feeds)["rec"]
+    node = graph.node("rec")
+    wx, bx, wh = (graph.param(node, r) for r in ("x_weight", "x_bias", "h_weight"))
+    reorder = np.concatenate([np.arange(0, 8), np.arange(12, 16), np.arange(8, 12)])  # i f o g -> i f g o
+    lstm = torch.nn.LSTM(6, 4)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.from_numpy(wx[reorder]))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(wh[reorder]))
+        lstm.bias_ih_l0.copy_(torch.from_numpy(bx[reorder]))
+        lstm.bias_hh_l0.zero_()
+    x = torch.from_numpy(feeds["x"].reshape(5, 2, 6))
+    with torch.no_grad():
+        for image, spans in ((0, [(0, 2), (2, 5)]), (1, [(0, 5)])):
+            for start, end in spans:
+                expected, _ = lstm(x[start:end, image:image + 1])
+                np.testing.assert_allclose(ours[start:end, image:image + 1], expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_rnn_follows_caffes_unrolled_formula_by_hand(tmp_path: Path) -> None:
+    graph, _, _ = load("rnn", tmp_path)
+    feeds = feeds_for(graph)
+    ours = execute(graph, feeds)["rec"]
+    node = graph.node("rec")
+    wx, bx, wh, wo, bo = (graph.param(node, r).astype(np.float64)
+                          for r in ("x_weight", "x_bias", "h_weight", "o_weight", "o_bias"))
+    x = feeds["x"].reshape(5, 2, 6).astype(np.float64)
+    for image in range(2):
+        h = np.zeros(4)
+        for t in range(5):
+            h = np.tanh(wh @ (CONT[t, image] * h) + wx @ x[t, image] + bx)
+            np.testing.assert_allclose(ours[t, image], np.tanh(wo @ h + bo), rtol=1e-5, atol=1e-6)

@@ -24,9 +24,9 @@ Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 """
 from __future__ import annotations
 
-from . import (broadcast, channels, detection, elementwise, embedding, normalization, reduction,  # noqa: F401
-               resample, roi, shape)
+from . import (broadcast, channels, detection, elementwise, embedding, normalization, recurrent,  # noqa: F401
+               reduction, resample, roi, shape)
 
 #: the family modules (importing each registers it)
 FAMILIES = ("elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
-            "detection", "resample", "roi")
+            "detection", "resample", "roi", "recurrent")

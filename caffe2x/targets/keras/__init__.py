@@ -59,6 +59,7 @@ FAMILIES: tuple[str, ...] = (
     "detection",
     "resample",
     "roi",
+    "recurrent",
     "elementwise",
     "broadcast",
     "shape",

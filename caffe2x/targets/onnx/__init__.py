@@ -79,6 +79,7 @@ FAMILIES: tuple[str, ...] = (
     "detection",
     "resample",
     "roi",
+    "recurrent",
     "elementwise",
     "broadcast",
     "shape",

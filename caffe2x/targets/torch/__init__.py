@@ -36,6 +36,7 @@ FAMILIES: tuple[str, ...] = (
     "detection",
     "resample",
     "roi",
+    "recurrent",
     "elementwise",
     "broadcast",
     "shape",
