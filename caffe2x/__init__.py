@@ -36,18 +36,21 @@ PathLike = str | os.PathLike[str]
 
 def load(model: PathLike | None = None, prototxt: PathLike | None = None,
          input_shape: Sequence[int] | None = None, *, progress: bool = False,
-         outputs: str | Sequence[str] | None = None) -> Graph:
+         outputs: str | Sequence[str] | None = None, proto: PathLike | None = None) -> Graph:
     """Read a ``.caffemodel`` (with an optional deploy prototxt), a caffe2x ``.safetensors``, or a
     prototxt alone (``model=None``: a weightless net with seeded random tensors) into a :class:`Graph`.
 
     ``outputs`` (blob names) cuts the net to what those blobs need, e.g. a backbone without its head or
     the convolutional part of a net whose later Python layer cannot be converted.
+
+    ``proto``: the fork's own ``caffe.proto`` when the model comes from a Caffe fork caffe2x's schema
+    does not know (compiled at run time with grpcio-tools; ``docs/forks.md``).
     """
     from .reader import read
 
     if isinstance(outputs, str):
         outputs = [o for o in outputs.split(",") if o]
-    return read(model, prototxt, input_shape, progress=progress, outputs=outputs)
+    return read(model, prototxt, input_shape, progress=progress, outputs=outputs, proto=proto)
 
 
 def save(graph: Graph, path: PathLike, to: str | None = None, *, dtype: str = "float32",

@@ -114,7 +114,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     _say(args, f"reading {args.model}" + (f" with {args.prototxt}" if args.prototxt else ""))
     graph = read(args.model, args.prototxt, args.input_shape, progress=not args.quiet and sys.stderr.isatty(),
-                 outputs=args.outputs)
+                 outputs=args.outputs, proto=args.proto)
     from .inspect import caffe_parameter_count
 
     _say(args, f"  {len(graph.nodes)} layers, {caffe_parameter_count(graph):,} parameters")
@@ -154,7 +154,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .reader import read
     from .inspect import summary, format_table
 
-    graph = read(args.model, args.prototxt, args.input_shape, outputs=args.outputs)
+    graph = read(args.model, args.prototxt, args.input_shape, outputs=args.outputs, proto=args.proto)
     info = summary(graph)
     if args.json:
         print(json.dumps(info, indent=2))

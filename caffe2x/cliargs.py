@@ -32,7 +32,7 @@ def parse_floats(text: str) -> tuple[float, ...]:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """The arguments that name a model: ``model``, ``--prototxt/-p``, ``--input-shape``."""
+    """The arguments that name a model: ``model``, ``--prototxt/-p``, ``--input-shape``, ``--proto``."""
     p.add_argument("model", help="a .caffemodel (or a caffe2x .safetensors)")
     p.add_argument("--prototxt", "-p", help="deploy prototxt defining the net (its blobs come from the model)")
     p.add_argument("--input-shape", type=parse_shape, metavar="N,C,H,W",
@@ -40,6 +40,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outputs", type=parse_names, metavar="BLOB[,BLOB...]",
                    help="keep only what these blobs need (e.g. a backbone, or the part of a net before a "
                         "Python layer); they become the net's outputs")
+    p.add_argument("--proto", metavar="CAFFE.PROTO",
+                   help="the Caffe fork's own caffe.proto, for fields caffe2x's schema does not know "
+                        "(compiled with grpcio-tools; docs/forks.md)")
 
 
 def parse_names(text: str) -> list[str]:

@@ -15,6 +15,7 @@ naming the layer and the type.
 from __future__ import annotations
 
 import zlib
+from functools import partial
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +39,8 @@ def _pb2():  # type: ignore[no-untyped-def]
     return caffe_pb2
 
 
-def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel") -> Any:
-    """Binary ``NetParameter`` (upgraded to the ``layer`` format)."""
+def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel", schema: Any = None) -> Any:
+    """Binary ``NetParameter`` (upgraded to the ``layer`` format); ``schema``: a fork's (:mod:`.schema`)."""
     from google.protobuf.message import DecodeError
 
     from .sniff import looks_like_text, text_model_message, truncation
@@ -48,30 +49,41 @@ def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel") -> Any:
         raise Caffe2xError(f"{source} is empty")
     if looks_like_text(data):
         raise Caffe2xError(text_model_message(source))
-    net = _pb2().NetParameter()
-    try:
-        net.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
-        cut = truncation(data)
-        if cut is not None:
-            raise Caffe2xError(f"{source} is {cut}") from None
-        raise Caffe2xError(f"{source} is not a Caffe model (protobuf decoding failed: {exc})") from None
+    if schema is not None:
+        from .schema import parse_binary, to_caffe2x
+
+        net = to_caffe2x(parse_binary(schema, data, source), source)
+    else:
+        net = _pb2().NetParameter()
+        try:
+            net.ParseFromString(data)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            cut = truncation(data)
+            if cut is not None:
+                raise Caffe2xError(f"{source} is {cut}") from None
+            raise Caffe2xError(f"{source} is not a Caffe model (protobuf decoding failed: {exc})") from None
     net = upgrade(net, source)
     if not net.layer:
         raise Caffe2xError(f"{source} holds no Caffe layers (is it a caffemodel?)")
-    fix_fork_fields(net, _pb2(), data)
+    if schema is None:  # a fork's own schema has its own numbers: nothing collides
+        fix_fork_fields(net, _pb2(), data)
     return net
 
 
-def parse_prototxt_text(text: str, source: str = "prototxt") -> Any:
-    """Text ``NetParameter`` (upgraded). Fields this caffe.proto does not know are an error naming them."""
+def parse_prototxt_text(text: str, source: str = "prototxt", schema: Any = None) -> Any:
+    """Text ``NetParameter`` (upgraded). Fields the schema does not know are an error naming them."""
     from google.protobuf import text_format
 
-    net = _pb2().NetParameter()
-    try:
-        text_format.Parse(text, net)
-    except text_format.ParseError as exc:
-        raise Caffe2xError(f"{source} is not a valid Caffe prototxt: {_parse_error_text(exc, net)}") from None
+    if schema is not None:
+        from .schema import parse_text, to_caffe2x
+
+        net = to_caffe2x(parse_text(schema, text, source), source)
+    else:
+        net = _pb2().NetParameter()
+        try:
+            text_format.Parse(text, net)
+        except text_format.ParseError as exc:
+            raise Caffe2xError(f"{source} is not a valid Caffe prototxt: {_parse_error_text(exc, net)}") from None
     net = upgrade(net, source)
     if not net.layer and not net.input:
         raise Caffe2xError(f"{source} defines no layers")
@@ -602,6 +614,8 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             if input_shape is None or type(exc) is not Caffe2xError or not set(layer.bottom) & set(declared):
                 raise
             raise Caffe2xError(f"{exc} (input shape {list(input_shape)} from --input-shape)") from None
+        if hasattr(type(layer), "check_fork_fields_read"):  # a --proto layer with fork-only fields
+            layer.check_fork_fields_read()
         values = []
         for top in layer.top:
             # a blob written once is its own value; each write of a rewritten blob is `blob@layer`
@@ -768,8 +782,9 @@ def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int
 
 
 def read(model: str | Path | None, prototxt: str | Path | None = None, input_shape: Sequence[int] | None = None,
-         *, progress: bool = False, seed: int = 0, outputs: Sequence[str] | None = None) -> Graph:
-    """Entry point behind :func:`caffe2x.load`."""
+         *, progress: bool = False, seed: int = 0, outputs: Sequence[str] | None = None,
+         proto: str | Path | None = None) -> Graph:
+    """Entry point behind :func:`caffe2x.load`; ``proto``: a fork's own caffe.proto to read with."""
     if model is not None and str(model).lower().endswith(".safetensors"):
         from .targets.safetensors import read_graph
 
@@ -781,10 +796,16 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
     if model is not None and prototxt is not None:
         _refuse_swapped(model, prototxt)
+    schema = None
+    if proto is not None:
+        from .schema import load_schema
+
+        schema = load_schema(proto)
+    parse = parse_caffemodel_bytes if schema is None else partial(parse_caffemodel_bytes, schema=schema)
     # map the file: blob payloads stay in it as zero-copy views (lifetime rules in caffe2x.wire)
-    weights_net, weights = (split(map_file(model) or _read_file(model), str(model), parse_caffemodel_bytes)
+    weights_net, weights = (split(map_file(model) or _read_file(model), str(model), parse)
                             if model is not None else (None, None))
-    definition = parse_prototxt_text(_read_text(prototxt), str(prototxt)) if prototxt is not None else None
+    definition = parse_prototxt_text(_read_text(prototxt), str(prototxt), schema) if prototxt is not None else None
     return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
                            weights=weights)
 

@@ -816,7 +816,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
              per_layer: bool = False, against: Sequence[PathLike] | None = None,
              input_shape: Sequence[int] | None = None, labels: PathLike | Sequence[str] | None = None,
              outputs: Sequence[str] | None = None,
-             keep_artifacts: PathLike | None = None, progress: Callable[[str], None] | None = None) -> Report:
+             keep_artifacts: PathLike | None = None, progress: Callable[[str], None] | None = None,
+             proto: PathLike | None = None) -> Report:
     """Convert ``model`` to every framework, reload each file with its own loader, run the same batch
     and compare the logits with the numpy reference (see the module docstring for the pass rule).
 
@@ -837,7 +838,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
         from . import load
 
         say(f"reading {model}" + (f" with {prototxt}" if prototxt else ""))
-        graph, model_name, stem = load(model, prototxt, input_shape, outputs=outputs), str(model), Path(model).stem
+        graph, model_name, stem = (load(model, prototxt, input_shape, outputs=outputs, proto=proto), str(model),
+                                   Path(model).stem)
     if len(graph.inputs) != 1:
         raise Caffe2xError(f"validate runs single-input nets; this one has {len(graph.inputs)} "
                            f"({', '.join(graph.inputs)})")
@@ -1080,7 +1082,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       mean_values=args.mean_values, rtol=args.rtol, atol=args.atol, per_layer=args.per_layer,
                       against=args.against, input_shape=args.input_shape, labels=args.labels,
                       outputs=args.outputs,
-                      keep_artifacts=args.keep_artifacts, progress=say)
+                      keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto)
     data = report.to_dict()
     from .report import render_html, render_json, render_table, verdict
 

@@ -228,3 +228,22 @@ def prototxt_text_file(text: str):  # type: ignore[no-untyped-def]
     path = d / "net.prototxt"
     path.write_text(text)
     return path
+
+
+def test_fork_collisions_are_fixed_on_the_zero_copy_path_too() -> None:
+    """caffe2x.load maps the file and parses its structure without blob payloads (caffe2x.wire)."""
+    from caffe2x.reader import parse_caffemodel_bytes
+    from caffe2x.wire import split
+
+    conv = caffe_pb2.LayerParameter(name="c", type="Convolution", bottom=["x"], top=["y"])
+    blob = conv.blobs.add()
+    blob.shape.dim.extend([2, 2])
+    blob.data.extend([1.0, 2.0, 3.0, 4.0])
+    data = _field(100, conv.SerializeToString()) + _fork_net("Upsample", 147, _uint(1, 2) + _uint(6, 90))
+    net, weights = split(data, "fork.caffemodel", parse_caffemodel_bytes)
+    up = net.layer[1]
+    assert not up.HasField("swish_param") and up.upsample_param.upsample_h == 90
+    blobs = weights["c"] if weights is not None else net.layer[0].blobs
+    from caffe2x.reader import blob_array
+
+    np.testing.assert_array_equal(blob_array(blobs[0]), [[1, 2], [3, 4]])
