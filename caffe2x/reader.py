@@ -1,7 +1,7 @@
 """The Caffe side: read ``.caffemodel`` / ``.prototxt`` / ``.binaryproto`` into a :class:`~caffe2x.ir.Graph`.
 
-Handles the current ``layer`` format, the old V1 ``layers`` format (upgraded the way Caffe's
-``upgrade_proto.cpp`` does: enum types become type strings, per-layer params carry over), legacy blob
+Handles the current ``layer`` format, the old V1 and V0 ``layers`` formats (upgraded the way Caffe's
+``upgrade_proto.cpp`` does, :mod:`caffe2x.upgrade`), legacy blob
 dims (``num/channels/height/width``) and blobs stored as ``data`` or ``double_data``.
 
 When a prototxt is given it defines the net and the caffemodel only supplies blobs, matched by layer
@@ -25,6 +25,8 @@ import numpy as np
 
 from .errors import Caffe2xError, UnsupportedLayerError
 from .forkfix import fix_fork_fields, has_field
+from .hdf5weights import is_hdf5, read_hdf5_weights
+from .upgrade import V1_TYPES, upgrade  # noqa: F401  (V1_TYPES: re-exported)
 from .ir import SHAPE_FUNCTIONS, Graph, Node, Shape, normalize_axis
 from .netcut import needed_layers, prune_graph, python_layer_error
 from .registry import Registry
@@ -99,56 +101,10 @@ def _parse_error_text(exc: Exception, net: Any) -> str:
     return f"line {match[1]}, column {match[2]}: {match[3]}" if match else text
 
 
-#: V1 enum layer type -> modern type string (upgrade_proto.cpp's UpgradeV1LayerType)
-V1_TYPES: dict[str, str] = {
-    "NONE": "", "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
-    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
-    "DECONVOLUTION": "Deconvolution", "DATA": "Data", "DROPOUT": "Dropout", "DUMMY_DATA": "DummyData",
-    "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise", "EXP": "Exp", "FLATTEN": "Flatten",
-    "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output", "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col",
-    "IMAGE_DATA": "ImageData", "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct",
-    "LRN": "LRN", "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence", "SOFTMAX": "Softmax",
-    "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice", "TANH": "TanH",
-    "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
-}
-
-
-def upgrade(net: Any, source: str) -> Any:
-    """Bring a V1 (``layers``) net to the ``layer`` format; refuse V0 with a clear error."""
-    if not net.layers:
-        return net
-    if net.layer:
-        raise Caffe2xError(f"{source} mixes the 'layer' and the old 'layers' formats")
-    pb2 = _pb2()
-    new = pb2.NetParameter()
-    new.CopyFrom(net)
-    new.ClearField("layers")
-    layer_fields = set(pb2.LayerParameter.DESCRIPTOR.fields_by_name)
-    for old in net.layers:
-        if old.HasField("layer"):
-            raise Caffe2xError(f"{source} is in Caffe's V0 format (layer {old.layer.name!r}); upgrade it with "
-                               f"Caffe's upgrade_net_proto_binary first")
-        layer = new.layer.add()
-        layer.name = old.name
-        enum_name = pb2.V1LayerParameter.LayerType.Name(old.type)
-        layer.type = V1_TYPES.get(enum_name, enum_name)
-        layer.bottom.extend(old.bottom)
-        layer.top.extend(old.top)
-        layer.blobs.extend(old.blobs)
-        layer.include.extend(old.include)
-        layer.exclude.extend(old.exclude)
-        layer.loss_weight.extend(old.loss_weight)
-        for fd, value in old.ListFields():
-            if fd.name.endswith("_param") and fd.name in layer_fields:
-                getattr(layer, fd.name).CopyFrom(value)
-    return new
-
-
 def blob_array(blob: Any) -> np.ndarray:
-    """A ``BlobProto`` as a float32 array in its stored shape (modern ``shape`` or legacy 4-D dims)."""
-    if isinstance(blob, np.ndarray):  # already a view of the payload (caffe2x.wire)
+    """A ``BlobProto`` as a float32 array in its stored shape (modern ``shape`` or legacy 4-D dims).
+    An array (a view of the payload from caffe2x.wire, or an HDF5 caffemodel's blob) is returned as it is."""
+    if isinstance(blob, np.ndarray):
         return blob
     if blob.HasField("shape"):
         shape = tuple(blob.shape.dim)
@@ -802,10 +758,15 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
 
         schema = load_schema(proto)
     parse = parse_caffemodel_bytes if schema is None else partial(parse_caffemodel_bytes, schema=schema)
+    hdf5 = model is not None and is_hdf5(model)  # snapshot_format: HDF5, weights only
     # map the file: blob payloads stay in it as zero-copy views (lifetime rules in caffe2x.wire)
     weights_net, weights = (split(map_file(model) or _read_file(model), str(model), parse)
-                            if model is not None else (None, None))
+                            if model is not None and not hdf5 else (None, None))
     definition = parse_prototxt_text(_read_text(prototxt), str(prototxt), schema) if prototxt is not None else None
+    if hdf5:
+        if definition is None:
+            raise Caffe2xError(f"{model} is an HDF5 caffemodel, which holds only weights: give the deploy prototxt")
+        weights_net = read_hdf5_weights(model, [l.name for l in definition.layer])  # type: ignore[arg-type]
     return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
                            weights=weights)
 
