@@ -37,6 +37,8 @@ RELOCATIONS: tuple[Relocation, ...] = (
                "SegNet (138)"),
     Relocation(("BN",), "embed_param", "bn_param", "PSPNetBNParameter", "yjxiong/caffe (137)"),
     Relocation(("BN",), "pspnet_bn_param", "bn_param", "PSPNetBNParameter", "PSPNet (152)"),
+    Relocation(("Lstm",), "roi_pooling_param", "lstm_param", "LSTMParameter", "OCR fork (8266711)"),
+    Relocation(("Interp",), "ocr_interp_param", "interp_param", "InterpParameter", "OCR fork (162)"),
 )
 
 

@@ -27,6 +27,8 @@ from caffe2x.reader import parse_caffemodel_bytes, parse_prototxt_text
     ("shuffle_channel_param", 164),                                       # ShuffleNet
     ("roi_pooling_param", 8266711), ("smooth_l1_loss_param", 8266712),    # Faster R-CNN
     ("box_annotator_ohem_param", 10000), ("psroi_pooling_param", 10001),  # R-FCN
+    ("ctc_decoder_param", 158), ("ctc_loss_param", 159), ("reverse_param", 160),
+    ("reverse_time_param", 161), ("transpose_param", 8266710),           # OCR fork
     # upstream keeps its numbers where forks collide
     ("input_param", 143), ("swish_param", 147), ("embed_param", 137), ("tile_param", 138),
 ])
@@ -156,6 +158,11 @@ def _fork_net(layer_type: str, number: int, settings: bytes) -> bytes:
      {"momentum": pytest.approx(0.95), "eps": pytest.approx(1e-4), "frozen": True}),
     # yjxiong/caffe BN at 137 (upstream embed_param)
     ("BN", 137, _float(4, 2e-5), "bn_param", {"eps": pytest.approx(2e-5)}),
+    # OCR fork Lstm at 8266711 (Faster R-CNN's roi_pooling_param): num_output 100, clipping 5, batch 4
+    ("Lstm", 8266711, _uint(1, 100) + _float(2, 5.0) + _uint(5, 4), "lstm_param",
+     {"num_output": 100, "clipping_threshold": pytest.approx(5.0), "batch_size": 4}),
+    # OCR fork Interp at 162
+    ("Interp", 162, _uint(3, 4) + _uint(1, 17), "interp_param", {"zoom_factor": 4, "height": 17}),
 ])
 def test_fork_binary_collisions_are_read_as_the_fork_meant(layer_type: str, number: int, settings: bytes,
                                                           field: str, expected: dict) -> None:
