@@ -13,8 +13,9 @@ README.md's Library section has a version that runs as written. Heavy frameworks
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,22 @@ __version__ = "0.1.0"
 PathLike = str | os.PathLike[str]
 
 
+@contextlib.contextmanager
+def _out_of_memory_is_an_error(doing: str) -> Iterator[None]:
+    """The machine had less memory than the size limit allows: say so as a Caffe2xError."""
+    try:
+        yield
+    except MemoryError:
+        from .checks import MAX_BYTES_ENV, SizeLimitError
+
+        raise SizeLimitError(f"out of memory {doing}; lower {MAX_BYTES_ENV} (or max_bytes=) to what this "
+                             f"machine has, so oversized nets are refused up front") from None
+
+
 def load(model: PathLike | None = None, prototxt: PathLike | None = None,
          input_shape: Sequence[int] | None = None, *, progress: bool = False,
-         outputs: str | Sequence[str] | None = None, proto: PathLike | None = None) -> Graph:
+         outputs: str | Sequence[str] | None = None, proto: PathLike | None = None,
+         max_bytes: int | None = None) -> Graph:
     """Read a ``.caffemodel`` (with an optional deploy prototxt), a caffe2x ``.safetensors``, or a
     prototxt alone (``model=None``: a weightless net with seeded random tensors) into a :class:`Graph`.
 
@@ -45,32 +59,44 @@ def load(model: PathLike | None = None, prototxt: PathLike | None = None,
 
     ``proto``: the fork's own ``caffe.proto`` when the model comes from a Caffe fork caffe2x's schema
     does not know (compiled at run time with grpcio-tools; ``docs/forks.md``).
+
+    Every graph is checked (:mod:`caffe2x.checks`) before it is returned; ``max_bytes`` (default
+    ``$CAFFE2X_MAX_BYTES`` or 4 GiB) bounds what building it and one forward pass may allocate.
     """
     from .reader import read
 
     if isinstance(outputs, str):
         outputs = [o for o in outputs.split(",") if o]
-    return read(model, prototxt, input_shape, progress=progress, outputs=outputs, proto=proto)
+    with _out_of_memory_is_an_error("reading the model"):
+        return read(model, prototxt, input_shape, progress=progress, outputs=outputs, proto=proto,
+                    max_bytes=max_bytes)
 
 
 def save(graph: Graph, path: PathLike, to: str | None = None, *, dtype: str = "float32",
-         profile: str | None = None, fold_bn: bool = False, **extra: Any) -> list[str]:
+         profile: str | None = None, fold_bn: bool = False, overwrite: bool = False, **extra: Any) -> list[str]:
     """Write ``graph`` to ``path`` in the format named by ``to`` or by the suffix of ``path``.
 
-    The file appears atomically (written under a temporary name, then renamed). Returns notes for the
-    user, such as the measured logit change of a reduced ``dtype`` or a naming profile.
+    The file appears atomically (written under a temporary name, then renamed once everything that
+    can fail has run). An existing different file at ``path`` is kept and the call fails unless
+    ``overwrite=True``. Returns notes for the user, such as the measured logit change of a reduced
+    ``dtype`` or a naming profile.
     """
     from .convert import write
 
-    return write(graph, path, to, dtype=dtype, profile=profile, fold_bn=fold_bn, **extra)
+    with _out_of_memory_is_an_error(f"writing {path}"):
+        return write(graph, path, to, dtype=dtype, profile=profile, fold_bn=fold_bn, overwrite=overwrite, **extra)
 
 
 def run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
-        outputs: str | Sequence[str] | None = None) -> np.ndarray | dict[str, np.ndarray]:
-    """Run the numpy reference executor (NCHW input); see :func:`caffe2x.reference.run`."""
+        outputs: str | Sequence[str] | None = None, *, max_bytes: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """Run the numpy reference executor (NCHW input); see :func:`caffe2x.reference.run`.
+
+    A forward pass that would allocate more than ``max_bytes`` (default ``$CAFFE2X_MAX_BYTES`` or
+    4 GiB) is refused before it starts."""
     from .reference import run as _run
 
-    return _run(graph, x, outputs)
+    with _out_of_memory_is_an_error("running the net"):
+        return _run(graph, x, outputs, max_bytes=max_bytes)
 
 
 def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None, *,

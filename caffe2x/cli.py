@@ -1,7 +1,9 @@
 """``caffe2x`` command line: a thin shell over the library.
 
 Exit codes: 0 success; 1 a validation found a difference; 2 bad input or usage (one line
-``error: …`` on stderr, never a traceback, never a partial file); 130 interrupted.
+``error: …`` on stderr, never a traceback, never a partial file); 130 interrupted (SIGINT);
+143 terminated (SIGTERM). An existing output is replaced only with ``--force``; an output that is
+also an input of the run is always refused.
 Set ``CAFFE2X_DEBUG=1`` to see tracebacks of unexpected errors.
 """
 from __future__ import annotations
@@ -9,15 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .cliargs import add_force_argument
 from .cliargs import add_model_args as _add_model_args
 from .errors import Caffe2xError
 
-EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full-model", action="store_true",
                    help="keras .h5 only: store the model config too (load_model instead of load_weights)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only errors")
+    add_force_argument(p)
 
     p = sub.add_parser("inspect", help="list layers, types, output shapes and parameter counts")
     _add_model_args(p)
@@ -89,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output-dir", required=True, help="directory for <name>.caffemodel and prototxt")
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic weights (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, print only the two file paths")
+    add_force_argument(p)
 
     try:
         from .validator import add_arguments
@@ -108,7 +114,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import check_request, write
     from .reader import read
 
+    from .fileio import refuse_collisions
+
     out, target = _convert_destination(args)
+    refuse_collisions([("output", out)], [("model", args.model), ("prototxt", args.prototxt)])
     options = {k: True for k in ("emit_code", "full_model") if getattr(args, k)}
     check_request(target, out, dtype=args.dtype, profile=args.profile, options=options, cli=True)
     start = time.perf_counter()
@@ -119,7 +128,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
     _say(args, f"  {len(graph.nodes)} layers, {caffe_parameter_count(graph):,} parameters")
     _say(args, f"writing {out} ({target})")
-    notes = write(graph, out, target, dtype=args.dtype, profile=args.profile, fold_bn=args.fold_bn, **options)
+    notes = write(graph, out, target, dtype=args.dtype, profile=args.profile, fold_bn=args.fold_bn,
+                  overwrite=args.force, **options)
     for note in notes:
         _say(args, f"  note: {note}")
     _say(args, f"done in {time.perf_counter() - start:.1f}s: {out}")
@@ -167,7 +177,7 @@ def cmd_fixture(args: argparse.Namespace) -> int:
     from .fixtures import write_model
 
     _say(args, f"synthesising {args.name} (seed {args.seed})")
-    model, deploy = write_model(args.name, args.output_dir, seed=args.seed,
+    model, deploy = write_model(args.name, args.output_dir, seed=args.seed, overwrite=args.force,
                                 progress=not args.quiet and sys.stderr.isatty())
     print(model)
     print(deploy)
@@ -183,11 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = COMMANDS.get(args.command)
-    if handler is None:
-        from .validator import cmd_validate
+    from .fileio import Terminated
 
-        handler = cmd_validate
+    previous = _terminate_on_sigterm()
     try:
+        if handler is None:
+            from .validator import cmd_validate
+
+            handler = cmd_validate
         return handler(args)
     except Caffe2xError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -195,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except MemoryError:
         print("error: out of memory", file=sys.stderr)
         return EXIT_ERROR
@@ -204,6 +220,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with CAFFE2X_DEBUG=1 and report it",
               file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_on_sigterm():  # type: ignore[no-untyped-def]
+    """SIGTERM raises :class:`~caffe2x.fileio.Terminated`, so temporary files and directories are
+    removed on the way out (the default action would kill the process on the spot)."""
+    from .fileio import Terminated
+
+    def handler(signum, frame):  # type: ignore[no-untyped-def]
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (main() called from a worker thread)
+        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,3 +67,10 @@ def path_list_option(p: argparse.ArgumentParser, flag: str, **kwargs: Any) -> No
     if not hasattr(p, "list_flags"):
         p.list_flags = []  # type: ignore[attr-defined]
     p.list_flags.append(flag)  # type: ignore[attr-defined]
+
+
+def add_force_argument(p: argparse.ArgumentParser) -> None:
+    """``--force/-f``: replace existing outputs (without it a different existing file is kept)."""
+    p.add_argument("--force", "-f", action="store_true",
+                   help="replace existing output files (without it an existing, different file is kept and the "
+                        "run fails)")

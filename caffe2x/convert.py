@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from .errors import Caffe2xError
-from .fileio import atomic_output
+from .fileio import atomic_output, output_path
 from .ir import Graph
 from .numeric import max_rel_error
-from .targets import DEFAULT_SUFFIX, SUFFIXES, WriteOptions, load_target, target_for
+from .targets import DEFAULT_SUFFIX, SUFFIXES, TARGETS, WriteOptions, load_target, target_for
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -66,10 +66,23 @@ def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "fl
 
 
 def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, dtype: str = "float32",
-          profile: str | None = None, fold_bn: bool = False, **extra: Any) -> list[str]:
-    """Write ``graph`` as ``to`` (or the format ``path``'s suffix names); return notes for the user."""
-    target = target_for(to, path)
-    check_request(target, path, dtype=dtype, profile=profile, options=extra)
+          profile: str | None = None, fold_bn: bool = False, overwrite: bool = False, **extra: Any) -> list[str]:
+    """Write ``graph`` as ``to`` (or the format ``path``'s suffix names); return notes for the user.
+
+    Everything that can fail (the writer, the ``dtype`` measurement) runs before the file is renamed
+    into place; an existing different file is kept unless ``overwrite``.
+    """
+    if not isinstance(graph, Graph):
+        raise Caffe2xError(f"expected a caffe2x Graph (from caffe2x.load), got {type(graph).__name__}")
+    dest = output_path(path)
+    if to is not None and not isinstance(to, str):
+        raise Caffe2xError(f"to must be a target name ({', '.join(TARGETS)}), got {to!r:.60}")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise Caffe2xError(f"unknown dtype {dtype!r:.60}; choose one of {', '.join(DTYPES)}")
+    if profile is not None and not isinstance(profile, str):
+        raise Caffe2xError(f"profile must be a name, got {profile!r:.60}")
+    target = target_for(to, dest)
+    check_request(target, dest, dtype=dtype, profile=profile, options=extra)
     module = load_target(target)
     notes: list[str] = []
     if fold_bn:
@@ -77,11 +90,16 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
 
         graph, folds = fold_bn_report(graph)
         notes.append(folds.describe())
-    options = WriteOptions(dtype=dtype, profile=profile, destination=Path(path), extra=dict(extra))
-    with atomic_output(path) as tmp:
+    existed = dest.exists()
+    options = WriteOptions(dtype=dtype, profile=profile, destination=dest, overwrite=overwrite, extra=dict(extra))
+    itemsize = 4 if dtype == "float32" else 2
+    size_hint = sum(t.size for t in graph.tensors.values()) * itemsize  # a lower bound of the file size
+    with atomic_output(dest, overwrite=overwrite, size_hint=size_hint) as tmp:
         notes.extend(module.write(graph, tmp, options))
-    if dtype != "float32":
-        notes.append(dtype_note(graph, dtype))
+        if dtype != "float32":  # measured before the rename: a failure here leaves no file behind
+            notes.append(dtype_note(graph, dtype))
+    if existed and not overwrite:
+        notes.append(f"{dest} already held exactly this output; left unchanged")
     return notes
 
 

@@ -314,9 +314,13 @@ def caffe_blobs(graph, layer_name: str) -> list[np.ndarray]:  # type: ignore[no-
     return [graph.tensors[key] for key in node.params.values()]
 
 
-def write_model(name: str, directory: str | Path, seed: int = 0, *, progress: bool = False) -> tuple[Path, Path]:
+def write_model(name: str, directory: str | Path, seed: int = 0, *, progress: bool = False,
+                overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``<name>.caffemodel`` and ``<name>-deploy.prototxt`` (``name``: resnet50/101/152, tiny,
-    or a :data:`ZOO` entry) into ``directory``; return both paths."""
+    or a :data:`ZOO` entry) into ``directory``; return both paths.
+
+    The output is deterministic, so files already holding exactly these bytes are left as they are;
+    different existing files are kept (and this fails) unless ``overwrite``."""
     from .fileio import atomic_output
 
     text = prototxt_for(name)
@@ -324,13 +328,13 @@ def write_model(name: str, directory: str | Path, seed: int = 0, *, progress: bo
     directory.mkdir(parents=True, exist_ok=True)
     model = directory / f"{name}.caffemodel"
     deploy = directory / f"{name}-deploy.prototxt"
-    with atomic_output(model) as tmp:
+    with atomic_output(model, overwrite=overwrite) as tmp:
         if name == "vgg16":  # 528 MB: streamed layer by layer, never held as one message
             write_vgg(tmp, seed=seed)
         else:
             data = synthesize(text, seed, progress=progress)
             tmp.write_bytes(zoo.to_v1_caffemodel(data) if name in zoo.MODELS and zoo.MODELS[name].v1 else data)
-    with atomic_output(deploy) as tmp:
+    with atomic_output(deploy, overwrite=overwrite) as tmp:
         tmp.write_text(text)
     return model, deploy
 

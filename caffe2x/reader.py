@@ -14,6 +14,8 @@ naming the layer and the type.
 """
 from __future__ import annotations
 
+import math
+import os
 import zlib
 from functools import partial
 from collections.abc import Callable, Sequence
@@ -23,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import checks
 from .errors import Caffe2xError, UnsupportedLayerError
 from .forkfix import fix_fork_fields, has_field
 from .hdf5weights import is_hdf5, read_hdf5_weights
@@ -107,7 +110,7 @@ def blob_array(blob: Any) -> np.ndarray:
     if isinstance(blob, np.ndarray):
         return blob
     if blob.HasField("shape"):
-        shape = tuple(blob.shape.dim)
+        shape = tuple(int(d) for d in blob.shape.dim)
     elif blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):
         shape = (blob.num, blob.channels, blob.height, blob.width)
     else:
@@ -118,7 +121,9 @@ def blob_array(blob: Any) -> np.ndarray:
         arr = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
     else:
         arr = np.zeros(0, dtype=np.float32)
-    count = int(np.prod(shape)) if shape else 1
+    if any(d < 0 for d in shape):
+        raise Caffe2xError(f"blob shape {list(shape)} has a negative dimension")
+    count = math.prod(shape)
     if arr.size != count:
         raise Caffe2xError(f"blob of shape {list(shape)} holds {arr.size} values, expected {count}")
     return arr.reshape(shape)
@@ -154,14 +159,20 @@ class BlobSource:
     ``1 x 1 x out x in``). Weightless, it makes a seeded tensor of the requested kind instead.
     """
 
-    def __init__(self, layer: str, blobs: Sequence[Any] | None, seed: int | None) -> None:
+    def __init__(self, layer: str, blobs: Sequence[Any] | None, seed: int | None,
+                 budget: checks.SizeBudget | None = None) -> None:
         self.layer = layer
         self.blobs = blobs
+        self.budget = budget
         self.rng = np.random.default_rng([seed or 0, zlib.crc32(layer.encode())]) if blobs is None else None
 
     def get(self, index: int, shape: Shape, kind: InitKind, role: str) -> np.ndarray:
         shape = tuple(int(d) for d in shape)
         if self.blobs is None:
+            if self.budget is not None:  # refuse a huge seeded tensor before allocating it
+                self.budget.tensor(self.layer, role, shape)
+            elif any(d < 0 for d in shape):
+                raise Caffe2xError(f"layer {self.layer!r} {role} has the impossible shape {list(shape)}")
             return _init(self.rng, shape, kind)  # type: ignore[arg-type]
         if index >= len(self.blobs):
             raise Caffe2xError(f"layer {self.layer!r} has {len(self.blobs)} blob(s) in the caffemodel, "
@@ -475,13 +486,32 @@ def _in_test_phase(layer: Any) -> bool:
     return not any(r.HasField("phase") and r.phase == test for r in layer.exclude)
 
 
+def _require_text(net: Any) -> None:
+    """Names must be text: protobuf hands out ``bytes`` for a string field that is not valid UTF-8."""
+    def bad(value: Any) -> bool:
+        return not isinstance(value, str)
+
+    if bad(net.name) or any(bad(v) for v in net.input):
+        raise checks.GraphError("the net's name or input names are not valid UTF-8 text")
+    for i, l in enumerate(net.layer):
+        if bad(l.name) or bad(l.type) or any(bad(v) for v in (*l.bottom, *l.top)):
+            raise checks.GraphError(f"layer {i} ({l.name!r}) has a name, type, bottom or top that is not valid "
+                                    f"UTF-8 text")
+
+
 def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape: Sequence[int] | None = None,
-                seed: int | None = None, progress: bool = False, outputs: Sequence[str] | None = None) -> Graph:
+                seed: int | None = None, progress: bool = False, outputs: Sequence[str] | None = None,
+                budget: checks.SizeBudget | None = None) -> Graph:
     """Make the graph of ``net``; ``weights`` maps layer name to its blobs (None: weightless, seeded).
 
     ``outputs`` (blob names, or ``blob@layer`` for one write of a rewritten blob) keeps only the layers
     those blobs need (:mod:`caffe2x.netcut`) and makes them the graph's outputs.
+
+    Each layer is checked (:func:`caffe2x.checks.output_shapes`) before its shape rule runs, and every
+    new value and seeded tensor is counted against ``budget`` before anything is allocated.
     """
+    budget = budget or checks.SizeBudget(checks.max_bytes())
+    _require_text(net)
     declared = _declared_inputs(net)
     all_layers = [l for l in net.layer if _in_test_phase(l)]
     layers = all_layers
@@ -521,6 +551,7 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             raise Caffe2xError(f"no shape for input {name!r}: pass --input-shape N,C,H,W (or a deploy prototxt)")
         if not shape or any(d <= 0 for d in shape):
             raise Caffe2xError(f"input {name!r} has an invalid shape {list(shape)}")
+        budget.value(None, name, shape)
 
     # how often each blob is produced, counted over the whole net so that value names do not depend on a cut
     writes: dict[str, int] = {name: 1 for name in [*_declared_inputs(net), *declared]}
@@ -551,7 +582,13 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         if layer.type in DROPPED_LAYERS or any(b in dropped_blobs for b in layer.bottom):
             dropped_blobs.update(layer.top)
             continue
+        if len(layer.bottom) == 0 or len(layer.top) == 0:
+            raise checks.GraphError(f"layer {layer.name!r} ({layer.type}) has no "
+                                    f"{'bottom' if not layer.bottom else 'top'} blob")
         if layer.type == "Split":  # every top is the bottom
+            if layer.bottom[0] not in current:
+                raise Caffe2xError(f"layer {layer.name!r} reads blob {layer.bottom[0]!r}, which no earlier layer "
+                                   f"produces")
             for top in layer.top:
                 current[top] = current[layer.bottom[0]]
             continue
@@ -561,7 +598,7 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
                 raise Caffe2xError(f"layer {layer.name!r} reads blob {b!r}, which no earlier layer produces")
         inputs = [current[b] for b in layer.bottom]
         if weights is None:
-            source = BlobSource(layer.name, None, seed)
+            source = BlobSource(layer.name, None, seed, budget)
         else:
             source = BlobSource(layer.name, weights.get(layer.name, []), None)
         try:
@@ -570,6 +607,10 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             if input_shape is None or type(exc) is not Caffe2xError or not set(layer.bottom) & set(declared):
                 raise
             raise Caffe2xError(f"{exc} (input shape {list(input_shape)} from --input-shape)") from None
+        except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+            # last resort: a handler tripped over parameters no check above anticipated
+            raise checks.GraphError(f"layer {layer.name!r} ({layer.type}) has parameters caffe2x cannot use "
+                                    f"({type(exc).__name__}: {exc})") from None
         if hasattr(type(layer), "check_fork_fields_read"):  # a --proto layer with fork-only fields
             layer.check_fork_fields_read()
         values = []
@@ -583,10 +624,11 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             graph.tensors[key] = np.ascontiguousarray(arr, dtype=np.float32)
             params[role] = key
         node = Node(layer.name, spec.op, inputs, values, spec.attrs, params)
-        out_shapes = SHAPE_FUNCTIONS[spec.op](node, [shapes[v] for v in inputs], graph)
+        out_shapes = checks.output_shapes(node, [shapes[v] for v in inputs], graph)
         for top, value, s in zip(layer.top, values, out_shapes):
             if any(d <= 0 for d in s):
                 raise Caffe2xError(f"layer {layer.name!r} gives blob {top!r} the empty shape {list(s)}")
+            budget.value(layer.name, top, s)
             shapes[value] = tuple(int(d) for d in s)
             current[top] = value
         graph.nodes.append(node)
@@ -711,24 +753,50 @@ def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shap
     """Build a graph from in-memory caffemodel bytes and/or prototxt text."""
     weights_net, weights = split(model, model_name, parse_caffemodel_bytes) if model is not None else (None, None)
     definition = parse_prototxt_text(prototxt_text, prototxt_name) if prototxt_text is not None else None
+    source = prototxt_name if prototxt_text is not None else model_name
     return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
-                           weights=weights)
+                           weights=weights, source=source)
 
 
 def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape: Sequence[int] | None = None,
                     *, seed: int = 0, progress: bool = False, outputs: Sequence[str] | None = None,
-                    weights: dict[str, Sequence[Any]] | None = None) -> Graph:
+                    weights: dict[str, Sequence[Any]] | None = None, max_bytes: int | None = None,
+                    source: str = "net") -> Graph:
     """The graph of ``definition`` (or of ``weights_net`` alone) with ``weights_net``'s blobs (or
-    ``weights``, the blobs by layer name that :func:`caffe2x.wire.split` took out of it)."""
+    ``weights``, the blobs by layer name that :func:`caffe2x.wire.split` took out of it).
+
+    The graph passes :func:`caffe2x.checks.check_graph`; a weightless net's calibration forward pass
+    is checked against the size limit before it runs.
+    """
     definition = definition if definition is not None else weights_net
     if definition is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
     if weights is None and weights_net is not None:
         weights = weights_by_layer(weights_net)
-    graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress, outputs=outputs)
+    limit = checks.max_bytes(max_bytes)
+    try:
+        graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress, outputs=outputs,
+                            budget=checks.SizeBudget(limit, source))
+    except Caffe2xError as exc:
+        _name_source(exc, source)
+        raise
+    checks.check_graph(graph, source, limit=limit)
     if weights is None:
+        batch = 2 if any(len(s) == 4 for s in graph.inputs.values()) else None
+        need = checks.tensor_bytes(graph) + checks.forward_bytes(graph, batch)
+        if need > limit:
+            raise checks.SizeLimitError(f"{source}: seeding the weightless net {graph.name!r} runs a forward pass "
+                                        f"that needs {checks.human(need)}, over the {checks.human(limit)} limit "
+                                        f"(raise it with {checks.MAX_BYTES_ENV}=… or max_bytes=)")
         calibrate(graph, seed, progress=progress)
     return graph
+
+
+def _name_source(exc: Exception, source: str) -> None:
+    """Prefix an error's one-line message with the file it is about (class and attributes kept)."""
+    msg = str(exc)
+    if source not in msg:
+        exc.args = (f"{source}: {msg}",)
 
 
 def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int] | None = None, *,
@@ -737,16 +805,50 @@ def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int
     return read_bytes(None, prototxt_text, input_shape, seed=seed, progress=progress)
 
 
+def _path_arg(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and text:
+            return text
+    raise Caffe2xError(f"{what} must be a path (str or os.PathLike), got {type(value).__name__} {value!r:.60}")
+
+
+def check_input_shape(input_shape: Any) -> tuple[int, ...] | None:
+    """``input_shape`` as positive ints, or a Caffe2xError (strings, floats, bools are refused)."""
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise Caffe2xError(f"input_shape must be a sequence of positive integers, got {input_shape!r:.60}")
+    dims = []
+    for d in input_shape:
+        if isinstance(d, bool) or not hasattr(d, "__index__"):
+            raise Caffe2xError(f"input_shape must be a sequence of positive integers, got {list(input_shape)!r:.60}")
+        dims.append(int(d))
+    if not dims or any(d <= 0 for d in dims):
+        raise Caffe2xError(f"input_shape must be positive integers, got {dims}")
+    return tuple(dims)
+
+
 def read(model: str | Path | None, prototxt: str | Path | None = None, input_shape: Sequence[int] | None = None,
          *, progress: bool = False, seed: int = 0, outputs: Sequence[str] | None = None,
-         proto: str | Path | None = None) -> Graph:
+         proto: str | Path | None = None, max_bytes: int | None = None) -> Graph:
     """Entry point behind :func:`caffe2x.load`; ``proto``: a fork's own caffe.proto to read with."""
+    model = _path_arg(model, "model")  # type: ignore[assignment]
+    prototxt = _path_arg(prototxt, "prototxt")  # type: ignore[assignment]
+    proto = _path_arg(proto, "proto")  # type: ignore[assignment]
+    input_shape = check_input_shape(input_shape)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise Caffe2xError(f"seed must be an integer, got {seed!r:.60}")
     if model is not None and str(model).lower().endswith(".safetensors"):
         from .targets.safetensors import read_graph
 
         if prototxt is not None:
             raise Caffe2xError("a caffe2x .safetensors file carries its own graph; drop the prototxt")
-        graph = read_graph(model)
+        if input_shape is not None:
+            raise Caffe2xError("a caffe2x .safetensors file carries its own input shape; drop input_shape")
+        graph = read_graph(model, max_bytes=max_bytes)
         return prune_graph(graph, outputs) if outputs is not None else graph
     if model is None and prototxt is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
@@ -768,7 +870,8 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
             raise Caffe2xError(f"{model} is an HDF5 caffemodel, which holds only weights: give the deploy prototxt")
         weights_net = read_hdf5_weights(model, [l.name for l in definition.layer])  # type: ignore[arg-type]
     return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
-                           weights=weights)
+                           weights=weights, max_bytes=max_bytes,
+                           source=str(prototxt if prototxt is not None else model))
 
 
 def _refuse_swapped(model: str | Path, prototxt: str | Path) -> None:

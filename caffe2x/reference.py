@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .checks import check_run_size
 from .errors import Caffe2xError, UnsupportedLayerError
 from .ir import Graph, Node
 from .registry import Registry
@@ -24,8 +25,15 @@ op = OPS.register
 
 
 # --------------------------------------------------------------------------- running
-def feeds_for(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Turn the user's input (one array, or a dict by input name) into checked float32 feeds."""
+def feeds_for(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
+              max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    """Turn the user's input (one array, or a dict by input name) into checked float32 feeds.
+
+    Anything that is not numeric array data of the net's shape (a string, an empty batch, the wrong
+    rank) is a :class:`Caffe2xError`; so is a batch whose forward pass would pass the size limit.
+    """
+    if not isinstance(graph, Graph):
+        raise Caffe2xError(f"expected a caffe2x Graph (from caffe2x.load), got {type(graph).__name__}")
     if not isinstance(x, Mapping):
         if len(graph.inputs) != 1:
             raise Caffe2xError(f"the net has {len(graph.inputs)} inputs ({', '.join(graph.inputs)}): pass a dict")
@@ -34,10 +42,17 @@ def feeds_for(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray]) -> dict[st
     for name, shape in graph.inputs.items():
         if name not in x:
             raise Caffe2xError(f"no value given for input {name!r}")
-        arr = np.asarray(x[name], dtype=np.float32)
-        if arr.shape[1:] != tuple(shape[1:]):
+        arr = _as_float_array(x[name], name)
+        if arr.ndim != len(shape) or arr.shape[1:] != tuple(shape[1:]):
             raise Caffe2xError(f"input {name!r} has shape {list(arr.shape)}, the net expects [N, {', '.join(map(str, shape[1:]))}]")
+        if arr.shape[0] < 1:
+            raise Caffe2xError(f"input {name!r} has an empty batch (shape {list(arr.shape)})")
         feeds[name] = arr
+    extra = [k for k in x if k not in graph.inputs]
+    if extra:
+        raise Caffe2xError(f"{extra[0]!r} is not an input of the net (inputs: {', '.join(graph.inputs)})")
+    batch = max(a.shape[0] for a in feeds.values())
+    check_run_size(graph, batch, max_bytes)
     return feeds
 
 
@@ -58,18 +73,33 @@ def _blas_limit() -> contextlib.AbstractContextManager[object]:
     return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
 
 
-def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None = None) -> dict[str, np.ndarray]:
+def _as_float_array(value: object, name: str) -> np.ndarray:
+    """A numeric array as float32; strings, objects and ragged lists are refused with a message."""
+    arr = value if isinstance(value, np.ndarray) else None
+    if arr is None:
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise Caffe2xError(f"input {name!r} is not an array of numbers ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise Caffe2xError(f"input {name!r} must hold numbers, got {arr.dtype} data")
+    return arr.astype(np.float32, copy=False)
+
+
+def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None = None,
+            max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Run the graph; return every value (``keep=None``) or only the values named in ``keep``.
 
     Values nothing reads any more are dropped as the run goes on when ``keep`` is given, so memory
     stays at a few live activations. BLAS runs with :data:`BLAS_THREADS` threads meanwhile.
     """
     with _blas_limit():
-        return _execute(graph, x, keep)
+        return _execute(graph, x, keep, max_bytes)
 
 
-def _execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None) -> dict[str, np.ndarray]:
-    values: dict[str, np.ndarray] = dict(feeds_for(graph, x))
+def _execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None,
+             max_bytes: int | None = None) -> dict[str, np.ndarray]:
+    values: dict[str, np.ndarray] = dict(feeds_for(graph, x, max_bytes))
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for v in node.inputs:
@@ -91,23 +121,33 @@ def resolve_outputs(graph: Graph, outputs: str | Sequence[str] | None) -> list[s
     """Caffe blob names to report: the net's outputs by default."""
     if outputs is None:
         return [graph.blob_name(v) for v in graph.outputs]
-    names = [outputs] if isinstance(outputs, str) else list(outputs)
+    if isinstance(outputs, str):
+        names = [outputs]
+    elif isinstance(outputs, Sequence) and not isinstance(outputs, bytes) and \
+            all(isinstance(n, str) for n in outputs):
+        names = list(outputs)
+    else:
+        raise Caffe2xError(f"outputs must be a blob name or a list of blob names, got {outputs!r:.60}")
+    if not names:
+        raise Caffe2xError("outputs is an empty list; name at least one blob (or pass None for the net's outputs)")
     for n in names:
         graph.value(n)  # raises a clear error for an unknown blob
     return names
 
 
 def run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
-        outputs: str | Sequence[str] | None = None) -> np.ndarray | dict[str, np.ndarray]:
+        outputs: str | Sequence[str] | None = None, *, max_bytes: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
     """Run the net on NCHW input ``x``.
 
     Returns the single output blob as an array when the net has one output (or ``outputs`` is one
     name), else a dict keyed by Caffe blob name. A blob rewritten in place (``res3a`` by its ReLU)
     gives its final value, as pycaffe's ``net.blobs`` does.
     """
+    if not isinstance(graph, Graph):
+        raise Caffe2xError(f"expected a caffe2x Graph (from caffe2x.load), got {type(graph).__name__}")
     names = resolve_outputs(graph, outputs)
     values = {graph.value(n) for n in names}
-    result = execute(graph, x, keep=values)
+    result = execute(graph, x, keep=values, max_bytes=max_bytes)
     out = {n: result[graph.value(n)] for n in names}
     if isinstance(outputs, str) or (outputs is None and len(names) == 1):
         return out[names[0]]

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .cliargs import add_model_args, parse_floats, path_list_option
+from .cliargs import add_force_argument, add_model_args, parse_floats, path_list_option
 from .errors import Caffe2xError
 from .ir import Graph
 
@@ -106,7 +106,8 @@ class Framework:
         if not self.suffixes:
             raise NotImplementedError(f"{type(self).__name__} writes no file; override prepare()")
         path = Path(workdir) / f"{self.artifact_stem or _stem(graph)}{self.suffixes[0]}"
-        save(graph, path, to=self.target)
+        # validate() refused existing files in a kept-artifacts directory up front (unless overwrite)
+        save(graph, path, to=self.target, overwrite=True)
         self.load(graph, path)
         return path
 
@@ -718,7 +719,7 @@ def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.n
 
             assert workdir is not None
             reference_file = Path(workdir) / f"expected-{_stem(graph)}{cls.suffixes[0]}"
-            save(graph, reference_file, to=cls.target)
+            save(graph, reference_file, to=cls.target, overwrite=True)  # checked up front by validate()
             if isinstance(written, dict):
                 written[name] = reference_file  # the next artifact of this format reuses it
         expected = fw.stored_tensors(reference_file)
@@ -817,7 +818,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
              input_shape: Sequence[int] | None = None, labels: PathLike | Sequence[str] | None = None,
              outputs: Sequence[str] | None = None,
              keep_artifacts: PathLike | None = None, progress: Callable[[str], None] | None = None,
-             proto: PathLike | None = None) -> Report:
+             proto: PathLike | None = None, overwrite: bool = False) -> Report:
     """Convert ``model`` to every framework, reload each file with its own loader, run the same batch
     and compare the logits with the numpy reference (see the module docstring for the pass rule).
 
@@ -825,13 +826,16 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     :class:`~caffe2x.ir.Graph`. ``frameworks``: names in :data:`FRAMEWORKS` (default: every available
     one; an explicitly named framework that is not installed fails the run). ``against``: existing
     artifacts to check tensor by tensor. ``keep_artifacts``: a directory to write the converted files
-    to (default: a temporary directory, removed afterwards). ``progress``: called with one-line
-    progress messages.
+    to (default: a temporary directory, removed afterwards); files already there are kept (the run
+    fails before any work) unless ``overwrite``. ``progress``: called with one-line progress messages.
     """
+    import math
+
     say = progress or (lambda _m: None)
     started = time.perf_counter()
-    if rtol < 0 or atol < 0:
-        raise Caffe2xError("tolerances must not be negative")
+    for tol_name, tol in (("rtol", rtol), ("atol", atol)):
+        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol < 0:
+            raise Caffe2xError(f"{tol_name} must be a finite number >= 0, got {tol!r}")
     if isinstance(model, Graph):
         graph, model_name, stem = model, model.name or "graph", _stem(model)
     else:
@@ -856,6 +860,14 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
                 and Path(art).stem == stem:
             raise Caffe2xError(f"{art} would be overwritten by the files written to {keep_artifacts}; "
                                f"keep the artifacts elsewhere")
+    if keep_artifacts is not None:
+        _refuse_existing_artifacts(Path(keep_artifacts), stem, names, bool(against), overwrite)
+        from .fileio import refuse_collisions
+
+        refuse_collisions([(f"kept artifact", Path(keep_artifacts) / f"{prefix}{stem}{suffix}")
+                           for name in names for suffix in FRAMEWORKS[name].suffixes[:1]
+                           for prefix in ("", "expected-")],
+                          _run_inputs(model, prototxt, mean, images, against, labels))
     label_names = (read_labels(labels) if isinstance(labels, (str, os.PathLike)) else
                    [str(s) for s in labels] if labels is not None else None)
 
@@ -1030,6 +1042,38 @@ def _per_layer(result: FrameworkResult, graph: Graph, outs: Mapping[str, np.ndar
     result.worst_layer = worst if worst_err > 0 else None
 
 
+def _run_inputs(model: Any, prototxt: Any, mean: Any, images: Any, against: Any, labels: Any) -> list[tuple[str, Any]]:
+    """(role, path) of every file a validation reads, for :func:`caffe2x.fileio.refuse_collisions`."""
+    def paths(value: Any) -> list[Any]:
+        if value is None or isinstance(value, (np.ndarray, Graph)):
+            return []
+        if isinstance(value, (str, os.PathLike)):
+            return [value]
+        return [v for v in value if isinstance(v, (str, os.PathLike))]
+
+    pairs: list[tuple[str, Any]] = []
+    for role, value in (("model", model), ("prototxt", prototxt), ("mean file", mean), ("image", images),
+                        ("--against file", against), ("labels file", labels)):
+        pairs += [(role, p) for p in paths(value)]
+    return pairs
+
+
+def _refuse_existing_artifacts(directory: Path, stem: str, names: Sequence[str], against: bool,
+                               overwrite: bool) -> None:
+    """Files validate would write into ``directory`` must not exist yet, unless ``overwrite``."""
+    if overwrite:
+        return
+    from .fileio import OutputExistsError
+
+    for name in names:
+        for suffix in FRAMEWORKS[name].suffixes[:1]:
+            for prefix in ("", "expected-") if against else ("",):
+                path = directory / f"{prefix}{stem}{suffix}"
+                if path.exists():
+                    raise OutputExistsError(f"{path} already exists; pass --force (overwrite=True) to replace the "
+                                            f"kept artifacts")
+
+
 # =========================================================================== command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The ``caffe2x validate`` options (``p`` is the subcommand's parser)."""
@@ -1058,6 +1102,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "the flag or join with commas)")
     p.add_argument("--keep-artifacts", metavar="DIR", help="write the converted files here instead of a temp dir")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress; print only the verdict")
+    add_force_argument(p)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -1071,9 +1116,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
         frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
         if not frameworks:
             raise Caffe2xError("--frameworks names no framework")
+    from .fileio import OutputExistsError, refuse_collisions
+
+    refuse_collisions([("--json report", args.json), ("--html report", args.html)],
+                      _run_inputs(args.model, args.prototxt, args.mean, args.images, args.against, args.labels))
     for out in (args.json, args.html):
         if out and not Path(out).resolve().parent.is_dir():
             raise Caffe2xError(f"cannot write {out}: directory {Path(out).parent} does not exist")
+        if out and Path(out).exists() and not args.force:  # a report never comes out identical: fail now
+            raise OutputExistsError(f"{out} already exists; pass --force to replace it")
     if args.html and not args.per_layer:
         args.per_layer = True
         if say:
@@ -1082,15 +1133,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       mean_values=args.mean_values, rtol=args.rtol, atol=args.atol, per_layer=args.per_layer,
                       against=args.against, input_shape=args.input_shape, labels=args.labels,
                       outputs=args.outputs,
-                      keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto)
+                      keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto,
+                      overwrite=args.force)
     data = report.to_dict()
     from .report import render_html, render_json, render_table, verdict
 
     if args.json:
-        with atomic_output(args.json) as tmp:
+        with atomic_output(args.json, overwrite=True) as tmp:  # existence checked above
             tmp.write_text(render_json(data), encoding="utf-8")
     if args.html:
-        with atomic_output(args.html) as tmp:
+        with atomic_output(args.html, overwrite=True) as tmp:
             tmp.write_text(render_html(data), encoding="utf-8")
     print(verdict(data) if quiet else render_table(data))
     if not quiet:

@@ -48,6 +48,7 @@ class WriteOptions:
     dtype: str = "float32"          # float32 | float16 | bfloat16
     profile: str | None = None      # naming profile, e.g. 'torchvision' or 'keras-applications'
     destination: Path | None = None  # final name of the file being written (write() gets a temporary one)
+    overwrite: bool = False         # side files (torch --emit-code) may replace existing ones
     extra: dict[str, Any] = field(default_factory=dict)
 
 

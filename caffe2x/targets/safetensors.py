@@ -86,9 +86,18 @@ def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: di
                     release(part)
 
 
-def read_graph(path: str | Path) -> Graph:
-    """The graph stored in a caffe2x safetensors file (tensors come back as float32)."""
+def read_graph(path: str | Path, max_bytes: int | None = None) -> Graph:
+    """The graph stored in a caffe2x safetensors file (tensors come back as float32).
+
+    The metadata is untrusted: its JSON nesting is measured before parsing, its structure and then
+    the whole graph go through :mod:`caffe2x.checks` like a graph read from Caffe, and every tensor
+    the graph names must be in the file with the shape the graph records.
+    """
+    import json
+
     from safetensors import SafetensorError, deserialize
+
+    from .. import checks
 
     p = Path(path)
     if not p.is_file():
@@ -102,8 +111,28 @@ def read_graph(path: str | Path) -> Graph:
     if "caffe2x.graph" not in header_meta:
         raise Caffe2xError(f"{p} has no caffe2x graph in its metadata (a plain state dict cannot be "
                            f"loaded as a graph; convert from the caffemodel instead)")
+    text = header_meta["caffe2x.graph"]
+    if not isinstance(text, str):
+        raise checks.GraphError(f"{p}: the caffe2x.graph metadata is not a string")
+    depth = checks.json_depth(text)
+    if depth > checks.MAX_JSON_DEPTH:
+        raise checks.GraphError(f"{p}: the caffe2x.graph metadata is nested {depth} deep (a graph needs 5)")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise checks.GraphError(f"{p}: the caffe2x.graph metadata is not valid JSON: {exc}") from None
+    checks.check_structure(data, str(p))
     tensors = {name: _decode(info) for name, info in entries}
-    return Graph.from_json(header_meta["caffe2x.graph"], tensors)
+    try:
+        graph = Graph.from_structure(data, tensors)
+    except Caffe2xError as exc:
+        raise checks.GraphError(f"{p}: {exc}") from None
+    for key, info in data["tensors"].items():
+        if list(graph.tensors[key].shape) != info["shape"]:
+            raise checks.GraphError(f"{p}: tensor {key!r} has shape {list(graph.tensors[key].shape)} in the file, "
+                                    f"the graph records {info['shape']}")
+    checks.check_graph(graph, str(p), limit=max_bytes)
+    return graph
 
 
 def read_tensors(path: str | Path) -> dict[str, np.ndarray]:
@@ -138,4 +167,13 @@ def _metadata(data: bytes) -> dict[str, str]:
     n = int.from_bytes(data[:8], "little")
     if n > len(data) - 8:
         raise ValueError("header length exceeds the file")
-    return json.loads(data[8:8 + n]).get("__metadata__", {}) or {}
+    from ..checks import MAX_JSON_DEPTH, json_depth
+
+    text = data[8:8 + n].decode("utf-8")  # UnicodeDecodeError is a ValueError
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise ValueError("header JSON is nested too deep")
+    header = json.loads(text)
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict):
+        return {}
+    return meta

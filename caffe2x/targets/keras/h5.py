@@ -1,6 +1,7 @@
 """Keras' HDF5 weights layout written with h5py (what ``model.load_weights('x.h5')`` reads)."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ def _write_name_list(obj: h5py.Group, name: str, names: list[str]) -> None:
 
 def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:
     """Keras' HDF5 weights layout: ``layer_names``; per layer ``weight_names`` and the datasets."""
-    with h5py.File(path, "w") as f:
+    buffer = io.BytesIO()  # built in memory: HDF5 crashes the process on a full disk, Python raises ENOSPC
+    with h5py.File(buffer, "w") as f:
         _write_name_list(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = keras.backend.backend().encode("utf8")
         f.attrs["keras_version"] = str(keras.__version__).encode("utf8")
@@ -38,6 +40,7 @@ def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, np.ndar
             _write_name_list(group, "weight_names", [w for w, _ in weights])
             for wname, value in weights:
                 group.create_dataset(wname, data=value)
+    Path(path).write_bytes(buffer.getbuffer())
 
 
 def write_weights_h5(model: keras.Model, path: str | os.PathLike[str], store_dtype: Any = np.float32) -> None:

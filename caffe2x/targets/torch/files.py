@@ -88,7 +88,7 @@ def write(graph: Graph, path: str | Path, options: WriteOptions) -> list[str]:
         target = code_path(path, options)
         weights = final_path(path, options)
         source = generate(graph, weights_name=weights.name, module_name=target.stem)
-        with atomic_output(target) as tmp:
+        with atomic_output(target, overwrite=options.overwrite) as tmp:
             tmp.write_text(source, encoding="utf-8")
         notes.append(f"model code written to {target}: from {target.stem} import Net; net = Net(); "
                      f"net.load_state_dict(torch.load({weights.name!r}, weights_only=True))")
