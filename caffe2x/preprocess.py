@@ -87,17 +87,40 @@ def resize_size(height: int, width: int) -> int:
     return int(round(crop * RESIZE_SHORTER / 224))
 
 
+def max_image_pixels() -> int:
+    """Largest image decoded: 1/64 of the size limit (64 Mpx, 8192 x 8192, at the default 4 GiB), since
+    decoding, rotating, converting and resizing hold several copies of it."""
+    from .checks import max_bytes
+
+    return max_bytes() // 64
+
+
 def load_image(path: PathLike) -> "Image.Image":
-    """Decode an image file as RGB (EXIF orientation applied)."""
+    """Decode an image file as RGB (EXIF orientation applied).
+
+    The pixel count comes from the header (``Image.open`` does not decode) and is checked against
+    :func:`max_image_pixels` before any pixel is decoded.
+    """
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise Caffe2xError("image inputs need Pillow: pip install 'caffe2x[validate]'") from None
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            limit = max_image_pixels()
+            if w * h > limit:
+                from .checks import MAX_BYTES_ENV, SizeLimitError
+
+                raise SizeLimitError(f"{path}: image of {w}x{h} ({w * h:,} pixels) is over the {limit:,}-pixel "
+                                     f"limit (raise it with {MAX_BYTES_ENV}=…)")
             img = ImageOps.exif_transpose(img)
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own header check (past 2 x 89 Mpx) came first
+        from .checks import SizeLimitError
+
+        raise SizeLimitError(f"{path}: image is over the pixel limit: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise Caffe2xError(f"{path}: cannot decode image: {exc}") from None
 
 

@@ -67,3 +67,34 @@ def test_memory_hungry_nets_fail_fast_under_an_address_space_limit(tiny_files, t
     proc = limited(str(tiny_files[0]) if weights else "-", str(proto), str(tmp_path / f"net{suffix}"))
     one_error(proc, pattern)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["net.prototxt"]
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width x height`` (the pixels are never reached)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_a_huge_image_is_refused_by_its_header_before_decoding(tiny_files, tmp_path: Path) -> None:
+    """A 20000 x 20000 image took 2 GB before failing; now its header is enough to refuse it."""
+    image = tmp_path / "huge.png"
+    image.write_bytes(_png_header(20000, 20000))
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))
+
+    proc = subprocess.run([sys.executable, "-m", "caffe2x", "validate", str(tiny_files[0]), "-p", str(tiny_files[1]),
+                           "--frameworks", "numpy", "--images", str(image)], capture_output=True, text=True,
+                          timeout=300, preexec_fn=cap, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    one_error(proc, "huge.png: image is over the pixel limit: Image size (400000000 pixels)")
+    image.write_bytes(_png_header(10000, 10000))  # under Pillow's own limit, over caffe2x's
+    proc = subprocess.run([sys.executable, "-m", "caffe2x", "validate", str(tiny_files[0]), "-p", str(tiny_files[1]),
+                           "--frameworks", "numpy", "--images", str(image)], capture_output=True, text=True,
+                          timeout=300, preexec_fn=cap, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+    one_error(proc, "image of 10000x10000 (100,000,000 pixels) is over the 67,108,864-pixel limit")

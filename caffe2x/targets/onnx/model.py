@@ -105,7 +105,14 @@ def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndar
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     source = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
-    sess = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    ort_errors = tuple(getattr(ort.capi.onnxruntime_pybind11_state, n) for n in
+                       ("Fail", "InvalidGraph", "NotImplemented", "InvalidArgument", "RuntimeException",
+                        "NoSuchFile", "InvalidProtobuf", "EPFail")
+                       if hasattr(ort.capi.onnxruntime_pybind11_state, n))
+    try:
+        sess = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    except ort_errors as exc:  # an unknown op, a bad graph: the model's fault, not caffe2x's
+        raise Caffe2xError(f"onnxruntime refuses the model: {str(exc).splitlines()[0][:300]}") from None
     if isinstance(x, Mapping):
         feeds = {k: np.asarray(v, dtype=np.float32) for k, v in x.items()}
     else:
@@ -114,4 +121,7 @@ def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndar
             raise Caffe2xError(f"the model has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}): pass a dict")
         feeds = {inputs[0].name: np.asarray(x, dtype=np.float32)}
     names = list(output_names) if output_names is not None else [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, feeds)))
+    try:
+        return dict(zip(names, sess.run(names, feeds)))
+    except ort_errors as exc:
+        raise Caffe2xError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0][:300]}") from None
