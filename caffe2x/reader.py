@@ -761,13 +761,15 @@ def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shap
 def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape: Sequence[int] | None = None,
                     *, seed: int = 0, progress: bool = False, outputs: Sequence[str] | None = None,
                     weights: dict[str, Sequence[Any]] | None = None, max_bytes: int | None = None,
-                    source: str = "net") -> Graph:
+                    source: str | None = None) -> Graph:
     """The graph of ``definition`` (or of ``weights_net`` alone) with ``weights_net``'s blobs (or
     ``weights``, the blobs by layer name that :func:`caffe2x.wire.split` took out of it).
 
     The graph passes :func:`caffe2x.checks.check_graph`; a weightless net's calibration forward pass
-    is checked against the size limit before it runs.
+    is checked against the size limit before it runs. ``source`` names the file in errors (default:
+    ``prototxt`` when a definition is given, else ``caffemodel``, as :func:`read_bytes` says).
     """
+    source = source or ("prototxt" if definition is not None else "caffemodel")
     definition = definition if definition is not None else weights_net
     if definition is None:
         raise Caffe2xError("give a caffemodel, a prototxt, or both")
