@@ -120,7 +120,7 @@ class SizeBudget:
     def value(self, layer: str | None, name: str, shape: Sequence[int]) -> None:
         """A value of this shape (``layer`` None: a net input) must fit the limit on its own."""
         what = f"{self.source}: input {name!r}" if layer is None else f"{self.source}: layer {layer!r} output {name!r}"
-        check_dims(shape, what)
+        check_dims(shape, what, scalar=layer is not None)  # a Reduction over every axis gives a 0-D value
         nbytes = elements(shape) * BYTES_PER_VALUE
         if nbytes > self.limit:
             raise _over(f"{what} of shape {list(shape)}", nbytes, self.limit)
@@ -204,7 +204,7 @@ def check_structure(data: Any, source: str) -> None:
         for name, shape in data[key].items():
             if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
                 raise fail(f"{key}[{name!r}]", "a list of integers", shape)
-            check_dims(shape, f"{source}: {key[:-1]} {name!r}")
+            check_dims(shape, f"{source}: {key[:-1]} {name!r}", scalar=key == "shapes")
     if not all(isinstance(v, str) for v in data["outputs"]):
         raise fail("'outputs'", "a list of strings", data["outputs"])
     for blob, value in data["blobs"].items():
