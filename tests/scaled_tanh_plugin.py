@@ -1,8 +1,10 @@
 """A fork layer registered from outside caffe2x: LeCun's scaled tanh ``y = a * tanh(b * x)``.
 
-Used by tests/test_plugins.py (and mirrored in docs/forks.md): every side of a layer, written the way a
-user writes them, with no change to caffe2x. The fork stores ``a`` and ``b`` in ``power_param``'s
-``scale`` and ``shift`` (forks often reuse a stock message rather than add one).
+Used by tests/test_plugins.py and by the worked example of docs/forks.md (tests/test_fork_example.py):
+every side of a layer, written the way a user writes them, with no change to caffe2x. The fork of the
+worked example declares its own ``ScaledTanhParameter scaled_tanh_param { a, b }`` (read with
+``--proto``); without the fork's schema the coefficients come from ``power_param``'s ``scale`` and
+``shift`` (forks often reuse a stock message rather than add one).
 """
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ LAYER_TYPE = "ScaledTanh"
 def read(layer: Any, ins: list[tuple[int, ...]], blobs: Any) -> Any:
     from caffe2x.reader import LayerSpec
 
-    p = layer.power_param
-    return LayerSpec("ScaledTanh", {"a": float(p.scale), "b": float(p.shift)})
+    if layer.HasField("power_param"):
+        a, b = layer.power_param.scale, layer.power_param.shift
+    else:  # the fork's own message, present when the model was read with --proto
+        a, b = layer.scaled_tanh_param.a, layer.scaled_tanh_param.b
+    return LayerSpec("ScaledTanh", {"a": float(a), "b": float(b)})
 
 
 def shape(node: Any, ins: list[tuple[int, ...]], graph: Any) -> list[tuple[int, ...]]:
