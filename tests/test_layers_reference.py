@@ -17,7 +17,7 @@ import caffe2x
 from caffe2x import fixtures
 from caffe2x.numeric import max_rel_error
 from caffe2x.reference import execute
-from layer_nets import NETS, Net
+from layer_nets import NETS
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2.dnn, "readNetFromCaffe"):
@@ -211,3 +211,17 @@ def test_silenced_blobs_are_not_net_outputs() -> None:
     graph = caffe2x.reader.graph_from_text(text)
     assert [graph.blob_name(v) for v in graph.outputs] == ["sq"]
     assert [n.name for n in graph.nodes] == ["sq", "lin"]
+
+
+def test_reshape_and_crop_follow_a_batch_size_other_than_the_nets() -> None:
+    """The validator and users run nets at other batch sizes, as a reshaped Caffe net does."""
+    graph = caffe2x.reader.graph_from_text(NETS["reshape"].text)  # declared batch 2
+    x = np.random.default_rng(5).standard_normal((3, 3, 4, 5)).astype(np.float32)
+    values = execute(graph, x)
+    np.testing.assert_array_equal(values["r2"], x.reshape(3, 2, 3, 10))
+    graph = caffe2x.reader.graph_from_text(NETS["crop"].text)
+    feeds = {"data": np.random.default_rng(6).standard_normal((3, 3, 9, 11)).astype(np.float32),
+             "ref": np.zeros((1, 1, 5, 6), np.float32), "ref2": np.zeros((1, 2, 4, 4), np.float32)}
+    values = execute(graph, feeds)
+    np.testing.assert_array_equal(values["c1"], feeds["data"][:, :, 2:7, 2:8])
+    np.testing.assert_array_equal(values["c3"], feeds["data"][:, 1:3, 0:4, 2:6])

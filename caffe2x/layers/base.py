@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ..errors import Caffe2xError, UnsupportedLayerError
 from ..ir import Graph, Node, Shape, normalize_axis, shape_function
 from ..reader import LAYERS, BlobSource, LayerSpec, layer_handler
@@ -53,7 +51,3 @@ def broadcast_shape(x_rank: int, axis: int, p_shape: Shape) -> tuple[int, ...]:
     ``axis .. axis + len(p_shape)`` and is repeated over the others; this is its shape padded with 1s
     to the input's rank."""
     return (1,) * axis + tuple(p_shape) + (1,) * (x_rank - axis - len(p_shape))
-
-
-def as_float32(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, dtype=np.float32)

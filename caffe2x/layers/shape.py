@@ -76,7 +76,12 @@ def _reshape_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
 
 @reference_op("Reshape")
 def _reshape_ref(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
-    return [ins[0].reshape(graph.shapes[node.outputs[0]])]
+    """At the graph's batch size the shape is ``shape``; at another batch size a reshape that keeps the
+    batch axis follows it (as a reshaped Caffe net would)."""
+    x, shape = ins[0], tuple(node.attrs["shape"])
+    if shape and graph.shapes[node.inputs[0]][0] == shape[0]:
+        shape = (x.shape[0], *shape[1:])
+    return [x.reshape(shape)]
 
 
 # --------------------------------------------------------------------------- Permute
@@ -159,9 +164,9 @@ def _crop_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
 
 @reference_op("Crop")
 def _crop_ref(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
-    x = ins[0]
-    out = graph.shapes[node.outputs[0]]
-    index = tuple(slice(o, o + s) for o, s in zip(node.attrs["offsets"], out))
+    x, ref = ins
+    axis, offsets = node.attrs["axis"], node.attrs["offsets"]
+    index = tuple(slice(None) if i < axis else slice(offsets[i], offsets[i] + ref.shape[i]) for i in range(x.ndim))
     return [np.ascontiguousarray(x[index])]
 
 
