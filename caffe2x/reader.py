@@ -97,11 +97,9 @@ def parse_prototxt_text(text: str, source: str = "prototxt", schema: Any = None)
 
 def _parse_error_text(exc: Exception, net: Any) -> str:
     """protobuf's message as ``line L, column C: ...``, without the schema's private package name."""
-    import re
+    from .schema import describe_parse_error
 
-    text = str(exc).replace(f"{net.DESCRIPTOR.file.package}.", "")
-    match = re.match(r"^(\d+):(\d+) : (?:'.*': )?(.*)$", text, re.S)
-    return f"line {match[1]}, column {match[2]}: {match[3]}" if match else text
+    return describe_parse_error(exc, net.DESCRIPTOR.file.package)
 
 
 def blob_array(blob: Any) -> np.ndarray:

@@ -159,8 +159,18 @@ def parse_text(schema: ForkSchema, text: str, source: str) -> Any:
         text_format.Parse(text, net)
     except text_format.ParseError as exc:
         raise Caffe2xError(f"{source} is not a valid prototxt for {schema.source}: "
-                           f"{str(exc).replace(schema.package + '.', '')}") from None
+                           f"{describe_parse_error(exc, schema.package)}") from None
     return net
+
+
+def describe_parse_error(exc: Exception, package: str) -> str:
+    """protobuf's text-format error as ``line L, column C: ...``, without the schema's package name
+    (and without the offending line protobuf sometimes quotes, which can be very long)."""
+    import re
+
+    text = str(exc).replace(f"{package}.", "") if package else str(exc)
+    match = re.match(r"^(\d+):(\d+) : (?:'.*': )?(.*)$", text, re.S)
+    return f"line {match[1]}, column {match[2]}: {match[3]}" if match else text
 
 
 # --------------------------------------------------------------------------- onto caffe2x's schema

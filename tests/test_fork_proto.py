@@ -85,7 +85,7 @@ def glow_handler():  # type: ignore[no-untyped-def]
         gain = float(layer.glow_param.gain)
         return LayerSpec("Scale", {"axis": 1, "num_axes": 1}, {"weight": np.full(ins[0][1], gain, np.float32)})
 
-    reader.LAYERS["Glow"] = glow
+    caffe2x.register_layer("Glow", reader=glow, op="Scale", replace=True)
     yield
     del reader.LAYERS["Glow"]
 
@@ -105,6 +105,16 @@ def test_fork_layer_and_field_read_with_the_fork_proto(fork: dict, glow_handler:
 def test_without_the_fork_proto_the_fork_field_is_an_error_naming_it(fork: dict) -> None:
     with pytest.raises(caffe2x.Caffe2xError, match=r"line 7.*glow_param"):
         caffe2x.load(fork["model"], fork["prototxt"])
+
+
+def test_a_field_the_fork_proto_does_not_know_names_field_and_line(fork: dict, tmp_path: Path) -> None:
+    prototxt = tmp_path / "typo.prototxt"
+    prototxt.write_text(PROTOTXT.replace("gain: 2.5", "gian: 2.5") % "")
+    with pytest.raises(caffe2x.Caffe2xError) as info:
+        caffe2x.load(None, prototxt, proto=fork["proto"])
+    message = str(info.value)
+    assert "line 7" in message and '"GlowParameter" has no field named "gian"' in message
+    assert "caffe.GlowParameter" not in message and "\n" not in message
 
 
 def test_fork_field_inside_a_known_message_is_an_error(fork: dict, glow_handler: None, tmp_path: Path) -> None:
