@@ -270,6 +270,63 @@ layer { name: "leaky" type: "ReLU" bottom: "data" top: "leaky" relu_param { nega
 layer { name: "sig" type: "Sigmoid" bottom: "leaky" top: "sig" }
 layer { name: "tanh" type: "TanH" bottom: "leaky" top: "tanh" }
 """,
+    # MobileNet-SSD in miniature: depthwise separable backbone, two heads (Permute + Flatten + Concat),
+    # Normalize, PriorBox per head, sigmoid scores, DetectionOutput (CENTER_SIZE, NMS, keep_top_k)
+    "ssd_mobilenet_style": """
+input: "data" input_shape { dim: 1 dim: 3 dim: 32 dim: 32 }
+layer { name: "conv0" type: "Convolution" bottom: "data" top: "conv0"
+  convolution_param { num_output: 8 kernel_size: 3 stride: 2 pad: 1 bias_term: false } }
+layer { name: "conv0/bn" type: "BatchNorm" bottom: "conv0" top: "conv0" }
+layer { name: "conv0/scale" type: "Scale" bottom: "conv0" top: "conv0" scale_param { bias_term: true } }
+layer { name: "conv0/relu" type: "ReLU" bottom: "conv0" top: "conv0" }
+layer { name: "conv1/dw" type: "Convolution" bottom: "conv0" top: "conv1/dw"
+  convolution_param { num_output: 8 kernel_size: 3 stride: 2 pad: 1 group: 8 bias_term: false } }
+layer { name: "conv1/dw/relu" type: "ReLU" bottom: "conv1/dw" top: "conv1/dw" }
+layer { name: "conv1" type: "Convolution" bottom: "conv1/dw" top: "conv1" convolution_param { num_output: 16 kernel_size: 1 } }
+layer { name: "conv1/relu" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
+  convolution_param { num_output: 16 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "conv2/relu" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "conv1_mbox_loc" type: "Convolution" bottom: "conv1" top: "conv1_mbox_loc"
+  convolution_param { num_output: 12 kernel_size: 3 pad: 1 } }
+layer { name: "conv1_mbox_loc_perm" type: "Permute" bottom: "conv1_mbox_loc" top: "conv1_mbox_loc_perm"
+  permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conv1_mbox_loc_flat" type: "Flatten" bottom: "conv1_mbox_loc_perm" top: "conv1_mbox_loc_flat" }
+layer { name: "conv1_mbox_conf" type: "Convolution" bottom: "conv1" top: "conv1_mbox_conf"
+  convolution_param { num_output: 9 kernel_size: 3 pad: 1 } }
+layer { name: "conv1_mbox_conf_perm" type: "Permute" bottom: "conv1_mbox_conf" top: "conv1_mbox_conf_perm"
+  permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conv1_mbox_conf_flat" type: "Flatten" bottom: "conv1_mbox_conf_perm" top: "conv1_mbox_conf_flat" }
+layer { name: "conv1_mbox_priorbox" type: "PriorBox" bottom: "conv1" bottom: "data" top: "conv1_mbox_priorbox"
+  prior_box_param { min_size: 6 aspect_ratio: 2 flip: true clip: false
+    variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 offset: 0.5 } }
+layer { name: "conv2_norm" type: "Normalize" bottom: "conv2" top: "conv2_norm"
+  norm_param { across_spatial: false channel_shared: false scale_filler { type: "constant" value: 20 } } }
+layer { name: "conv2_mbox_loc" type: "Convolution" bottom: "conv2_norm" top: "conv2_mbox_loc"
+  convolution_param { num_output: 24 kernel_size: 3 pad: 1 } }
+layer { name: "conv2_mbox_loc_perm" type: "Permute" bottom: "conv2_mbox_loc" top: "conv2_mbox_loc_perm"
+  permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conv2_mbox_loc_flat" type: "Flatten" bottom: "conv2_mbox_loc_perm" top: "conv2_mbox_loc_flat" }
+layer { name: "conv2_mbox_conf" type: "Convolution" bottom: "conv2_norm" top: "conv2_mbox_conf"
+  convolution_param { num_output: 18 kernel_size: 3 pad: 1 } }
+layer { name: "conv2_mbox_conf_perm" type: "Permute" bottom: "conv2_mbox_conf" top: "conv2_mbox_conf_perm"
+  permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "conv2_mbox_conf_flat" type: "Flatten" bottom: "conv2_mbox_conf_perm" top: "conv2_mbox_conf_flat" }
+layer { name: "conv2_mbox_priorbox" type: "PriorBox" bottom: "conv2_norm" bottom: "data" top: "conv2_mbox_priorbox"
+  prior_box_param { min_size: 12 max_size: 24 aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false
+    variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 offset: 0.5 } }
+layer { name: "mbox_loc" type: "Concat" bottom: "conv1_mbox_loc_flat" bottom: "conv2_mbox_loc_flat" top: "mbox_loc"
+  concat_param { axis: 1 } }
+layer { name: "mbox_conf" type: "Concat" bottom: "conv1_mbox_conf_flat" bottom: "conv2_mbox_conf_flat" top: "mbox_conf"
+  concat_param { axis: 1 } }
+layer { name: "mbox_priorbox" type: "Concat" bottom: "conv1_mbox_priorbox" bottom: "conv2_mbox_priorbox"
+  top: "mbox_priorbox" concat_param { axis: 2 } }
+layer { name: "mbox_conf_sigmoid" type: "Sigmoid" bottom: "mbox_conf" top: "mbox_conf_sigmoid" }
+layer { name: "detection_out" type: "DetectionOutput" bottom: "mbox_loc" bottom: "mbox_conf_sigmoid"
+  bottom: "mbox_priorbox" top: "detection_out"
+  detection_output_param { num_classes: 3 share_location: true background_label_id: 0
+    nms_param { nms_threshold: 0.45 top_k: 100 } code_type: CENTER_SIZE keep_top_k: 40 confidence_threshold: 0.2 } }
+""",
 }
 
 

@@ -287,3 +287,10 @@ def test_rnn_follows_caffes_unrolled_formula_by_hand(tmp_path: Path) -> None:
         for t in range(5):
             h = np.tanh(wh @ (CONT[t, image] * h) + wx @ x[t, image] + bx)
             np.testing.assert_allclose(ours[t, image], np.tanh(wo @ h + bo), rtol=1e-5, atol=1e-6)
+
+
+def test_ssd_zoo_fixture_converts_to_every_target_and_validates(tmp_path: Path) -> None:
+    model, deploy = fixtures.write_model("ssd_mobilenet_style", tmp_path)
+    report = caffe2x.validate(model, deploy)
+    assert report.passed, report.table()
+    assert {f.name for f in report.frameworks if f.status == "PASS"} >= {"numpy", "torch", "keras", "onnx"}
