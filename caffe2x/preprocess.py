@@ -7,7 +7,10 @@ for KaimingHe's ResNets, VGG, CaffeNet):
    (greyscale is replicated, alpha dropped);
 2. resize so the **shorter side is 256** pixels (bilinear) when the net's input is 224..256 pixels
    (ResNet, VGG, GoogLeNet, CaffeNet's 227); for other input sizes the shorter side becomes
-   ``round(max(H, W) * 256 / 224)``, the same crop ratio (a 32x32 net sees the photo's centre at 37);
+   ``round(max(H, W) * 256 / 224)``, the same crop ratio (a 32x32 net sees the photo's centre at 37).
+   The resampling is Pillow's bilinear filter (a triangle widened by the scale factor when shrinking,
+   so it antialiases) written as one weight matrix per axis (:func:`resample_matrix`) and kept in float
+   (no rounding back to uint8 in between);
 3. **centre crop** the net's input ``H x W`` (224 x 224 for ResNet), offsets ``(size - crop) // 2`` as
    Caffe's ``DataTransformer`` computes them;
 4. HWC -> CHW, **RGB -> BGR**, float32, pixel values kept in 0..255 (**no /255**);
@@ -15,6 +18,13 @@ for KaimingHe's ResNets, VGG, CaffeNet):
    larger, as Caffe's transformer indexes the mean at the crop offset), or per-channel means in BGR
    order, by default **B 103.94, G 116.78, R 123.68** (the ImageNet means KaimingHe's ResNets and the
    Keras/Caffe ports use).
+
+Resize and crop together are two matrices, ``out = rows[top:top+h] @ image @ cols[left:left+w].T`` per
+channel: :func:`geometry` computes them, :func:`transform_rgb` applies them with numpy. The framework
+objects (``caffe2x.finetune.torch.CaffePreprocess``/``CaffeTransform``,
+``caffe2x.finetune.keras.CaffePreprocessing``) take the very same matrices, offsets and mean from here and
+only multiply; training-time random crops and mirroring (Caffe's ``transform_param`` ``crop_size`` in
+TRAIN and ``mirror``) are other row/column windows of the same matrices.
 
 A net whose input is not a 3-channel 4-D blob cannot take photos; :func:`make_inputs` then gives seeded
 Gaussian noise of standard deviation 50 (about the spread of mean-subtracted pixels) and says so.
@@ -124,18 +134,98 @@ def load_image(path: PathLike) -> "Image.Image":
         raise Caffe2xError(f"{path}: cannot decode image: {exc}") from None
 
 
+def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
+    """``(height, width)`` after scaling so the shorter side is ``shorter``, keeping the aspect ratio."""
+    if min(height, width) == shorter:
+        return height, width
+    if width <= height:
+        return max(1, int(round(height * shorter / width))), shorter
+    return shorter, max(1, int(round(width * shorter / height)))
+
+
 def resize_shorter(img: "Image.Image", size: int) -> "Image.Image":
-    """Scale so the shorter side is ``size`` (bilinear), keeping the aspect ratio."""
+    """Scale a Pillow image so the shorter side is ``size`` (Pillow's bilinear, uint8 result).
+
+    Kept for callers that want an image; the pipeline itself resizes in float with
+    :func:`resample_matrix`, which is this same filter without the rounding to uint8.
+    """
     from PIL import Image
 
     w, h = img.size
-    if min(w, h) == size:
-        return img
-    if w <= h:
-        new = (size, max(1, int(round(h * size / w))))
-    else:
-        new = (max(1, int(round(w * size / h))), size)
-    return img.resize(new, Image.BILINEAR)
+    new_h, new_w = resized_size(h, w, size)
+    return img if (new_h, new_w) == (h, w) else img.resize((new_w, new_h), Image.BILINEAR)
+
+
+def resample_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """``(size_out, size_in)`` float32 weights of Pillow's bilinear resampling along one axis.
+
+    Output pixel ``o`` is centred at ``(o + 0.5) * scale`` in input pixels (``scale = size_in /
+    size_out``); input pixel ``i`` (centred at ``i + 0.5``) weighs ``max(0, 1 - |d| / support)`` with
+    ``support = max(scale, 1)`` -- the triangle is widened when shrinking, which is what makes Pillow's
+    downscaling antialiased where OpenCV's ``INTER_LINEAR`` is not -- and each row is normalised to sum
+    to 1 (so rows at the border renormalise over the pixels that exist). Equal sizes give the identity.
+    """
+    if size_in == size_out:
+        return np.eye(size_in, dtype=np.float32)
+    scale = size_in / size_out
+    support = max(scale, 1.0)
+    centres = (np.arange(size_out, dtype=np.float64) + 0.5) * scale
+    dist = np.arange(size_in, dtype=np.float64)[None, :] + 0.5 - centres[:, None]
+    weights = np.maximum(0.0, 1.0 - np.abs(dist) / support)
+    return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def crop_offsets(height: int, width: int, crop_h: int, crop_w: int) -> tuple[int, int]:
+    """Caffe's centre-crop offsets ``(top, left) = ((H - h) // 2, (W - w) // 2)``."""
+    return (height - crop_h) // 2, (width - crop_w) // 2
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Resize + crop of one image size as matrices: ``rows`` (resized H, input H) and ``cols`` (resized W,
+    input W). A crop at ``(top, left)`` is ``rows[top:top + crop[0]]`` and ``cols[left:left + crop[1]]``;
+    a mirrored crop takes the column window in reverse."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    crop: tuple[int, int]
+
+    @property
+    def resized(self) -> tuple[int, int]:
+        return int(self.rows.shape[0]), int(self.cols.shape[0])
+
+    @property
+    def centre(self) -> tuple[int, int]:
+        return crop_offsets(*self.resized, *self.crop)
+
+    @property
+    def max_offset(self) -> tuple[int, int]:
+        """The largest ``(top, left)`` a random crop may take (Caffe draws 0..max inclusive)."""
+        return self.resized[0] - self.crop[0], self.resized[1] - self.crop[1]
+
+
+def geometry(in_h: int, in_w: int, height: int, width: int, resize: int | None = None) -> Geometry:
+    """The :class:`Geometry` taking an ``in_h x in_w`` image to a ``height x width`` crop, after resizing
+    the shorter side to ``resize`` (default :func:`resize_size`)."""
+    rh, rw = resized_size(in_h, in_w, resize or resize_size(height, width))
+    if rh < height or rw < width:
+        raise Caffe2xError(f"image of {rw}x{rh} (after resizing) is smaller than the {width}x{height} crop")
+    return Geometry(resample_matrix(in_h, rh), resample_matrix(in_w, rw), (height, width))
+
+
+def transform_rgb(rgb: np.ndarray, height: int, width: int, mean: "Mean | None" = None,
+                  resize: int | None = None) -> np.ndarray:
+    """An RGB ``(H, W, 3)`` image (uint8 or float, 0..255) as Caffe's float32 ``(3, height, width)`` input:
+    resize, centre crop, BGR, mean subtracted (the numbers every framework object reproduces)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise Caffe2xError(f"expected an RGB image of shape (H, W, 3), got {list(rgb.shape)}")
+    g = geometry(rgb.shape[0], rgb.shape[1], height, width, resize)
+    top, left = g.centre
+    rows, cols = g.rows[top:top + height], g.cols[left:left + width]
+    x = rgb.astype(np.float32).transpose(2, 0, 1)[::-1]            # BGR, (3, H, W)
+    chw = np.matmul(np.matmul(rows, x), cols.T)                     # (3, height, width)
+    return (mean or Mean.resolve()).subtract(np.ascontiguousarray(chw)).astype(np.float32, copy=False)
 
 
 def center_crop(img: "Image.Image", height: int, width: int) -> "Image.Image":
@@ -143,7 +233,7 @@ def center_crop(img: "Image.Image", height: int, width: int) -> "Image.Image":
     w, h = img.size
     if h < height or w < width:
         raise Caffe2xError(f"image of {w}x{h} is smaller than the {width}x{height} crop")
-    top, left = (h - height) // 2, (w - width) // 2
+    top, left = crop_offsets(h, w, height, width)
     return img.crop((left, top, left + width, top + height))
 
 
@@ -196,12 +286,29 @@ class Mean:
             if self.image.shape[0] != c:
                 raise Caffe2xError(f"the mean image has {self.image.shape[0]} channels, the input {c}")
             return chw - crop_mean(self.image, h, w)
+        return chw - self.channel_values(c)
+
+    def channel_values(self, channels: int) -> np.ndarray:
+        """Per-channel means as a float32 ``(C, 1, 1)`` array (one value is used for every channel)."""
         vals = self.values or DEFAULT_MEAN_BGR
         if len(vals) == 1:
-            vals = vals * c
-        if len(vals) != c:
-            raise Caffe2xError(f"{len(vals)} mean values for a {c}-channel input")
-        return chw - np.asarray(vals, dtype=np.float32).reshape(c, 1, 1)
+            vals = vals * channels
+        if len(vals) != channels:
+            raise Caffe2xError(f"{len(vals)} mean values for a {channels}-channel input")
+        return np.asarray(vals, dtype=np.float32).reshape(channels, 1, 1)
+
+    def for_crop(self, resized: tuple[int, int], crop: tuple[int, int]) -> tuple[np.ndarray, bool]:
+        """What a crop of a ``resized`` image subtracts, and whether it moves with the crop window.
+
+        Per-channel means: ``(C, 1, 1)``. A mean image as large as the resized image: all of it, indexed at
+        the crop's own window (``True``), as Caffe's ``DataTransformer`` indexes the mean at the random
+        crop offset and subtracts before mirroring. Any other mean image: its centre ``crop`` (``False``).
+        """
+        if self.image is None:
+            return self.channel_values(3), False
+        if tuple(self.image.shape[1:]) == tuple(resized):
+            return np.asarray(self.image, dtype=np.float32), True
+        return crop_mean(self.image, *crop), False
 
     def describe(self) -> dict[str, Any]:
         if self.image is not None:
@@ -212,10 +319,7 @@ class Mean:
 def preprocess_image(path: PathLike, height: int, width: int, mean: Mean | None = None,
                      resize: int | None = None) -> np.ndarray:
     """One photo as a float32 (3, height, width) BGR, mean-subtracted array (see the module docstring)."""
-    img = load_image(path)
-    img = resize_shorter(img, resize or resize_size(height, width))
-    img = center_crop(img, height, width)
-    return (mean or Mean.resolve()).subtract(to_bgr_chw(img)).astype(np.float32, copy=False)
+    return transform_rgb(np.asarray(load_image(path)), height, width, mean, resize)
 
 
 def image_batch(paths: Sequence[PathLike], height: int, width: int, mean: Mean | None = None,
