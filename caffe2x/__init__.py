@@ -99,20 +99,40 @@ def run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
         return _run(graph, x, outputs, max_bytes=max_bytes)
 
 
-def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None, *,
-             share_memory: bool = False) -> "torch.nn.Module":
-    """A ``torch.nn.Module`` computing the graph with Caffe's semantics (NCHW input); it owns a copy
-    of the weights unless ``share_memory`` (see :func:`caffe2x.targets.torch.to_module`)."""
+def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None, *, share_memory: bool = False,
+             trainable: bool = False) -> "torch.nn.Module":
+    """A ``torch.nn.Module`` computing the graph with Caffe's semantics (NCHW input), in ``eval()`` mode; it
+    owns a copy of the weights unless ``share_memory`` (see :func:`caffe2x.targets.torch.to_module`).
+
+    ``trainable=True``: BatchNorm uses batch statistics and updates its running ones in ``train()`` mode
+    (momentum ``1 - moving_average_fraction``); eval mode is unchanged (see ``caffe2x.targets.torch_trainable``).
+    """
     from .targets.torch import to_module
 
-    return to_module(graph, outputs, share_memory=share_memory)
+    if trainable and share_memory:
+        raise Caffe2xError("trainable=True updates the weights, so it needs its own copy: drop share_memory")
+    module = to_module(graph, outputs, share_memory=share_memory)
+    if trainable:
+        from .targets.torch_trainable import make_trainable
+
+        make_trainable(module, graph)
+    return module
 
 
-def to_keras(graph: Graph, outputs: str | Sequence[str] | None = None) -> "keras.Model":
-    """A functional ``keras.Model`` computing the graph with Caffe's semantics (NHWC input)."""
+def to_keras(graph: Graph, outputs: str | Sequence[str] | None = None, *, trainable: bool = False) -> "keras.Model":
+    """A functional ``keras.Model`` computing the graph with Caffe's semantics (NHWC input).
+
+    ``trainable=True``: BatchNormalization momentum becomes Caffe's ``moving_average_fraction`` (see
+    ``caffe2x.targets.keras_trainable``); inference (``training=False``) is unchanged.
+    """
     from .targets.keras import to_model
 
-    return to_model(graph, outputs)
+    model = to_model(graph, outputs)
+    if trainable:
+        from .targets.keras_trainable import make_trainable
+
+        make_trainable(model, graph)
+    return model
 
 
 def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -> Any:

@@ -49,7 +49,7 @@ def frozen_layers(spec: FreezeSpec, order: Sequence[str], head: str) -> list[str
         if spec == "all-but-head":
             return [n for n in order if n != head]
         if spec.startswith(UP_TO):
-            last = resolve_layer(spec[len(UP_TO):].strip(), order, "layer (freeze='up-to:…')")
+            last = resolve_layer(spec[len(UP_TO):].strip(), order, "layer (freeze='up-to:...')")
             chosen = list(order[:order.index(last) + 1])
         elif spec in order:
             chosen = [spec]
