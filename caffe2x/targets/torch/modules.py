@@ -113,10 +113,12 @@ class CaffePooling(nn.Module):
             return F.max_pool2d(x, (kh, kw), (sh, sw))[:, :, :oh, :ow]
         if ph or pw or rh or rw:
             x = F.pad(x, (pw, rw, ph, rh))
-        total = F.avg_pool2d(x, (kh, kw), (sh, sw), divisor_override=1)[:, :, :oh, :ow]
+        # avg_pool2d divides every window sum by kh*kw; Caffe divides by the clipped window, so rescale
+        # (by exactly 1 where the window is whole). Not divisor_override=1: torch.onnx.export drops it.
+        mean = F.avg_pool2d(x, (kh, kw), (sh, sw))[:, :, :oh, :ow]
         div_h = self._window_sizes(oh, kh, sh, ph, h, x)
         div_w = self._window_sizes(ow, kw, sw, pw, w, x)
-        return total / (div_h.view(-1, 1) * div_w.view(1, -1))
+        return mean * ((kh * kw) / (div_h.view(-1, 1) * div_w.view(1, -1)))
 
     @staticmethod
     def _window_sizes(out: int, kernel: int, stride: int, pad: int, size: int, like: torch.Tensor) -> torch.Tensor:
@@ -215,8 +217,8 @@ class CaffeLRN(nn.Module):
             scale = self.k + (self.alpha / self.size) * window
         else:
             padded = F.pad(sq, (half, half, half, half))
-            window = F.avg_pool2d(padded, self.size, 1, divisor_override=1)
-            scale = 1.0 + (self.alpha / (self.size * self.size)) * window
+            # alpha / n^2 * (window sum) = alpha * (window mean); no divisor_override (torch.onnx drops it)
+            scale = 1.0 + self.alpha * F.avg_pool2d(padded, self.size, 1)
         return x * torch.pow(scale, -self.beta)
 
     def extra_repr(self) -> str:
