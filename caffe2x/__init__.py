@@ -105,7 +105,7 @@ def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None, *, share_
     owns a copy of the weights unless ``share_memory`` (see :func:`caffe2x.targets.torch.to_module`).
 
     ``trainable=True``: BatchNorm uses batch statistics and updates its running ones in ``train()`` mode
-    (momentum ``1 - moving_average_fraction``); eval mode is unchanged (see ``caffe2x.targets.torch_trainable``).
+    (momentum ``1 - moving_average_fraction``); eval mode is unchanged (see ``caffe2x.targets.torch.trainable``).
     """
     from .targets.torch import to_module
 
@@ -113,7 +113,7 @@ def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None, *, share_
         raise Caffe2xError("trainable=True updates the weights, so it needs its own copy: drop share_memory")
     module = to_module(graph, outputs, share_memory=share_memory)
     if trainable:
-        from .targets.torch_trainable import make_trainable
+        from .targets.torch import make_trainable
 
         make_trainable(module, graph)
     return module
@@ -123,13 +123,13 @@ def to_keras(graph: Graph, outputs: str | Sequence[str] | None = None, *, traina
     """A functional ``keras.Model`` computing the graph with Caffe's semantics (NHWC input).
 
     ``trainable=True``: BatchNormalization momentum becomes Caffe's ``moving_average_fraction`` (see
-    ``caffe2x.targets.keras_trainable``); inference (``training=False``) is unchanged.
+    ``caffe2x.targets.keras.trainable``); inference (``training=False``) is unchanged.
     """
     from .targets.keras import to_model
 
     model = to_model(graph, outputs)
     if trainable:
-        from .targets.keras_trainable import make_trainable
+        from .targets.keras import make_trainable
 
         make_trainable(model, graph)
     return model

@@ -10,7 +10,7 @@ import torch
 import caffe2x
 from caffe2x import Caffe2xError, fixtures
 from caffe2x.finetune.torch import prepare
-from caffe2x.targets.torch_trainable import TrainableBatchNorm
+from caffe2x.targets.torch import TrainableBatchNorm
 
 
 def tiny_batch(graph: caffe2x.Graph, n: int = 6, seed: int = 0) -> np.ndarray:

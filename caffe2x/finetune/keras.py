@@ -12,13 +12,15 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-import keras
 import numpy as np
-from keras import ops
 
 from .. import preprocess as pp
 from ..errors import Caffe2xError
-from . import FreezeSpec, frozen_layers, resolve_layer
+from ..targets.keras import keras_name  # first: the Keras target sets the backend (tensorflow) default
+
+import keras  # noqa: E402  (isort: after the target)
+from keras import ops  # noqa: E402
+from . import UP_TO, FreezeSpec, frozen_layers, resolve_layer
 
 __all__ = ["CaffePreprocessing", "prepare", "HEAD_INIT_STD"]
 
@@ -58,8 +60,6 @@ def prepare(model: keras.Model, num_classes: int, head: str | None = None, freez
         if not dense:
             raise Caffe2xError("the model has no Dense (InnerProduct) layer to replace; name the head explicitly")
         head = dense[-1]
-    from ..targets.keras import keras_name
-
     head = resolve_layer(keras_name(head), order, "head layer")
     old = model.get_layer(head)
     if not isinstance(old, keras.layers.Dense):
@@ -85,9 +85,6 @@ def prepare(model: keras.Model, num_classes: int, head: str | None = None, freez
 
 def _keras_names(freeze: FreezeSpec) -> FreezeSpec:
     """Caffe layer names in a freeze spec spelled as the Keras target names them."""
-    from . import UP_TO
-    from ..targets.keras import keras_name
-
     if isinstance(freeze, str):
         if freeze.startswith(UP_TO):
             return UP_TO + keras_name(freeze[len(UP_TO):].strip())

@@ -52,6 +52,7 @@ from .model import to_model  # noqa: E402
 from ...plugins import apply_pending  # noqa: E402
 from .ops import BUILDERS, NCHW_TO_NHWC, OPS, BuildContext, builder, keras_axis, keras_name, set_weights  # noqa: E402
 from .profiles import write_keras_applications  # noqa: E402
+from .trainable import make_trainable  # noqa: E402
 
 #: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
 #: target imports each, which registers its builders in :data:`OPS`
@@ -77,4 +78,4 @@ apply_pending("keras", OPS)
 
 __all__ = ["SUFFIXES", "FAMILIES", "OPS", "BUILDERS", "CUSTOM_OBJECTS", "builder", "keras_axis", "keras_name",
            "to_model", "write", "write_weights_h5", "write_keras_applications", "BuildContext", "set_weights",
-           "NCHW_TO_NHWC", "CaffeEltwiseSum", "CaffeLRN", "CaffePooling2D", "CaffeScale"]
+           "NCHW_TO_NHWC", "CaffeEltwiseSum", "CaffeLRN", "CaffePooling2D", "CaffeScale", "make_trainable"]

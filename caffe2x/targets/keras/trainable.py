@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import keras
 
-from ..ir import Graph
-from .keras import BuildContext
+from ...ir import Graph
+from .ops import BuildContext
 
 __all__ = ["DEFAULT_MOVING_AVERAGE_FRACTION", "make_trainable"]
 

@@ -27,6 +27,7 @@ from .modules import (HELPER_CLASSES, CaffeBatchNorm, CaffeConcat, CaffeEltwise,
 from ...plugins import apply_pending
 from .ops import BUILDERS, OPS, Builder, LayerSpec, builder, layer_spec
 from .profiles import TorchvisionProfile, TorchvisionResNet, torchvision_profile
+from .trainable import TrainableBatchNorm, make_trainable
 
 SUFFIXES = (".pt", ".pth")
 
@@ -56,4 +57,5 @@ __all__ = ["SUFFIXES", "DTYPES", "FAMILIES", "to_module", "write", "CaffeNet", "
            "builder", "LayerSpec", "layer_spec", "module_names", "node_module_names", "sanitize", "state_dict",
            "torchvision_profile", "TorchvisionProfile", "TorchvisionResNet", "HELPER_CLASSES", "CaffeBatchNorm",
            "CaffeConcat", "CaffeEltwise", "CaffeInnerProduct", "CaffeLRN", "CaffePooling", "CaffeScale",
-           "helper_source", "resolve_outputs", "Step", "code_path", "final_path"]
+           "helper_source", "resolve_outputs", "Step", "code_path", "final_path", "TrainableBatchNorm",
+           "make_trainable"]

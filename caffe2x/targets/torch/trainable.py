@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ir import Graph
-from .torch import CaffeBatchNorm, CaffeNet, node_module_names
+from ...ir import Graph
+from .model import CaffeNet, node_module_names
+from .modules import CaffeBatchNorm
 
 __all__ = ["TrainableBatchNorm", "DEFAULT_MOVING_AVERAGE_FRACTION", "make_trainable"]
 
