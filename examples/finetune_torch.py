@@ -1,7 +1,7 @@
 """Fine-tune the converted ResNet-50 in PyTorch on a generated three-class dataset.
 
-    python examples/finetune_torch.py            # 224x224, 300 images, 3 epochs (figures in examples/README.md)
-    python examples/finetune_torch.py --quick    # 64x64, 72 images, 2 epochs: CI smoke run
+    python examples/finetune_torch.py            # 80x80, 180 images, 3 epochs (figures in examples/README.md)
+    python examples/finetune_torch.py --quick    # 32x32, 36 images, 2 epochs: CI smoke run
 
 Steps: convert the synthetic ResNet-50 with ``trainable=True``; replace the 1000-class ``fc1000`` with a
 fresh 3-class head and freeze everything up to ``res4f`` (``caffe2x.finetune.torch.prepare``); feed
@@ -30,15 +30,15 @@ from caffe2x.finetune.torch import CaffePreprocess, prepare  # noqa: E402
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (64x64, few images)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (32x32, few images)")
     ap.add_argument("--out", type=Path, default=Path("finetune-out"), help="where exports are written")
-    ap.add_argument("--size", type=int, help="input size (default 224, 64 with --quick)")
-    ap.add_argument("--images", type=int, help="training images (default 300, 48 with --quick)")
+    ap.add_argument("--size", type=int, help="input size (default 80, 32 with --quick; 224 is the released model's)")
+    ap.add_argument("--images", type=int, help="training images (default 180, 36 with --quick)")
     ap.add_argument("--epochs", type=int, help="default 3, 2 with --quick")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    args.size = args.size or (64 if args.quick else 224)
-    args.images = args.images or (48 if args.quick else 300)
+    args.size = args.size or (32 if args.quick else 80)
+    args.images = args.images or (36 if args.quick else 180)
     args.epochs = args.epochs or (2 if args.quick else 3)
     return args
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse(argv)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    graph = synthetic_resnet50(args.size, args.out)
+    graph = synthetic_resnet50(args.size, args.out, caffemodel=not args.quick)
     module = caffe2x.to_torch(graph, trainable=True)
     module = prepare(module, num_classes=len(CLASSES), head=HEAD, freeze=FREEZE)
     pre = CaffePreprocess(args.size, args.size, random_crop=True, mirror=True)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     before = float((predict(module, pre, x_test).argmax(1) == y_test).mean())
 
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    opt = torch.optim.Adam(params, lr=3e-4)
     batch = 12
     for epoch in range(args.epochs):
         module.train(), pre.train()

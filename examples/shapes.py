@@ -19,27 +19,28 @@ FREEZE = "up-to:res4f"
 HEAD = "fc1000"
 
 
-def synthetic_resnet50(size: int, workdir: Path) -> caffe2x.Graph:
-    """The synthetic ResNet-50 as a graph, for ``size x size`` inputs.
+def synthetic_resnet50(size: int, workdir: Path, caffemodel: bool = True) -> caffe2x.Graph:
+    """The synthetic ResNet-50 converted for ``size x size`` inputs.
 
-    At 224 (the released model's size) the fixture's ``.caffemodel`` + deploy prototxt are written to
-    ``workdir`` and converted, exactly what a user does with KaimingHe's files. At another size (the
-    examples' ``--quick`` mode) ``pool5`` (AVE 7x7, which needs a 7x7 res5 output, i.e. 224 input) becomes
-    global average pooling -- the same computation at 224 -- and the net is read from the prototxt alone
-    with its seeded, calibrated weights, which skips writing 100 MB.
+    ``caffemodel=True``: the fixture's ``.caffemodel`` (``caffe2x fixture resnet50``, 102 MB) is written to
+    ``workdir`` and converted, exactly what a user does with KaimingHe's files. At a size other than 224
+    the deploy prototxt gets that input size and ``pool5`` (AVE 7x7, which needs 224 input) becomes global
+    average pooling -- the same computation at 224 -- and the caffemodel's blobs load into it by layer
+    name. ``caffemodel=False`` (the examples' ``--quick`` mode) reads the same prototxt alone, with seeded
+    calibrated weights: the same architecture without writing and parsing 102 MB.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    if size == 224:
-        model, deploy = workdir / "resnet50.caffemodel", workdir / "resnet50-deploy.prototxt"
-        if not (model.exists() and deploy.exists()):
-            model, deploy = fixtures.write_model("resnet50", workdir)
-        return caffe2x.load(model, prototxt=deploy)
+    model = workdir / "resnet50.caffemodel"
+    if caffemodel and not model.exists():
+        model, _ = fixtures.write_model("resnet50", workdir)
     text = fixtures.resnet_prototxt(50, (1, 3, size, size))
     seven = "\tpooling_param {\n\t\tkernel_size: 7\n\t\tstride: 1\n\t\tpool: AVE\n\t}"
     assert text.count(seven) == 1, "the fixture's pool5 changed; update synthetic_resnet50"
+    if size != 224:
+        text = text.replace(seven, "\tpooling_param {\n\t\tpool: AVE\n\t\tglobal_pooling: true\n\t}")
     deploy = workdir / f"resnet50-{size}-deploy.prototxt"
-    deploy.write_text(text.replace(seven, "\tpooling_param {\n\t\tpool: AVE\n\t\tglobal_pooling: true\n\t}"))
-    return caffe2x.load(None, prototxt=deploy)
+    deploy.write_text(text)
+    return caffe2x.load(model if caffemodel else None, prototxt=deploy)
 
 
 def make_shapes(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
