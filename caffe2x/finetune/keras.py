@@ -70,9 +70,7 @@ def prepare(model: keras.Model, num_classes: int, head: str | None = None, freez
                              bias_initializer="zeros")
     out = new(old.input)
     if softmax:
-        after = [layer for layer in layers if isinstance(layer, keras.layers.Softmax)
-                 and any(node.parent_nodes and old in [p.operation for p in node.parent_nodes]
-                         for node in layer._inbound_nodes)]
+        after = [layer for layer in layers if isinstance(layer, keras.layers.Softmax) and layer.input is old.output]
         out = keras.layers.Softmax(axis=-1, name=after[0].name if after else "prob")(out)
     prepared = keras.Model(model.inputs, out, name=model.name)
     kept = [layer for layer in prepared.layers if not isinstance(layer, keras.layers.InputLayer)]
