@@ -323,7 +323,8 @@ _CONV = {"kernel": POSITIVE_PAIR, "stride": POSITIVE_PAIR, "pad": NONNEG_PAIR, "
 op_schema("Convolution", "Deconvolution", attrs=_CONV)
 op_schema("Pooling", attrs={"method": _choice("max", "ave"), "kernel": POSITIVE_PAIR, "stride": POSITIVE_PAIR,
                             "pad": NONNEG_PAIR, "ceil": BOOL, "global_pooling": BOOL})
-op_schema("BatchNorm", attrs={"eps": NONNEG})
+op_schema("BatchNorm", attrs={"eps": NONNEG, "moving_average_fraction": NUMBER},
+          optional=("moving_average_fraction",))  # absent in graphs written before it was kept
 op_schema("Scale", attrs={"axis": AXIS, "num_axes": _int(-1)})
 op_schema("ReLU", attrs={"negative_slope": NUMBER})
 op_schema("ELU", attrs={"alpha": NUMBER})
