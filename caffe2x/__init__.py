@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._version import __version__
 from .errors import Caffe2xError, UnsupportedLayerError
 from .ir import Graph, Node
 
@@ -28,9 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import keras
     import torch
 
-__all__ = ["Caffe2xError", "UnsupportedLayerError", "Graph", "Node", "load", "save", "run", "to_torch",
-           "to_keras", "validate", "register_layer"]
-__version__ = "0.1.0"
+__all__ = ["__version__", "Caffe2xError", "UnsupportedLayerError", "Graph", "Node", "load", "save", "run",
+           "to_torch", "to_keras", "validate", "register_layer"]
 
 PathLike = str | os.PathLike[str]
 

@@ -59,8 +59,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .targets import TARGETS
+    from ._version import __version__
+    from .cli_validate import add_arguments
+    from .targets import all_targets, names
 
     parser = _Parser(prog="caffe2x", description="Convert Caffe models and prove the numbers did not change.")
     parser.add_argument("--version", action="version", version=f"caffe2x {__version__}")
@@ -68,13 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a caffemodel to torch / keras / safetensors / onnx")
     _add_model_args(p)
-    p.add_argument("--to", choices=list(TARGETS), help="target format (default: from the -o suffix)")
+    p.add_argument("--to", choices=names(writes=True), help="target format (default: from the -o suffix)")
     p.add_argument("-o", "--output", help="output file (default: beside the model, suffix of the target)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="precision of the stored tensors (default float32); a reduced one prints the measured "
                         "logit change")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm+Scale into the layer before them")
-    p.add_argument("--profile", choices=["torchvision", "keras-applications"],
+    p.add_argument("--profile", choices=list(dict.fromkeys(p for t in all_targets() for p in t.profiles)),
                    help="tensor names of another model zoo: torchvision (torch only), keras-applications "
                         "(keras .h5 only)")
     p.add_argument("--emit-code", action="store_true",
@@ -96,12 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, print only the two file paths")
     add_force_argument(p)
 
-    try:
-        from .validator import add_arguments
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        add_arguments(sub.add_parser("validate", help="run every framework and compare the logits"))
+    add_arguments(sub.add_parser("validate", help="run every framework and compare the logits"))
     return parser
 
 
@@ -140,21 +136,23 @@ def _convert_destination(args: argparse.Namespace) -> tuple[Path, str]:
     """The output file and target of ``convert``: from ``--to`` and/or ``-o`` (a directory gets
     ``<model stem>.<suffix>``), checked before the model is read."""
     from .convert import default_output, names_directory, output_in
-    from .targets import SUFFIXES, TARGETS, target_for
+    from .targets import all_targets, names, target_for
 
-    formats = f"--to {'|'.join(TARGETS)}, or -o FILE ending in {' '.join(SUFFIXES)}"
+    writers = names(writes=True)
+    suffixes = list(dict.fromkeys(s for t in all_targets() if t.writes for s in t.suffixes))
+    formats = f"--to {'|'.join(writers)}, or -o FILE ending in {' '.join(suffixes)}"
     if args.to is None and args.output is None:
         raise Caffe2xError(f"say which format to write: {formats}")
     if args.output is not None and names_directory(args.output):
         if args.to is None:
             raise Caffe2xError(f"-o {args.output} is a directory, which does not say the format: add "
-                               f"--to {'|'.join(TARGETS)}")
+                               f"--to {'|'.join(writers)}")
         directory = Path(args.output)
         if not directory.is_dir():
             raise Caffe2xError(f"cannot write into {args.output}: directory {directory} does not exist")
         return output_in(directory, args.model, args.to), args.to
     if args.output is not None:
-        if args.to is None and Path(args.output).suffix.lower() not in SUFFIXES:
+        if args.to is None and Path(args.output).suffix.lower() not in suffixes:
             raise Caffe2xError(f"cannot tell the target format from -o {args.output}: {formats}")
         return Path(args.output), target_for(args.to, args.output)
     return default_output(args.model, args.to), args.to
@@ -198,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = _terminate_on_sigterm()
     try:
         if handler is None:
-            from .validator import cmd_validate
+            from .cli_validate import cmd_validate
 
             handler = cmd_validate
         return handler(args)

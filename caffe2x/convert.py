@@ -1,7 +1,7 @@
 """Write a graph to a target file: the library behind ``caffe2x.save`` and ``caffe2x convert``.
 
 Options shared by every target (``dtype``, ``fold_bn``, ``profile``) are applied here once; each
-target module only knows its own file format. The file appears atomically.
+target only knows its own file format. The file appears atomically.
 """
 from __future__ import annotations
 
@@ -15,18 +15,9 @@ from .errors import Caffe2xError
 from .fileio import atomic_output, output_path
 from .ir import Graph
 from .numeric import max_rel_error
-from .targets import DEFAULT_SUFFIX, SUFFIXES, TARGETS, WriteOptions, load_target, target_for
+from .targets import WriteOptions, all_targets, get, names, target_for, writer_for_suffix
 
 DTYPES = ("float32", "float16", "bfloat16")
-
-
-#: target-specific options: keyword -> (command-line flag, the targets that use it)
-TARGET_OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "emit_code": ("--emit-code", ("torch",)),
-    "full_model": ("--full-model", ("keras",)),
-}
-#: naming profile -> the target that has it
-PROFILES: dict[str, str] = {"torchvision": "torch", "keras-applications": "keras"}
 
 
 def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "float32", profile: str | None = None,
@@ -36,33 +27,37 @@ def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "fl
 
     ``cli`` spells options as the command line's flags (``--emit-code``) instead of keywords.
     """
+    writer = get(target)
     name = Path(path).name
     suffix = Path(path).suffix.lower()
-    own = [s for s, t in SUFFIXES.items() if t == target]
-    if suffix not in own:
-        other = SUFFIXES.get(suffix)
-        why = f"{suffix} is the {other} target's suffix" if other else f"{suffix or 'no suffix'} is no target's suffix"
+    if suffix not in writer.suffixes:
+        other = writer_for_suffix(suffix)
+        why = f"{suffix} is the {other.name} target's suffix" if other else f"{suffix or 'no suffix'} is no target's suffix"
         asked = f"--to {target}" if cli else f"to={target!r}"
         raise Caffe2xError(f"cannot write {name} as {target} ({asked}): {why}; the {target} target writes "
-                           f"{', '.join(own)} files")
+                           f"{', '.join(writer.suffixes)} files")
     if dtype not in DTYPES:
         raise Caffe2xError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    writers = [t for t in all_targets() if t.writes]
+    known_options = list(dict.fromkeys(o for t in writers for o in t.options))
     for key, value in (options or {}).items():
-        if key not in TARGET_OPTIONS:
-            raise Caffe2xError(f"unknown option {key!r}; known: {', '.join(TARGET_OPTIONS)}")
-        flag, targets = TARGET_OPTIONS[key]
-        if value and target not in targets:
-            raise Caffe2xError(f"{flag if cli else key + '='} applies only to the {' and '.join(targets)} target, "
-                               f"not to {target}")
+        if key not in known_options:
+            raise Caffe2xError(f"unknown option {key!r}; known: {', '.join(known_options)}")
+        if value and key not in writer.options:
+            flag = "--" + key.replace("_", "-") if cli else key + "="
+            owners = [t.name for t in writers if key in t.options]
+            raise Caffe2xError(f"{flag} applies only to the {' and '.join(owners)} target, not to {target}")
     if profile is not None:
         flag = "--profile" if cli else "profile="
-        known = ", ".join(f"{p} ({t})" for p, t in PROFILES.items())
-        if profile not in PROFILES:
+        owner = {p: t for t in reversed(writers) for p in t.profiles}
+        known = ", ".join(f"{p} ({t.name})" for t in writers for p in t.profiles)
+        if profile not in owner:
             raise Caffe2xError(f"unknown naming profile {profile!r} ({flag}); known: {known}")
-        if PROFILES[profile] != target:
-            raise Caffe2xError(f"{flag} {profile} applies only to the {PROFILES[profile]} target, not to {target}")
-        if profile == "keras-applications" and suffix != ".h5":
-            raise Caffe2xError(f"{flag} keras-applications writes a weights-only .h5 file, not {name}")
+        if owner[profile] is not writer:
+            raise Caffe2xError(f"{flag} {profile} applies only to the {owner[profile].name} target, not to {target}")
+        if suffix not in writer.profiles[profile]:
+            raise Caffe2xError(f"{flag} {profile} writes {' or '.join(writer.profiles[profile])} files only, "
+                               f"not {name}")
 
 
 def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, dtype: str = "float32",
@@ -76,14 +71,16 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
         raise Caffe2xError(f"expected a caffe2x Graph (from caffe2x.load), got {type(graph).__name__}")
     dest = output_path(path)
     if to is not None and not isinstance(to, str):
-        raise Caffe2xError(f"to must be a target name ({', '.join(TARGETS)}), got {to!r:.60}")
+        raise Caffe2xError(f"to must be a target name ({', '.join(names(writes=True))}), got {to!r:.60}")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise Caffe2xError(f"unknown dtype {dtype!r:.60}; choose one of {', '.join(DTYPES)}")
     if profile is not None and not isinstance(profile, str):
         raise Caffe2xError(f"profile must be a name, got {profile!r:.60}")
     target = target_for(to, dest)
     check_request(target, dest, dtype=dtype, profile=profile, options=extra)
-    module = load_target(target)
+    writer = get(target)
+    if writer.module is not None:
+        writer.implementation()  # a missing framework is reported before any work is done
     notes: list[str] = []
     if fold_bn:
         from .transforms import fold_bn_report
@@ -95,7 +92,7 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
     itemsize = 4 if dtype == "float32" else 2
     size_hint = sum(t.size for t in graph.tensors.values()) * itemsize  # a lower bound of the file size
     with atomic_output(dest, overwrite=overwrite, size_hint=size_hint) as tmp:
-        notes.extend(module.write(graph, tmp, options))
+        notes.extend(writer.write(graph, tmp, options))
         if dtype != "float32":  # measured before the rename: a failure here leaves no file behind
             notes.append(dtype_note(graph, dtype))
     if existed and not overwrite:
@@ -104,8 +101,8 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
 
 
 def default_output(model: str | os.PathLike[str], target: str) -> Path:
-    """``resnet50.caffemodel`` + torch -> ``resnet50.pt`` beside the model."""
-    return Path(model).with_suffix(DEFAULT_SUFFIX[target])
+    """``resnet50.caffemodel`` -> ``resnet50<the target's default suffix>`` beside the model."""
+    return Path(model).with_suffix(get(target).default_suffix)
 
 
 def names_directory(output: str | os.PathLike[str]) -> bool:
@@ -115,8 +112,8 @@ def names_directory(output: str | os.PathLike[str]) -> bool:
 
 
 def output_in(directory: str | os.PathLike[str], model: str | os.PathLike[str], target: str) -> Path:
-    """``out/`` + ``resnet50.caffemodel`` + torch -> ``out/resnet50.pt``."""
-    return Path(directory) / (Path(model).stem + DEFAULT_SUFFIX[target])
+    """``out/`` + ``resnet50.caffemodel`` -> ``out/resnet50<the target's default suffix>``."""
+    return Path(directory) / (Path(model).stem + get(target).default_suffix)
 
 
 def dtype_note(graph: Graph, dtype: str, seed: int = 0) -> str:

@@ -18,3 +18,11 @@ class UnsupportedLayerError(Caffe2xError):
         super().__init__(f"unsupported {what} {layer_type!r} in layer {layer!r}")
         self.layer = layer
         self.layer_type = layer_type
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (at most 300 characters): third-party
+    libraries raise multi-line messages; caffe2x reports one line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

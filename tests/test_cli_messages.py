@@ -160,7 +160,7 @@ def test_input_shape_rank_differing_from_the_prototxt_is_refused(tiny, capsys) -
     (["--to", "onnx", "--profile", "keras-applications"],
      "--profile keras-applications applies only to the keras target, not to onnx"),
     (["-o", "x.keras", "--profile", "keras-applications"],
-     "--profile keras-applications writes a weights-only .h5 file, not x.keras"),
+     "--profile keras-applications writes .h5 files only, not x.keras"),
     (["--to", "torch", "-o", "x.onnx"],
      "cannot write x.onnx as torch (--to torch): .onnx is the onnx target's suffix; the torch target writes .pt, .pth files"),
 ])

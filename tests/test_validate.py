@@ -18,10 +18,13 @@ import numpy as np
 import pytest
 
 import caffe2x
+import caffe2x.targets
 import caffe2x.validator
 from caffe2x import fixtures
 from caffe2x.cli import main
 from caffe2x.preprocess import default_image_dir
+from caffe2x.targets import REGISTRY, Target
+from caffe2x.targets.numpy_reference import ReferenceRunner
 
 V = caffe2x.validator
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "validate-report-schema.md"
@@ -36,7 +39,7 @@ def run_main(*args: str) -> SimpleNamespace:
 
 
 def expected_frameworks() -> list[str]:
-    return [n for n in ("numpy", "torch", "keras", "onnx") if V.FRAMEWORKS[n].available()]
+    return [n for n in ("numpy", "torch", "keras", "onnx") if caffe2x.targets.get(n).available()]
 
 
 # --------------------------------------------------------------------------- JSON Schema (the doc's)
@@ -249,29 +252,21 @@ def test_missing_extra_and_reshaped_tensors_are_reported(against_run: SimpleName
 
 
 # --------------------------------------------------------------------------- a wrong framework
-class ForgotBNFactor(V.Framework):
-    """The numpy reference on a graph whose ``bn_conv1`` statistics were not divided by Caffe's
-    moving-average factor (the classic converter bug the synthetic model's factor of 999.982 exposes)."""
+class ForgotBNFactor(Target):
+    """The numpy reference on the graph read from the ``.safetensors`` file, but with ``bn_conv1``'s
+    statistics not divided by Caffe's moving-average factor (the classic converter bug the synthetic
+    model's factor of 999.982 exposes)."""
 
-    @classmethod
-    def available(cls) -> bool:
-        return True
-
-    def prepare(self, graph: caffe2x.Graph, workdir: Path) -> Path:
+    def load(self, path: Path, graph: caffe2x.Graph) -> ReferenceRunner:
         node = graph.node("bn_conv1")
-        tensors = dict(graph.tensors)
+        tensors = dict(caffe2x.load(path).tensors)
         for role in ("running_mean", "running_var"):
             key = node.params[role]
             tensors[key] = tensors[key] * fixtures.BN_FACTOR
-        self.graph = graph.copy(tensors=tensors)
-        path = Path(workdir) / "forgot-bn-factor.safetensors"
-        caffe2x.save(self.graph, path)
-        return path
+        return ReferenceRunner(graph.copy(tensors=tensors))
 
-    def run(self, x: np.ndarray, outputs: list[str]) -> dict[str, np.ndarray]:
-        from caffe2x.reference import execute
 
-        return execute(self.graph, x, keep=set(outputs))
+FORGOT_BN_FACTOR = ForgotBNFactor("forgot_bn_factor", (".safetensors",), writes=False)
 
 
 @pytest.fixture(scope="module")
@@ -281,8 +276,8 @@ def wrong_run(resnet50_files: tuple[Path, Path], tmp_path_factory: pytest.TempPa
     labels = d / "synset_words.txt"
     labels.write_text("".join(f"n{i:08d} class_{i}, alias {i}\n" for i in range(1000)))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(V.FRAMEWORKS, "forgot_bn_factor", ForgotBNFactor)
-        names = ["numpy", "forgot_bn_factor"] + (["torch"] if V.FRAMEWORKS["torch"].available() else [])
+        mp.setitem(REGISTRY, "forgot_bn_factor", FORGOT_BN_FACTOR)
+        names = ["numpy", "forgot_bn_factor"] + (["torch"] if caffe2x.targets.get("torch").available() else [])
         r = run_main(model, "--prototxt", deploy, "--frameworks", ",".join(names), "--per-layer",
                      "--images", PHOTO, "--labels", labels, "--json", d / "report.json", "--html", d / "report.html")
     r.report = json.loads((d / "report.json").read_text())
@@ -345,9 +340,10 @@ def test_labels_file_names_the_top5(wrong_run: SimpleNamespace) -> None:
 
 def test_every_framework_runs_the_weights_of_the_file_it_wrote(tiny_files: tuple[Path, Path],
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """``caffe2x.save`` made to write a graph with one BatchNorm off: a framework that ran the in-memory
-    graph instead of the file it wrote and loaded back would still pass."""
-    real_save = caffe2x.save
+    """The converter (``caffe2x.convert.write``, behind ``caffe2x.save``) made to write a graph with one
+    BatchNorm off: a framework that ran the in-memory graph instead of the file it wrote and loaded back
+    would still pass."""
+    real_save = caffe2x.convert.write
 
     def save_wrong(graph: caffe2x.Graph, path: Any, to: str | None = None, **kw: Any) -> list[str]:
         node = graph.node("bn_conv1")
@@ -355,7 +351,7 @@ def test_every_framework_runs_the_weights_of_the_file_it_wrote(tiny_files: tuple
         tensors[node.params["running_var"]] = tensors[node.params["running_var"]] * fixtures.BN_FACTOR
         return real_save(graph.copy(tensors=tensors), path, to, **kw)
 
-    monkeypatch.setattr(caffe2x, "save", save_wrong)
+    monkeypatch.setattr(caffe2x.convert, "write", save_wrong)
     report = caffe2x.validate(*tiny_files, frameworks=expected_frameworks(), per_layer=True)
     assert not report.passed
     for name in expected_frameworks():
@@ -364,16 +360,13 @@ def test_every_framework_runs_the_weights_of_the_file_it_wrote(tiny_files: tuple
 
 
 # --------------------------------------------------------------------------- availability, usage
-class Ghost(V.Framework):
-    """A framework whose package is not installed."""
-
-    modules = ("caffe2x_no_such_package",)
-    extra = "ghost"
+#: a framework whose package is not installed
+GHOST = Target("ghost", (".ghost",), extra="ghost", requires=("caffe2x_no_such_package",))
 
 
 def test_framework_named_but_not_installed_fails_with_a_clear_message(tiny_files: tuple[Path, Path],
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(V.FRAMEWORKS, "ghost", Ghost)
+    monkeypatch.setitem(REGISTRY, "ghost", GHOST)
     r = run_main(tiny_files[0], "--prototxt", tiny_files[1], "--frameworks", "numpy,ghost", "-q")
     assert r.rc == 1
     assert r.out.strip() == ("FAIL: ghost: requested but caffe2x_no_such_package not installed: "
@@ -382,7 +375,8 @@ def test_framework_named_but_not_installed_fails_with_a_clear_message(tiny_files
 
 def test_framework_not_named_and_not_installed_is_skipped(tiny_files: tuple[Path, Path],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(V, "FRAMEWORKS", {"numpy": V.NumpyFramework, "ghost": Ghost})
+    caffe2x.targets.load_entry_points()  # before the registry is replaced
+    monkeypatch.setattr(caffe2x.targets, "REGISTRY", {n: REGISTRY[n] for n in ("safetensors", "numpy")} | {"ghost": GHOST})
     report = caffe2x.validate(*tiny_files)
     assert report.passed
     assert report.framework("ghost").status == "SKIP"
@@ -404,7 +398,7 @@ def test_quiet_prints_only_the_verdict(tiny_files: tuple[Path, Path]) -> None:
 
 def test_net_without_image_input_is_validated_on_seeded_gaussian_input() -> None:
     graph = fixtures.graph("conv_group_dilation")  # 4-channel input, ends in a convolution
-    report = caffe2x.validate(graph, frameworks=["numpy", "torch"] if V.FRAMEWORKS["torch"].available() else ["numpy"])
+    report = caffe2x.validate(graph, frameworks=["numpy", "torch"] if caffe2x.targets.get("torch").available() else ["numpy"])
     d = report.to_dict()
     assert report.passed, d["failures"]
     assert d["input"]["kind"] == "gaussian" and "not 3-channel" in d["input"]["note"]

@@ -1,44 +1,35 @@
-"""Target registry: one module per framework, found by name or by the output file's suffix.
+"""Targets: what caffe2x knows about each framework, in one registry.
 
-A target module is imported only when it is used, so writing safetensors never imports torch or
-tensorflow. Each module exposes ``SUFFIXES`` (tuple of file suffixes it writes) and
-``write(graph, path, options) -> list[str]``: it writes ``path`` (a temporary name the caller renames
-into place when ``write`` returns) and returns notes to show the user (e.g. a measured logit difference).
-Adding a framework is adding one module and one line in :data:`TARGETS`.
+A :class:`Target` is everything about one framework: its name, file suffixes, pip extra and the
+packages it needs (plain data, so listing targets or checking what is installed imports no framework),
+and the code that writes a file (:meth:`Target.write`), loads one back with the framework's own loader
+into a model whose weights were zeroed first (:meth:`Target.load` -> :class:`Runner`) and lists what a
+file stores (:meth:`Target.stored_tensors`). The converter, the CLI and the validator only ever talk
+to targets through this registry; none of them names a framework.
+
+Built-in targets are declared in :data:`BUILTIN` with the module that implements them
+(``caffe2x/targets/<fw>/target.py``), imported on first use. Other packages add targets through the
+``caffe2x.targets`` entry-point group (see ``docs/targets.md``); :func:`register` is what the
+entry-point loader calls for each, and what a script calls to add a target in-process.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
 
 from ..errors import Caffe2xError
+from ..ir import Graph
 
-#: target name -> module path
-TARGETS: dict[str, str] = {
-    "safetensors": "caffe2x.targets.safetensors",
-    "torch": "caffe2x.targets.torch",
-    "keras": "caffe2x.targets.keras",
-    "onnx": "caffe2x.targets.onnx",
-}
-
-#: file suffix -> target name
-SUFFIXES: dict[str, str] = {
-    ".safetensors": "safetensors",
-    ".pt": "torch",
-    ".pth": "torch",
-    ".h5": "keras",
-    ".keras": "keras",
-    ".onnx": "onnx",
-}
-
-#: default output suffix per target
-DEFAULT_SUFFIX: dict[str, str] = {"safetensors": ".safetensors", "torch": ".pt", "keras": ".h5", "onnx": ".onnx"}
-
-#: pip extra that brings each target's framework
-EXTRAS: dict[str, str] = {"torch": "torch", "keras": "keras", "onnx": "onnx", "safetensors": ""}
+#: the entry-point group third-party targets register under
+ENTRY_POINT_GROUP = "caffe2x.targets"
 
 
 @dataclass
@@ -52,25 +43,240 @@ class WriteOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class StoredTensor(NamedTuple):
+    """One tensor of a file: its name in the file and its values (float32, in the file's own layout)."""
+
+    name: str
+    array: np.ndarray
+
+
+class Runner(Protocol):
+    """A model loaded from a file by its framework's own loader."""
+
+    def run(self, x: np.ndarray, values: Sequence[str]) -> dict[str, np.ndarray]:
+        """Run NCHW float32 ``x``; return each graph value in ``values`` as an array in Caffe's layout."""
+        ...
+
+
+def _module_found(name: str) -> bool:
+    if name in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class Target:
+    """One framework caffe2x converts to (and, when :attr:`runs`, validates by running the file).
+
+    Either give ``module``, the dotted name of a module defining ``write``, ``load`` and
+    ``stored_tensors`` with the signatures of the methods below (imported on first use, so declaring
+    a target imports nothing), or subclass and override the methods.
+    """
+
+    name: str
+    #: file suffixes, lower case with the dot; the first is the default output suffix
+    suffixes: tuple[str, ...]
+    #: pip extra that installs the framework (``pip install 'caffe2x[extra]'``), if any
+    extra: str | None = None
+    #: import names that must be installed (checked without importing them)
+    requires: tuple[str, ...] = ()
+    #: module implementing write / load / stored_tensors (None: a subclass overrides them)
+    module: str | None = None
+    #: whether it writes files (``convert --to NAME``); a target that does not has its files written
+    #: by the writing target of its default suffix (the numpy reference runs ``.safetensors`` files)
+    writes: bool = True
+    #: whether it loads and runs files (``validate --frameworks NAME``, ``--against``)
+    runs: bool = True
+    #: suffixes :meth:`load` and :meth:`stored_tensors` accept (default: :attr:`suffixes`)
+    reads: tuple[str, ...] | None = None
+    #: pip distributions whose versions a validation report records (default: :attr:`requires`)
+    distributions: tuple[str, ...] | None = None
+    #: target-specific keyword options of :meth:`write` (``emit_code``; on the command line ``--emit-code``)
+    options: tuple[str, ...] = ()
+    #: naming profiles :meth:`write` knows (``options.profile``), each with the suffixes it writes
+    profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: one line for listings
+    summary: str = ""
+
+    @property
+    def default_suffix(self) -> str:
+        return self.suffixes[0]
+
+    @property
+    def read_suffixes(self) -> tuple[str, ...]:
+        return self.suffixes if self.reads is None else self.reads
+
+    def available(self) -> bool:
+        """Whether every package in :attr:`requires` is installed (found, not imported)."""
+        return all(_module_found(m) for m in self.requires)
+
+    def unavailable_reason(self) -> str:
+        missing = [m for m in self.requires if not _module_found(m)]
+        hint = f": pip install 'caffe2x[{self.extra}]'" if self.extra else ""
+        return f"{', '.join(missing) or self.name} not installed{hint}"
+
+    def implementation(self) -> Any:
+        """The module named by :attr:`module`, a missing framework turned into an install hint."""
+        if self.module is None:
+            raise Caffe2xError(f"the {self.name} target names no implementation module")
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as exc:
+            if exc.name and self.module.startswith(exc.name):
+                raise  # the implementation module itself is missing: a packaging bug, not a user error
+            hint = f": pip install 'caffe2x[{self.extra}]'" if self.extra else ""
+            raise Caffe2xError(f"the {self.name} target needs {exc.name or 'a missing package'}{hint}") from None
+
+    def write(self, graph: Graph, path: Path, options: WriteOptions) -> list[str]:
+        """Write ``graph`` to ``path`` (a temporary name; ``options.destination`` is the final one);
+        return notes for the user."""
+        if not self.writes:
+            raise Caffe2xError(f"the {self.name} target writes no files")
+        return list(self.implementation().write(graph, path, options))
+
+    def load(self, path: Path, graph: Graph) -> Runner:
+        """Load ``path`` with the framework's own loader into a model built from ``graph`` whose
+        weights were zeroed first (so every number comes from the file)."""
+        if not self.runs:
+            raise Caffe2xError(f"the {self.name} target does not run its files")
+        return self.implementation().load(path, graph)
+
+    def stored_tensors(self, path: Path, graph: Graph) -> dict[str, StoredTensor]:
+        """Every floating-point tensor in ``path``, keyed by the graph tensor key it holds (its name
+        in the file when it holds none); values in the file's own layout."""
+        return self.implementation().stored_tensors(path, graph)
+
+
+#: the built-in targets, in the order they are listed (and validated)
+BUILTIN: tuple[Target, ...] = (
+    Target("safetensors", (".safetensors",), requires=("safetensors",), module="caffe2x.targets.safetensors",
+           runs=False, summary="tensors under the graph's names, the graph in the metadata"),
+    Target("numpy", (".safetensors",), requires=("safetensors",), module="caffe2x.targets.numpy_reference",
+           writes=False, summary="caffe2x's numpy reference executor on a .safetensors file (Caffe's exact numbers)"),
+    Target("torch", (".pt", ".pth"), extra="torch", requires=("torch",), module="caffe2x.targets.torch.target",
+           options=("emit_code",), profiles={"torchvision": (".pt", ".pth")},
+           summary="PyTorch state_dict; torch.load + load_state_dict(strict=True)"),
+    Target("keras", (".h5", ".keras"), extra="keras", requires=("keras", "tensorflow", "h5py"),
+           module="caffe2x.targets.keras.target", reads=(".h5",),
+           distributions=("keras", "tensorflow", "tensorflow-cpu", "h5py"),
+           options=("full_model",), profiles={"keras-applications": (".h5",)},
+           summary="Keras 3 HDF5 weights or model; model.load_weights"),
+    Target("onnx", (".onnx",), extra="onnx", requires=("onnx", "onnxruntime"), module="caffe2x.targets.onnx.target",
+           summary="ONNX opset 17; onnxruntime"),
+)
+
+#: name -> target, in registration order (built-ins first, then entry points, then register() calls)
+REGISTRY: dict[str, Target] = {t.name: t for t in BUILTIN}
+_entry_points_loaded = False
+
+
+def register(target: Target | Any, *, replace: bool = False) -> Target:
+    """Add a target (a :class:`Target`, or a callable returning one: the value of an entry point).
+
+    This is what the ``caffe2x.targets`` entry-point loader calls for each entry point; call it
+    yourself to add a target in-process. A name already taken is an error unless ``replace``.
+    """
+    if not isinstance(target, Target) and callable(target):
+        target = target()
+    if not isinstance(target, Target):
+        raise Caffe2xError(f"a caffe2x target must be a caffe2x.targets.Target, got {type(target).__name__}")
+    if not target.suffixes or any(not s.startswith(".") or s != s.lower() for s in target.suffixes):
+        raise Caffe2xError(f"target {target.name!r}: suffixes must be lower-case and start with a dot, "
+                           f"got {target.suffixes}")
+    if target.name in REGISTRY and not replace and REGISTRY[target.name] is not target:
+        raise Caffe2xError(f"a target named {target.name!r} is already registered")
+    REGISTRY[target.name] = target
+    return target
+
+
+def unregister(name: str) -> None:
+    """Remove a target added with :func:`register` (a no-op for an unknown name)."""
+    REGISTRY.pop(name, None)
+
+
+def load_entry_points() -> None:
+    """Register every target of the ``caffe2x.targets`` entry-point group, once per process.
+
+    A broken plugin is reported as a warning and left out; it must not break caffe2x's own targets.
+    """
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            register(ep.load())
+        except Exception as exc:  # noqa: BLE001 - any failure of third-party code
+            warnings.warn(f"caffe2x target entry point {ep.name!r} ({ep.value}) not loaded: {exc}", stacklevel=2)
+
+
+def all_targets() -> list[Target]:
+    load_entry_points()
+    return list(REGISTRY.values())
+
+
+def names(*, writes: bool | None = None, runs: bool | None = None) -> list[str]:
+    """Registered target names, optionally only those that write files / run them."""
+    return [t.name for t in all_targets()
+            if (writes is None or t.writes == writes) and (runs is None or t.runs == runs)]
+
+
+def get(name: str) -> Target:
+    """The target called ``name``."""
+    load_entry_points()
+    if name not in REGISTRY:
+        raise Caffe2xError(f"unknown target {name!r}; choose one of {', '.join(names(writes=True))}")
+    return REGISTRY[name]
+
+
+def writer_for_suffix(suffix: str) -> Target | None:
+    """The first registered target that writes files with ``suffix``."""
+    return next((t for t in all_targets() if t.writes and suffix.lower() in t.suffixes), None)
+
+
+def reader_for(path: str | Path) -> Target:
+    """The first registered target that runs files like ``path`` (by suffix)."""
+    suffix = Path(path).suffix.lower()
+    for t in all_targets():
+        if t.runs and suffix in t.read_suffixes:
+            return t
+    known = sorted({s for t in all_targets() if t.runs for s in t.read_suffixes})
+    raise Caffe2xError(f"{Path(path).name}: cannot check a {suffix or 'suffix-less'} file "
+                       f"(artifacts: {', '.join(known)})")
+
+
+def writer_of(target: Target) -> Target:
+    """The target that writes ``target``'s files: itself, or the writer of its default suffix."""
+    if target.writes:
+        return target
+    writer = writer_for_suffix(target.default_suffix)
+    if writer is None:
+        raise Caffe2xError(f"no registered target writes {target.default_suffix} files for the {target.name} target")
+    return writer
+
+
 def target_for(to: str | None, path: str | Path | None) -> str:
-    """The target name from an explicit ``to`` or from the suffix of ``path``."""
+    """The name of the target that writes: ``to`` when given, else the one for the suffix of ``path``."""
     if to is not None:
-        if to not in TARGETS:
-            raise Caffe2xError(f"unknown target {to!r}; choose one of {', '.join(TARGETS)}")
+        target = get(to)
+        if not target.writes:
+            writer = writer_for_suffix(target.default_suffix)
+            also = f"; its {target.default_suffix} files are written with --to {writer.name}" if writer else ""
+            raise Caffe2xError(f"the {to} target writes no files{also}")
         return to
     if path is not None:
-        suffix = Path(path).suffix.lower()
-        if suffix in SUFFIXES:
-            return SUFFIXES[suffix]
+        writer = writer_for_suffix(Path(path).suffix)
+        if writer is not None:
+            return writer.name
     raise Caffe2xError(f"cannot tell the target format from {str(path)!r}; name it with to=/--to "
-                       f"({', '.join(TARGETS)})")
+                       f"({', '.join(names(writes=True))})")
 
 
-def load_target(name: str) -> ModuleType:
-    """Import a target module, turning a missing framework into a clear install hint."""
-    try:
-        return importlib.import_module(TARGETS[name])
-    except ImportError as exc:
-        extra = EXTRAS.get(name, name)
-        raise Caffe2xError(f"the {name} target needs {exc.name or 'a missing package'}: "
-                           f"pip install 'caffe2x[{extra}]'") from None
+__all__ = ["ENTRY_POINT_GROUP", "BUILTIN", "REGISTRY", "Runner", "StoredTensor", "Target", "WriteOptions",
+           "all_targets", "get", "load_entry_points", "names", "reader_for", "register", "target_for",
+           "unregister", "writer_for_suffix", "writer_of"]

@@ -45,6 +45,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .. import BUILTIN  # noqa: E402
 from .files import SUFFIXES, write  # noqa: E402
 from .h5 import write_weights_h5  # noqa: E402
 from .layers import CUSTOM_OBJECTS, CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale  # noqa: E402
@@ -53,6 +54,10 @@ from ...plugins import apply_pending  # noqa: E402
 from .ops import BUILDERS, NCHW_TO_NHWC, OPS, BuildContext, builder, keras_axis, keras_name, set_weights  # noqa: E402
 from .profiles import write_keras_applications  # noqa: E402
 from .trainable import make_trainable  # noqa: E402
+
+#: this package's :class:`~caffe2x.targets.Target` (declared in :data:`caffe2x.targets.BUILTIN`, so that
+#: listing targets imports no framework; its write / load / stored_tensors live in :mod:`.target`)
+TARGET = next(t for t in BUILTIN if t.name == "keras")
 
 #: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
 #: target imports each, which registers its builders in :data:`OPS`
@@ -76,6 +81,6 @@ for _family in FAMILIES:
 # builders users registered with caffe2x.register_layer(..., keras=...) before this import
 apply_pending("keras", OPS)
 
-__all__ = ["SUFFIXES", "FAMILIES", "OPS", "BUILDERS", "CUSTOM_OBJECTS", "builder", "keras_axis", "keras_name",
+__all__ = ["TARGET", "SUFFIXES", "FAMILIES", "OPS", "BUILDERS", "CUSTOM_OBJECTS", "builder", "keras_axis", "keras_name",
            "to_model", "write", "write_weights_h5", "write_keras_applications", "BuildContext", "set_weights",
            "NCHW_TO_NHWC", "CaffeEltwiseSum", "CaffeLRN", "CaffePooling2D", "CaffeScale", "make_trainable"]

@@ -67,11 +67,16 @@ from __future__ import annotations
 
 import importlib
 
+from .. import BUILTIN
 from .model import run_onnx, to_onnx, write
 from ...plugins import apply_pending
 from .ops import CONVERTERS, IR_VERSION, OPS, OPSET, Builder, converter
 
-SUFFIXES = (".onnx",)
+
+#: this package's :class:`~caffe2x.targets.Target` (declared in :data:`caffe2x.targets.BUILTIN`, so that
+#: listing targets imports no framework; its write / load / stored_tensors live in :mod:`.target`)
+TARGET = next(t for t in BUILTIN if t.name == "onnx")
+SUFFIXES = TARGET.suffixes
 
 #: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
 #: target imports each, which registers its converters in :data:`OPS`
@@ -95,5 +100,5 @@ for _family in FAMILIES:
 # builders users registered with caffe2x.register_layer(..., onnx=...) before this import
 apply_pending("onnx", OPS)
 
-__all__ = ["SUFFIXES", "FAMILIES", "OPSET", "IR_VERSION", "OPS", "CONVERTERS", "Builder", "converter", "to_onnx",
+__all__ = ["TARGET", "SUFFIXES", "FAMILIES", "OPSET", "IR_VERSION", "OPS", "CONVERTERS", "Builder", "converter", "to_onnx",
            "write", "run_onnx"]

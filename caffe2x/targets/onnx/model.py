@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import Caffe2xError
 from ...ir import Graph
 from ...reference import resolve_outputs

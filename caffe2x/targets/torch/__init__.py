@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 
+from .. import BUILTIN
 from .files import DTYPES, code_path, final_path, state_dict, write
 from .model import CaffeNet, Step, module_names, node_module_names, resolve_outputs, sanitize, to_module
 from .modules import (HELPER_CLASSES, CaffeBatchNorm, CaffeConcat, CaffeEltwise, CaffeInnerProduct, CaffeLRN,
@@ -29,7 +30,11 @@ from .ops import BUILDERS, OPS, Builder, LayerSpec, builder, layer_spec
 from .profiles import TorchvisionProfile, TorchvisionResNet, torchvision_profile
 from .trainable import TrainableBatchNorm, make_trainable
 
-SUFFIXES = (".pt", ".pth")
+
+#: this package's :class:`~caffe2x.targets.Target` (declared in :data:`caffe2x.targets.BUILTIN`, so that
+#: listing targets imports no framework; its write / load / stored_tensors live in :mod:`.target`)
+TARGET = next(t for t in BUILTIN if t.name == "torch")
+SUFFIXES = TARGET.suffixes
 
 #: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
 #: target imports each, which registers its builders in :data:`OPS`
@@ -53,7 +58,7 @@ for _family in FAMILIES:
 # builders users registered with caffe2x.register_layer(..., torch=...) before this import
 apply_pending("torch", OPS)
 
-__all__ = ["SUFFIXES", "DTYPES", "FAMILIES", "to_module", "write", "CaffeNet", "OPS", "BUILDERS", "Builder",
+__all__ = ["TARGET", "SUFFIXES", "DTYPES", "FAMILIES", "to_module", "write", "CaffeNet", "OPS", "BUILDERS", "Builder",
            "builder", "LayerSpec", "layer_spec", "module_names", "node_module_names", "sanitize", "state_dict",
            "torchvision_profile", "TorchvisionProfile", "TorchvisionResNet", "HELPER_CLASSES", "CaffeBatchNorm",
            "CaffeConcat", "CaffeEltwise", "CaffeInnerProduct", "CaffeLRN", "CaffePooling", "CaffeScale",

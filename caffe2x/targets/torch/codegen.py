@@ -14,7 +14,7 @@ import builtins
 import keyword
 import re
 
-from ... import __version__
+from ..._version import __version__
 from ...ir import Graph
 from .model import node_module_names, resolve_outputs
 from .modules import HELPER_CLASSES, helper_source

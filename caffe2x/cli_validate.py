@@ -1,0 +1,87 @@
+"""The ``caffe2x validate`` subcommand: its options and the command (the library is :mod:`caffe2x.validator`)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .cliargs import add_force_argument, add_model_args, parse_floats, path_list_option
+from .comparison import DEFAULT_ATOL, DEFAULT_RTOL
+from .errors import Caffe2xError
+from .targets import all_targets, names
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``caffe2x validate`` options (``p`` is the subcommand's parser)."""
+    add_model_args(p)
+    p.add_argument("--frameworks", metavar="LIST",
+                   help=f"comma-separated frameworks to check ({', '.join(names(runs=True))}); default: every "
+                        f"installed one (a named one that is not installed fails the run)")
+    path_list_option(p, "--images", metavar="FILE|DIR",
+                     help="photos to run (files and/or directories; repeat the flag or join with commas); "
+                          "default: the 4 packaged sample photos")
+    means = p.add_mutually_exclusive_group()
+    means.add_argument("--mean", metavar="MEAN.binaryproto", help="mean image to subtract (centre-cropped to the input)")
+    means.add_argument("--mean-values", metavar="B,G,R", type=parse_floats,
+                       help="per-channel means in BGR order (default 103.94,116.78,123.68)")
+    p.add_argument("--labels", metavar="synset_words.txt", help="class names, one per line, for the top-5 listing")
+    p.add_argument("--json", metavar="REPORT.json", help="write the machine-readable report (schema caffe2x.validate/1)")
+    p.add_argument("--html", metavar="REPORT.html",
+                   help="write a self-contained HTML report with the per-layer error plot (turns on --per-layer)")
+    p.add_argument("--per-layer", action="store_true",
+                   help="compare every layer's output and name the first one past tolerance")
+    p.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                   help="pass if max|a-b| <= atol + rtol*max|ref| (default %(default)g)")
+    p.add_argument("--atol", type=float, default=DEFAULT_ATOL, help="absolute slack (default %(default)g)")
+    readable = dict.fromkeys(s for t in all_targets() if t.runs for s in t.read_suffixes)
+    path_list_option(p, "--against", metavar="ARTIFACT",
+                     help=f"existing {'/'.join(readable)} file to check tensor by tensor and run (repeat the flag "
+                          f"or join with commas)")
+    p.add_argument("--keep-artifacts", metavar="DIR", help="write the converted files here instead of a temp dir")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress; print only the verdict")
+    add_force_argument(p)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``caffe2x validate``: 0 when everything agrees, 1 when something differs (2: bad input, raised)."""
+    from .fileio import OutputExistsError, atomic_output, refuse_collisions
+    from .report import render_html, render_json, render_table, verdict
+    from .validator import run_inputs, validate
+
+    quiet = getattr(args, "quiet", False)
+    say = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    frameworks = None
+    if args.frameworks is not None:
+        frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+        if not frameworks:
+            raise Caffe2xError("--frameworks names no framework")
+    refuse_collisions([("--json report", args.json), ("--html report", args.html)],
+                      run_inputs(args.model, args.prototxt, args.mean, args.images, args.against, args.labels))
+    for out in (args.json, args.html):
+        if out and not Path(out).resolve().parent.is_dir():
+            raise Caffe2xError(f"cannot write {out}: directory {Path(out).parent} does not exist")
+        if out and Path(out).exists() and not args.force:  # a report never comes out identical: fail now
+            raise OutputExistsError(f"{out} already exists; pass --force to replace it")
+    if args.html and not args.per_layer:
+        args.per_layer = True
+        if say:
+            say("--html plots the error per layer: comparing every layer (--per-layer)")
+    report = validate(args.model, args.prototxt, frameworks=frameworks, images=args.images, mean=args.mean,
+                      mean_values=args.mean_values, rtol=args.rtol, atol=args.atol, per_layer=args.per_layer,
+                      against=args.against, input_shape=args.input_shape, labels=args.labels,
+                      outputs=args.outputs,
+                      keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto,
+                      overwrite=args.force)
+    data = report.to_dict()
+    if args.json:
+        with atomic_output(args.json, overwrite=True) as tmp:  # existence checked above
+            tmp.write_text(render_json(data), encoding="utf-8")
+    if args.html:
+        with atomic_output(args.html, overwrite=True) as tmp:
+            tmp.write_text(render_html(data), encoding="utf-8")
+    print(verdict(data) if quiet else render_table(data))
+    if not quiet:
+        for out in (args.json, args.html):
+            if out:
+                print(f"report written to {out}", file=sys.stderr)
+    return 0 if report.passed else 1

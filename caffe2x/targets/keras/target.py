@@ -1,0 +1,129 @@
+"""The Keras target's read-back side for validation: Keras' own ``load_weights`` on the ``.h5`` into
+:func:`~caffe2x.targets.keras.to_model`'s model, weights zeroed first; NHWC in and out, transposed back
+to Caffe's NCHW. The ``.h5`` names (``<layer>/<layer>/<variable>``) are mapped back to graph tensor
+keys here, beside the code that invents them (:class:`~caffe2x.targets.keras.ops.BuildContext`)."""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+
+from ...errors import Caffe2xError, one_line
+from ...ir import Graph
+from .. import StoredTensor
+from .files import write
+from .model import to_model
+from .ops import BuildContext
+
+#: Keras variable name -> graph param role, per op (the variables the builders in ops.py create)
+KERAS_ROLES: dict[str, dict[str, str]] = {
+    "Convolution": {"kernel": "weight", "bias": "bias"},
+    "InnerProduct": {"kernel": "weight", "bias": "bias"},
+    "BatchNorm": {"moving_mean": "running_mean", "moving_variance": "running_var"},
+    "Scale": {"scale": "weight", "bias": "bias"},
+}
+
+
+@contextlib.contextmanager
+def quiet_tensorflow() -> Iterator[None]:
+    """Keras/TF chatter (retracing warnings, numpy notices) is not the validator's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class KerasRunner:
+    """``to_model(graph, values)`` with zeroed weights, then ``load_weights(path)`` (one model kept)."""
+
+    def __init__(self, graph: Graph, path: Path) -> None:
+        self.graph = graph
+        self.path = Path(path)
+        self._models: dict[tuple[str, ...], keras.Model] = {}
+
+    def model(self, values: Sequence[str]) -> keras.Model:
+        key = tuple(values)
+        if key not in self._models:
+            with quiet_tensorflow():
+                model = to_model(self.graph, list(values))
+                for w in model.weights:
+                    w.assign(np.zeros(tuple(w.shape), dtype=np.float32))  # every number must come from the file
+                try:
+                    model.load_weights(str(self.path))
+                except (ValueError, KeyError, OSError) as exc:
+                    raise Caffe2xError(f"Keras load_weights failed: {one_line(exc)}") from None
+            self._models = {key: model}
+        return self._models[key]
+
+    def run(self, x: np.ndarray, values: Sequence[str]) -> dict[str, np.ndarray]:
+        values = list(values)
+        model = self.model(values)
+        x_nhwc = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+        with quiet_tensorflow():
+            y: Any = model(x_nhwc, training=False)
+        ys = list(y) if isinstance(y, (list, tuple)) else [y]
+        result = {}
+        for name, t in zip(values, ys):
+            arr = np.asarray(t, dtype=np.float32)
+            if len(self.graph.shapes[self.graph.value(name)]) == 4:
+                arr = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+            result[name] = arr
+        return result
+
+
+def load(path: Path, graph: Graph) -> KerasRunner:
+    return KerasRunner(graph, path)
+
+
+def _h5_names(attrs: Any, name: str) -> list[str] | None:
+    """A name list as Keras stores it (possibly split over name0, name1, ...)."""
+    if name in attrs:
+        chunks = [attrs[name]]
+    elif f"{name}0" in attrs:
+        chunks, i = [], 0
+        while f"{name}{i}" in attrs:
+            chunks.append(attrs[f"{name}{i}"])
+            i += 1
+    else:
+        return None
+    return [n.decode("utf8") if isinstance(n, bytes) else str(n) for chunk in chunks for n in chunk]
+
+
+def tensor_keys(graph: Graph) -> dict[str, str]:
+    """Name in the ``.h5`` (``<layer>/<layer>/<variable>``) -> graph tensor key."""
+    ctx = BuildContext(graph)
+    labels = {}
+    for node in graph.nodes:
+        layer = ctx.name(node)
+        for var, role in KERAS_ROLES.get(node.op, {}).items():
+            if role in node.params:
+                labels[f"{layer}/{layer}/{var}"] = node.params[role]
+    return labels
+
+
+def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
+    """Every weight of a Keras HDF5 file (weights or full model), in Keras' layout, by graph key."""
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise Caffe2xError(f"{Path(path).name} is not an HDF5 file: {one_line(exc)}") from None
+    labels = tensor_keys(graph)
+    with f:
+        root = f["model_weights"] if "model_weights" in f else f
+        layers = _h5_names(root.attrs, "layer_names")
+        if layers is None:
+            raise Caffe2xError(f"{Path(path).name} is not a Keras HDF5 weights file (no layer_names)")
+        out = {}
+        for layer in layers:
+            for wname in _h5_names(root[layer].attrs, "weight_names") or []:
+                name = f"{layer}/{wname}"
+                out[labels.get(name, name)] = StoredTensor(name, np.asarray(root[layer][wname], dtype=np.float32))
+        return out
+
+
+__all__ = ["write", "load", "stored_tensors", "KerasRunner", "KERAS_ROLES", "tensor_keys", "quiet_tensorflow"]

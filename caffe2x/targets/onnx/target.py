@@ -1,0 +1,77 @@
+"""The ONNX target's read-back side for validation: ``onnx.load`` of the ``.onnx`` run by
+``onnxruntime.InferenceSession`` (CPU). The values asked for are added as graph outputs to the loaded
+model, found through the node names the writer gives (each node carries its Caffe layer's name)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ...errors import Caffe2xError, one_line
+from ...ir import Graph
+from ...numeric import from_bfloat16_bits
+from .. import StoredTensor
+from .model import run_onnx, write
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a broken file
+        raise Caffe2xError(f"{Path(path).name} does not load with onnx.load: {one_line(exc)}") from None
+
+
+class OnnxRunner:
+    def __init__(self, graph: Graph, proto: onnx.ModelProto) -> None:
+        self.graph = graph
+        self.proto = proto
+
+    def onnx_names(self, values: Sequence[str]) -> list[str]:
+        """The ONNX tensor name of each graph value: output ``i`` of the node named after its layer."""
+        by_node = {n.name: list(n.output) for n in self.proto.graph.node}
+        known = {o for outs in by_node.values() for o in outs} | {i.name for i in self.proto.graph.input}
+        producers = self.graph.producers()
+        names = []
+        for v in values:
+            node = producers.get(v)
+            if node is not None and node.name in by_node and node.outputs.index(v) < len(by_node[node.name]):
+                names.append(by_node[node.name][node.outputs.index(v)])
+            elif v in known:
+                names.append(v)
+            else:
+                raise Caffe2xError(f"the ONNX model has no tensor for value {v!r}")
+        return names
+
+    def run(self, x: np.ndarray, values: Sequence[str]) -> dict[str, np.ndarray]:
+        values = list(values)
+        names = self.onnx_names(values)
+        model = onnx.ModelProto()
+        model.CopyFrom(self.proto)
+        present = {o.name for o in model.graph.output}
+        for n in dict.fromkeys(names):
+            if n not in present:
+                model.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+        got = run_onnx(model, x, list(dict.fromkeys(names)))
+        del model
+        return {v: np.asarray(got[n], dtype=np.float32) for v, n in zip(values, names)}
+
+
+def load(path: Path, graph: Graph) -> OnnxRunner:
+    return OnnxRunner(graph, read_model(path))
+
+
+def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
+    """The initializers (the writer names them by graph tensor key), bfloat16 widened to float32."""
+    out = {}
+    for init in read_model(path).graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.dtype == np.uint16 or str(arr.dtype) == "bfloat16":
+            arr = from_bfloat16_bits(arr.view(np.uint16))
+        out[init.name] = StoredTensor(init.name, np.asarray(arr, dtype=np.float32))
+    return out
+
+
+__all__ = ["write", "load", "stored_tensors", "OnnxRunner", "read_model"]
