@@ -1,7 +1,8 @@
 """Fine-tuning a converted Caffe model in the user's framework: new head, freezing by Caffe layer name.
 
-``caffe2x.finetune.torch`` (imports only torch) and ``caffe2x.finetune.keras`` (imports only keras) each
-offer ``prepare(model, num_classes, head=None, freeze="all-but-head", softmax=False)`` and the Caffe
+``caffe2x.finetune.torch`` and ``caffe2x.finetune.keras`` (implemented in the target packages,
+``caffe2x/targets/torch/finetune.py`` and ``caffe2x/targets/keras/finetune.py``, the only places that
+import their framework) each offer ``prepare(model, num_classes, head=None, freeze="all-but-head", softmax=False)`` and the Caffe
 input pipeline as a framework object. This package itself imports neither; it holds what both share: how
 a ``freeze`` specification names layers, and the error for a name that is not in the net.
 
