@@ -1,16 +1,37 @@
 """``validate --against``: check files written earlier (or elsewhere) tensor by tensor, then run them.
 
-The file's target is found by suffix (:func:`caffe2x.targets.reader_for`). Its tensors are compared
-with those of the file caffe2x writes for the same graph and target, both read with that target's
-:meth:`~caffe2x.targets.Target.stored_tensors` (so in the file's own naming and layout, keyed by graph
-tensor key), then the file is loaded with the target's own loader and its logits compared with the
-reference's.
+An artifact is judged by behaviour, not by being byte-identical to a default conversion. The file's
+target is found by suffix (:func:`caffe2x.targets.reader_for`) and its tensors are read with that
+target's :meth:`~caffe2x.targets.Target.stored_tensors` (the file's own naming and layout, keyed by
+graph tensor key). Then the conversion that wrote it is recognised from the file itself:
+
+* ``--fold-bn``: the file's tensor names match the folded graph's (no BatchNorm/Scale tensors), not the
+  plain graph's; the expected tensors are those of the folded graph (:func:`caffe2x.transforms.fold_bn`).
+* ``--dtype``: at least 99 % of the stored values are exactly representable in bfloat16 (checked
+  first, the narrower mantissa) or float16; the expected tensors are rounded to that dtype before the
+  comparison (:func:`caffe2x.numeric.round_to`), so a tampered value still shows, named.
+
+The expected tensors come from the file caffe2x writes for that graph variant with the same target (at
+float32, then rounded in memory). The file is then loaded with the target's own loader into a model of
+that graph variant, and its logits are compared with the (unrounded, unfolded) reference's.
+
+Logits tolerance of a reduced-precision artifact
+------------------------------------------------
+A float32 artifact uses the run's ``rtol``/``atol`` and the full pass rule (identical top-5). A file
+whose weights were rounded to a format with unit roundoff ``u`` (float16: ``u = 2**-11 ≈ 4.9e-4``;
+bfloat16: ``u = 2**-8 ≈ 3.9e-3``) has every weight off by up to ``u`` relative; a dot product of such
+weights is off by up to ``u`` relative to the sum of its terms' magnitudes, and layers add their
+errors. The bound is ``rtol = max(run rtol, 16 u)`` (float16 7.8e-3, bfloat16 6.25e-2): 16 leaves room
+for that accumulation over a deep net's depth and for cancellation (ResNet-50 in float16 measures
+about 1e-3). Since a rounded net can legitimately reorder close classes, a reduced-precision
+artifact must have the reference's top-1 on every image; its top-5 agreement is reported.
 """
 from __future__ import annotations
 
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +40,18 @@ from . import convert
 from .comparison import comparison_problem, compare_logits, fmt_tol, within
 from .errors import Caffe2xError
 from .ir import Graph
+from .numeric import round_to
 from .results import FAIL, PASS, ArtifactResult, TensorDifference
-from .targets import StoredTensor, reader_for, writer_of
+from .targets import StoredTensor, Target, reader_for, writer_of
 
 PathLike = str | os.PathLike[str]
+
+#: unit roundoff (half an ulp at 1.0) of each dtype caffe2x writes
+UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
+#: a reduced-precision artifact's logits rtol, in units of its dtype's unit roundoff (see the docstring)
+ROUNDOFF_FACTOR = 16
+#: share of stored values that must be exactly representable in a dtype to call the file that dtype
+DTYPE_SHARE = 0.99
 
 
 def artifact_stem(graph: Graph) -> str:
@@ -50,12 +79,95 @@ def compare_tensors(stored: Mapping[str, StoredTensor], expected: Mapping[str, S
             result.differing.append(TensorDifference(key, got.name, max_abs, max_rel))
 
 
+def logits_rtol(dtype: str, rtol: float) -> float:
+    """The logits rtol for an artifact stored in ``dtype`` (the run's own for float32)."""
+    return rtol if dtype == "float32" else max(rtol, ROUNDOFF_FACTOR * UNIT_ROUNDOFF[dtype])
+
+
+def stored_dtype(stored: Mapping[str, StoredTensor]) -> str:
+    """The dtype a file's values were rounded to: bfloat16 or float16 when at least
+    :data:`DTYPE_SHARE` of its values survive a round trip through it, else float32."""
+    total = sum(int(t.array.size) for t in stored.values())
+    if not total:
+        return "float32"
+    for dtype in ("bfloat16", "float16"):
+        exact = 0
+        for t in stored.values():
+            a = np.asarray(t.array, dtype=np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):
+                exact += int(np.count_nonzero(round_to(a, dtype) == a))
+        if exact >= DTYPE_SHARE * total:
+            return dtype
+    return "float32"
+
+
+@dataclass
+class Expectation:
+    """What one conversion should have stored: the graph variant and its tensors in the target's layout."""
+
+    fold_bn: bool
+    graph: Graph
+    tensors: dict[str, StoredTensor]
+
+
+def _expected_file(graph: Graph, target: Target, fold_bn: bool, written: dict[str, Path] | None,
+                   workdir: Path | None) -> Path:
+    """The file caffe2x writes for ``graph`` (folded or not) with ``target``'s writer, written once."""
+    key = target.name + ("+fold-bn" if fold_bn else "")
+    path = (written or {}).get(key)
+    if path is None:
+        assert workdir is not None
+        path = Path(workdir) / f"expected-{artifact_stem(graph)}{'.folded' if fold_bn else ''}{target.default_suffix}"
+        convert.write(graph, path, writer_of(target).name, fold_bn=fold_bn, overwrite=True)
+        if isinstance(written, dict):
+            written[key] = path  # the next artifact of this format reuses it
+    return path
+
+
+def expectation(stored: Mapping[str, StoredTensor], graph: Graph, target: Target,
+                written: dict[str, Path] | None, workdir: Path | None) -> Expectation:
+    """The conversion (plain or ``--fold-bn``) whose tensor names the file's match best."""
+    from .transforms import fold_bn
+
+    def mismatch(expected: Mapping[str, StoredTensor]) -> int:
+        return sum(k not in stored for k in expected) + sum(k not in expected for k in stored)
+
+    plain = Expectation(False, graph, target.stored_tensors(_expected_file(graph, target, False, written, workdir), graph))
+    if not mismatch(plain.tensors):
+        return plain
+    folded_graph = fold_bn(graph)
+    if len(folded_graph.tensors) == len(graph.tensors):
+        return plain  # nothing to fold: the plain names are the only candidate
+    path = _expected_file(graph, target, True, written, workdir)
+    folded = Expectation(True, folded_graph, target.stored_tensors(path, folded_graph))
+    return folded if mismatch(folded.tensors) < mismatch(plain.tensors) else plain
+
+
+def _read_stored(target: Target, path: Path, graph: Graph) -> dict[str, StoredTensor]:
+    """The file's tensors; a format read through a model of the graph (``.keras``) that does not load
+    into the plain graph's model is read into the folded graph's (a ``--fold-bn`` file)."""
+    try:
+        return target.stored_tensors(path, graph)
+    except Caffe2xError:
+        from .transforms import fold_bn
+
+        folded = fold_bn(graph)
+        if len(folded.tensors) == len(graph.tensors):
+            raise
+        try:
+            return target.stored_tensors(path, folded)
+        except Caffe2xError:
+            pass
+        raise
+
+
 def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, logits_value: str,
                    ref_topk: list[list[int]], rtol: float, atol: float,
                    written: dict[str, Path] | None = None, workdir: Path | None = None) -> ArtifactResult:
-    """One ``--against`` artifact: every tensor against the file caffe2x writes from the graph (reused
-    from ``written`` by target name when the validation wrote one, else written into ``workdir``),
-    then its logits on the batch."""
+    """One ``--against`` artifact: every tensor against what its conversion (plain or ``--fold-bn``,
+    at its dtype) should have stored, then its logits on the batch (see the module docstring).
+    Expected files are reused from ``written`` (keyed by target name, ``+fold-bn`` for folded ones)
+    when the validation wrote one, else written into ``workdir``."""
     start = time.perf_counter()
     p = Path(path)
     target = reader_for(p)
@@ -67,21 +179,20 @@ def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.n
         result.messages.append(f"{p.name}: cannot check, {target.unavailable_reason()}")
         return result
     try:
-        stored = target.stored_tensors(p, graph)
-        reference_file = (written or {}).get(target.name)
-        if reference_file is None:
-            assert workdir is not None
-            reference_file = Path(workdir) / f"expected-{artifact_stem(graph)}{target.default_suffix}"
-            convert.write(graph, reference_file, writer_of(target).name, overwrite=True)  # checked up front by validate()
-            if isinstance(written, dict):
-                written[target.name] = reference_file  # the next artifact of this format reuses it
-        expected = target.stored_tensors(reference_file, graph)
+        stored = _read_stored(target, p, graph)
+        expect = expectation(stored, graph, target, written, workdir)
+        dtype = stored_dtype(stored)
+        expected = {k: StoredTensor(t.name, round_to(t.array, dtype)) for k, t in expect.tensors.items()}
+        if expect.fold_bn:  # the folded graph's tensors are read back with the folded graph's names
+            stored = target.stored_tensors(p, expect.graph)
         compare_tensors(stored, expected, rtol, atol, result)
     except Caffe2xError as exc:
         result.status = FAIL
         result.messages.append(f"{p.name}: {exc}")
         result.seconds = time.perf_counter() - start
         return result
+    run_rtol = logits_rtol(dtype, rtol)
+    result.conversion = {"fold_bn": expect.fold_bn, "dtype": dtype, "logits_rtol": run_rtol}
     for d in result.differing[:1]:
         via = f" (stored as {d.stored_as!r})" if d.stored_as != d.tensor else ""
         result.messages.append(f"{p.name}: tensor {d.tensor!r}{via} differs: max abs {d.max_abs:.1e}, max rel "
@@ -96,11 +207,17 @@ def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.n
                                + (f"; {len(result.shape_mismatches) - 1} more" if len(result.shape_mismatches) > 1 else ""))
     # the artifact's own logits
     try:
-        runner = target.load(p, graph)
+        runner = target.load(p, expect.graph)
         got = runner.run(x, [logits_value])[logits_value]
-        result.comparison = compare_logits(got, ref_logits, ref_topk, rtol, atol)
-        if not result.comparison.passed:
-            result.messages.append(f"{p.name}: logits " + comparison_problem(result.comparison, rtol, atol))
+        c = compare_logits(got, ref_logits, ref_topk, run_rtol, atol)
+        result.comparison = c
+        n = len(c.topk)
+        ok = c.passed if dtype == "float32" else (c.within and c.top1_agree == n)
+        if not ok:
+            problem = comparison_problem(c, run_rtol, atol)
+            if dtype != "float32" and c.within:
+                problem = f"top-1 differs on {n - c.top1_agree}/{n} image(s) ({dtype} file)"
+            result.messages.append(f"{p.name}: logits " + problem)
     except Caffe2xError as exc:
         result.messages.append(f"{p.name}: cannot run its logits: {exc}")
     if result.messages:

@@ -51,6 +51,8 @@ class ArtifactResult:
     comparison: Comparison | None = None
     messages: list[str] = field(default_factory=list)
     seconds: float | None = None
+    #: the conversion recognised in the file: ``{"fold_bn": bool, "dtype": str, "logits_rtol": float}``
+    conversion: dict[str, Any] | None = None
 
 
 @dataclass
@@ -140,6 +142,7 @@ def report_dict(r: Report) -> dict[str, Any]:
                        "max_rel": num(d.max_rel)} for d in a.differing],
         "missing": list(a.missing), "extra": list(a.extra), "shape_mismatches": list(a.shape_mismatches),
         "logits": _comparison_dict(a.comparison), "messages": list(a.messages), "seconds": num(a.seconds),
+        "conversion": a.conversion,
     } for a in r.artifacts]
     return {
         "schema": SCHEMA,

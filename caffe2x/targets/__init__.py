@@ -160,7 +160,7 @@ BUILTIN: tuple[Target, ...] = (
            options=("emit_code",), profiles={"torchvision": (".pt", ".pth")},
            summary="PyTorch state_dict; torch.load + load_state_dict(strict=True)"),
     Target("keras", (".h5", ".keras"), extra="keras", requires=("keras", "tensorflow", "h5py"),
-           module="caffe2x.targets.keras.target", reads=(".h5",),
+           module="caffe2x.targets.keras.target",
            distributions=("keras", "tensorflow", "tensorflow-cpu", "h5py"),
            options=("full_model",), profiles={"keras-applications": (".h5",)},
            summary="Keras 3 HDF5 weights or model; model.load_weights"),

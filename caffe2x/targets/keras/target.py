@@ -106,8 +106,23 @@ def tensor_keys(graph: Graph) -> dict[str, str]:
     return labels
 
 
+def keras_file_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
+    """Every weight of a Keras 3 native ``.keras`` file, read the way a user does: ``load_weights`` into
+    ``to_model(graph)`` with zeroed variables, named as in a ``.h5`` (``<layer>/<layer>/<variable>``)."""
+    labels = tensor_keys(graph)
+    out = {}
+    for layer in KerasRunner(graph, path).model(list(graph.outputs)).layers:
+        for w in layer.weights:
+            name = f"{layer.name}/{layer.name}/{w.name}"
+            out[labels.get(name, name)] = StoredTensor(name, np.asarray(w.numpy(), dtype=np.float32))
+    return out
+
+
 def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
-    """Every weight of a Keras HDF5 file (weights or full model), in Keras' layout, by graph key."""
+    """Every weight of a Keras HDF5 file (weights or full model) or ``.keras`` file, in Keras' layout,
+    by graph key."""
+    if Path(path).suffix.lower() == ".keras":
+        return keras_file_tensors(path, graph)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
