@@ -120,3 +120,31 @@ def test_keras_file_loaded_by_load_model_matches_the_reference(name: str, nets: 
     out = model(feeds[0] if len(feeds) == 1 else feeds, training=False)
     out = out if isinstance(out, (list, tuple)) else [out]
     _check(name, {blob: _nchw(np.asarray(v)) for blob, v in zip(ref, out)}, ref)
+
+
+def _rebatched(name: str, graph: caffe2x.Graph, batch: int) -> dict[str, np.ndarray]:
+    """The net's kind of input for 'data' at another batch size (other inputs, e.g. Crop references, as
+    declared)."""
+    shapes = {k: ((batch, *s[1:]) if k == "data" else s) for k, s in graph.inputs.items()}
+    return NETS[name].inputs(shapes)
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_torch_and_onnx_follow_another_batch_size(name: str, nets: dict, tmp_path: Path) -> None:
+    """A net declared at batch 2 run at batch 3 (the ONNX input's batch is dynamic; torch takes any)."""
+    import torch
+
+    ort = pytest.importorskip("onnxruntime")
+    graph = nets[name][0]
+    x = _rebatched(name, graph, 3)
+    values = execute(graph, x)
+    ref = {graph.blob_name(v): values[v] for v in graph.outputs}
+    with torch.no_grad():
+        out = caffe2x.to_torch(graph)(*(torch.from_numpy(x[k]) for k in graph.inputs))
+    out = out if isinstance(out, dict) else {next(iter(ref)): out}
+    _check(name, {k: v.numpy() for k, v in out.items()}, ref)
+    path = tmp_path / f"{name}.onnx"
+    caffe2x.save(graph, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, x)))
+    _check(name, got, ref)

@@ -20,14 +20,16 @@ def _reduction(b: Builder, node: Node) -> None:
     """Flatten the reduced axes into one (``0`` keeps the leading ones), transform, sum, scale."""
     a = node.attrs
     axis = a["axis"]
-    count = int(np.prod(b.shape(node.inputs[0])[axis:]))
     flat = b.tmp("Reshape", [b.inp(node), b.const(node, "flat_shape", _ints([0] * axis + [-1]))], node, "flat")
     if a["operation"] == "asum":
         flat = b.tmp("Abs", [flat], node, "abs")
     elif a["operation"] == "sumsq":
         flat = b.tmp("Mul", [flat, flat], node, "square")
-    total = b.tmp("ReduceSum", [flat, b.const(node, "axes", _ints([-1]))], node, "sum", keepdims=0)
-    coeff = a["coeff"] / count if a["operation"] == "mean" else a["coeff"]
+    if a["operation"] == "mean":  # a mean, not sum / count: count includes the batch when axis is 0
+        total = b.tmp("ReduceMean", [flat], node, "mean", axes=[-1], keepdims=0)
+    else:
+        total = b.tmp("ReduceSum", [flat, b.const(node, "axes", _ints([-1]))], node, "sum", keepdims=0)
+    coeff = a["coeff"]
     if coeff != 1:  # (the constant is 1-D: Builder.const stores arrays at least 1-D)
         total = b.tmp("Mul", [total, b.const(node, "coeff", np.array([coeff], dtype=np.float32))], node, "scaled")
     if axis == 0:  # a 0-d blob: drop the 1-D shape the coefficient broadcast gave it
