@@ -332,8 +332,9 @@ def _batch_norm(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     mean = blobs.get(0, (c,), "mean", "mean")
     var = blobs.get(1, (c,), "var", "variance")
     factor = blobs.get(2, (1,), "factor", "moving-average factor")[0]
-    # Caffe multiplies the stored statistics by 1/factor; a factor of 0 (never-trained net) is read as 1.
-    scale = np.float32(1.0) / factor if factor != 0 else np.float32(1.0)
+    # Caffe multiplies the stored statistics by 1/factor, and by 0 when the factor is 0 (a BatchNorm that
+    # never saw a batch: mean = var = 0, so y = x / sqrt(eps)) -- batch_norm_layer.cpp, and OpenCV agrees
+    scale = np.float32(1.0) / factor if factor != 0 else np.float32(0.0)
     # moving_average_fraction is kept for trainable conversions (the framework's BatchNorm momentum)
     maf = float(str(np.float32(p.moving_average_fraction)))  # 0.999, not float32's 0.99900001
     return LayerSpec("BatchNorm", {"eps": float(p.eps), "moving_average_fraction": maf},

@@ -193,3 +193,26 @@ def test_batchnorm_divides_by_the_moving_average_factor() -> None:
     np.testing.assert_allclose(g.tensors["bn.running_var"], [1.0, 9.0])
     y = caffe2x.run(g, np.array([[[[3.0]], [[10.0]]]], dtype=np.float32))
     np.testing.assert_allclose(y.ravel(), [1 / np.sqrt(1 + 1e-5), 6 / np.sqrt(9 + 1e-5)], rtol=1e-6)
+
+
+def test_batchnorm_with_a_zero_factor_uses_zero_statistics_like_caffe(tmp_path: Path) -> None:
+    """batch_norm_layer.cpp scales the stored statistics by 0 when the factor is 0 (never-trained
+    BatchNorm): y = x / sqrt(eps). OpenCV's importer does the same; checked against it."""
+    cv2 = pytest.importorskip("cv2")
+    text = 'input: "x" input_shape { dim: 1 dim: 2 dim: 2 dim: 2 }\nlayer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" }\n'
+    net = reader.parse_prototxt_text(text)
+    for values in ([4.0, 8.0], [2.0, 18.0], [0.0]):
+        b = net.layer[0].blobs.add()
+        b.shape.dim.append(len(values))
+        b.data.extend(values)
+    g = reader.read_bytes(net.SerializeToString(), None)
+    np.testing.assert_array_equal(g.tensors["bn.running_mean"], [0.0, 0.0])
+    np.testing.assert_array_equal(g.tensors["bn.running_var"], [0.0, 0.0])
+    x = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2) - 3
+    y = caffe2x.run(g, x)
+    np.testing.assert_allclose(y, x / np.sqrt(np.float32(1e-5)), rtol=1e-5)
+    (tmp_path / "bn.prototxt").write_text(text)
+    (tmp_path / "bn.caffemodel").write_bytes(net.SerializeToString())
+    cvnet = cv2.dnn.readNetFromCaffe(str(tmp_path / "bn.prototxt"), str(tmp_path / "bn.caffemodel"))
+    cvnet.setInput(x)
+    np.testing.assert_allclose(cvnet.forward(), y, rtol=1e-5)
