@@ -38,8 +38,59 @@ def quiet_tensorflow() -> Iterator[None]:
         yield
 
 
+def _zeroed(model: keras.Model) -> keras.Model:
+    for w in model.weights:
+        w.assign(np.zeros(tuple(w.shape), dtype=np.float32))  # every number must come from the file
+    return model
+
+
+def _copy_by_name(model: keras.Model, path: Path) -> None:
+    """A ``.keras`` file's weights into ``model`` by layer name: the file's own model is loaded
+    (``keras.models.load_model``, safe mode; this package registers the caffe2x layers) and each layer
+    of ``model`` holding weights takes the values of the file's layer of that name. (The file stores
+    weights under generated per-class names, so Keras cannot load it into a different model.)"""
+    whole = keras.models.load_model(str(path), compile=False)
+    names = {layer.name for layer in whole.layers}
+    missing = [layer.name for layer in model.layers if layer.weights and layer.name not in names]
+    if missing:
+        raise Caffe2xError(f"{path.name} has no weights for layer {missing[0]!r}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    for layer in model.layers:
+        if layer.weights:
+            layer.set_weights(whole.get_layer(layer.name).get_weights())
+
+
+def load_weights(model: keras.Model, path: str | Path) -> None:
+    """``model.load_weights(path)`` that also fills a sub-model (``to_keras(graph, outputs=one_head)``)
+    from a file written for the whole net: a legacy ``.h5`` is loaded by layer name (Keras'
+    ``by_name=True``), after checking that the file has every layer of the model that holds weights,
+    so no layer is silently left with its initial values; a ``.keras`` file likewise by layer name
+    (:func:`_copy_by_name`). A ``.weights.h5`` loads as Keras loads it."""
+    p = Path(path)
+    if p.suffix.lower() == ".keras":
+        _copy_by_name(model, p)
+        return
+    if p.suffix.lower() != ".h5" or p.name.lower().endswith(".weights.h5"):
+        model.load_weights(str(p))
+        return
+    try:
+        with h5py.File(p, "r") as f:
+            root = f["model_weights"] if "model_weights" in f else f
+            saved = set(_h5_names(root.attrs, "layer_names") or [])
+    except OSError as exc:
+        raise Caffe2xError(f"{p.name} is not an HDF5 file: {one_line(exc)}") from None
+    missing = [layer.name for layer in model.layers if layer.weights and layer.name not in saved]
+    if missing:
+        raise Caffe2xError(f"{p.name} has no weights for layer {missing[0]!r}"
+                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    model.load_weights(str(p), by_name=True)
+
+
 class KerasRunner:
-    """``to_model(graph, values)`` with zeroed weights, then ``load_weights(path)`` (one model kept)."""
+    """``to_model(graph, values)`` with zeroed weights, then the file's weights (one model kept).
+
+    A net with several outputs compared one at a time needs a sub-model of the net, loaded by layer
+    name (:func:`load_weights`)."""
 
     def __init__(self, graph: Graph, path: Path) -> None:
         self.graph = graph
@@ -50,11 +101,12 @@ class KerasRunner:
         key = tuple(values)
         if key not in self._models:
             with quiet_tensorflow():
-                model = to_model(self.graph, list(values))
-                for w in model.weights:
-                    w.assign(np.zeros(tuple(w.shape), dtype=np.float32))  # every number must come from the file
+                model = _zeroed(to_model(self.graph, list(values)))
                 try:
-                    model.load_weights(str(self.path))
+                    if list(values) == list(self.graph.outputs) and self.path.suffix.lower() == ".keras":
+                        model.load_weights(str(self.path))  # the very model the file was saved from
+                    else:
+                        load_weights(model, self.path)
                 except (ValueError, KeyError, OSError) as exc:
                     raise Caffe2xError(f"Keras load_weights failed: {one_line(exc)}") from None
             self._models = {key: model}
@@ -141,4 +193,4 @@ def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
         return out
 
 
-__all__ = ["write", "load", "stored_tensors", "KerasRunner", "KERAS_ROLES", "tensor_keys", "quiet_tensorflow"]
+__all__ = ["write", "load", "load_weights", "stored_tensors", "KerasRunner", "KERAS_ROLES", "tensor_keys", "quiet_tensorflow"]
