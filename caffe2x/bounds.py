@@ -25,6 +25,11 @@ SLACK = 16 << 20
 MAX_RATIO = 100
 
 
+def graph_bytes(graph: Any) -> int:
+    """Bytes of a graph's tensors as float32: what an artifact of it is expected to hold."""
+    return int(sum(t.size for t in graph.tensors.values())) * 4
+
+
 def budget(expected_bytes: int | None) -> int:
     """The bytes an artifact may declare: the size limit, or less when the graph says what to expect."""
     cap = max_bytes()

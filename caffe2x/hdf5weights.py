@@ -61,6 +61,9 @@ def read_hdf5_weights(path: str | Path, names: list[str] | None = None) -> H5Net
     except ImportError:
         raise Caffe2xError(f"{path} is an HDF5 caffemodel; reading it needs h5py: pip install 'caffe2x[hdf5]'") from None
     source = str(path)
+    from .bounds import check_h5
+
+    check_h5(path)  # declared dataset sizes (within CAFFE2X_MAX_BYTES) and numeric types, before reading any
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

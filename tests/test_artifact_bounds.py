@@ -50,3 +50,78 @@ def test_sparse_h5_datasets_are_refused_by_declared_size_and_strings_by_type(tmp
     (tmp_path / "junk.h5").write_bytes(b"junk" * 100)
     with pytest.raises(Caffe2xError, match="junk.h5 is not a readable HDF5 file"):
         bounds.check_h5(tmp_path / "junk.h5")
+
+
+# --------------------------------------------------------------------------- through `validate --against`
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+
+def against(tiny_files, *artifacts: Path) -> subprocess.CompletedProcess[str]:
+    """``validate --against`` in a child limited to 2 GiB of address space (torch alone maps ~0.7 GB):
+    reading any of the hostile artifacts below would need more."""
+    import os
+    import resource
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    flags = [a for p in artifacts for a in ("--against", str(p))]
+    return subprocess.run([sys.executable, "-m", "caffe2x", "validate", str(tiny_files[0]), "-p", str(tiny_files[1]),
+                           "--frameworks", "numpy", *flags], capture_output=True, text=True,
+                          timeout=300, preexec_fn=cap, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"})
+
+
+def test_hostile_artifacts_are_artifact_failures_within_an_address_space_limit(tiny_files, tmp_path: Path) -> None:
+    """One run checks them all (each is reported on its own): a .pt bomb, .h5 files with a sparse
+    3.4 GiB dataset, a dangling weight name or strings, and an ONNX model with an unknown op."""
+    import h5py
+    import onnx
+
+    import caffe2x
+
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("bomb/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("bomb/data/0", b"\0" * (16 << 20))
+    sparse = tmp_path / "sparse.h5"
+    with h5py.File(sparse, "w") as f:
+        f.attrs["layer_names"] = np.array([b"conv1"])
+        f.create_group("conv1").create_dataset("conv1/kernel", shape=(30000, 30000), dtype="f4")
+    dangling = tmp_path / "dangling.h5"
+    with h5py.File(dangling, "w") as f:
+        f.attrs["layer_names"] = np.array([b"conv1"])
+        f.create_group("conv1").attrs["weight_names"] = np.array([b"conv1/kernel"])
+    text = tmp_path / "text.h5"
+    with h5py.File(text, "w") as f:
+        f.attrs["layer_names"] = np.array([b"conv1"])
+        f.create_group("conv1").create_dataset("conv1/kernel", data=np.array([b"text"]))
+    unknown_op = tmp_path / "unknown_op.onnx"
+    caffe2x.save(caffe2x.load(*tiny_files), unknown_op)
+    model = onnx.load(str(unknown_op))
+    model.graph.node[0].op_type = "Bogus"
+    onnx.save(model, str(unknown_op))
+
+    proc = against(tiny_files, bomb, sparse, dangling, text, unknown_op)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Traceback" not in proc.stderr and "internal error" not in out
+    for pattern in ("bomb.pt: archive entry 'bomb/data/0' inflates",
+                    "sparse.h5: HDF5 datasets declares 3.4 GiB",
+                    "dangling.h5: layer 'conv1' lists weight 'conv1/kernel', which the file does not hold",
+                    "text.h5: dataset 'conv1/conv1/kernel' holds |S4 data, not numbers",
+                    "onnxruntime refuses the model"):
+        assert pattern in out, (pattern, out)
+
+
+def test_a_sparse_hdf5_caffemodel_is_refused_before_reading(tiny_files, tmp_path: Path, monkeypatch) -> None:
+    import h5py
+
+    import caffe2x
+
+    model = tmp_path / "sparse.caffemodel.h5"
+    with h5py.File(model, "w") as f:
+        f.create_group("data").create_group("conv1").create_dataset("0", shape=(30000, 30000), dtype="f4")
+    monkeypatch.setenv("CAFFE2X_MAX_BYTES", "1G")
+    with pytest.raises(SizeLimitError, match=r"sparse.caffemodel.h5: HDF5 datasets declares 3.4 GiB"):
+        caffe2x.load(model, tiny_files[1])

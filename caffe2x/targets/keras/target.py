@@ -129,6 +129,12 @@ class KerasRunner:
 
 
 def load(path: Path, graph: Graph) -> KerasRunner:
+    from ...bounds import check_h5, check_zip_archive, graph_bytes
+
+    if Path(path).suffix.lower() == ".keras":  # a zip holding an HDF5 file: its entries' declared sizes
+        check_zip_archive(path, graph_bytes(graph))
+    else:  # declared dataset sizes and types, before Keras reads any
+        check_h5(path, graph_bytes(graph))
     return KerasRunner(graph, path)
 
 
@@ -172,9 +178,16 @@ def keras_file_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
 
 def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
     """Every weight of a Keras HDF5 file (weights or full model) or ``.keras`` file, in Keras' layout,
-    by graph key."""
+    by graph key.
+
+    Sizes are checked from the file's directory first (:mod:`caffe2x.bounds`: HDF5 dataset headers, the
+    ``.keras`` zip's entries); names an HDF5 file lists but does not hold are an error, not a KeyError."""
+    from ...bounds import check_h5, check_zip_archive, graph_bytes
+
     if Path(path).suffix.lower() == ".keras":
+        check_zip_archive(path, graph_bytes(graph))
         return keras_file_tensors(path, graph)
+    check_h5(path, graph_bytes(graph))
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -187,7 +200,12 @@ def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
             raise Caffe2xError(f"{Path(path).name} is not a Keras HDF5 weights file (no layer_names)")
         out = {}
         for layer in layers:
+            if not isinstance(root.get(layer), h5py.Group):
+                raise Caffe2xError(f"{Path(path).name}: layer_names lists {layer!r}, which the file does not hold")
             for wname in _h5_names(root[layer].attrs, "weight_names") or []:
+                if not isinstance(root[layer].get(wname), h5py.Dataset):
+                    raise Caffe2xError(f"{Path(path).name}: layer {layer!r} lists weight {wname!r}, which the file "
+                                       f"does not hold")
                 name = f"{layer}/{wname}"
                 out[labels.get(name, name)] = StoredTensor(name, np.asarray(root[layer][wname], dtype=np.float32))
         return out

@@ -18,8 +18,12 @@ from .files import write
 from .model import CaffeNet, node_module_names, to_module
 
 
-def read_state(path: Path) -> dict[str, torch.Tensor]:
-    """A flat state_dict, read the safe way (``weights_only=True``)."""
+def read_state(path: Path, graph: Graph | None = None) -> dict[str, torch.Tensor]:
+    """A flat state_dict, read the safe way (``weights_only=True``), after the archive's declared
+    sizes were checked (:func:`caffe2x.bounds.check_zip_archive`: against ``graph``'s tensors when given)."""
+    from ...bounds import check_zip_archive, graph_bytes
+
+    check_zip_archive(path, graph_bytes(graph) if graph is not None else None)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
@@ -64,7 +68,7 @@ class TorchRunner:
 
 
 def load(path: Path, graph: Graph) -> TorchRunner:
-    return TorchRunner(graph, read_state(path))
+    return TorchRunner(graph, read_state(path, graph))
 
 
 def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
@@ -72,7 +76,7 @@ def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
     labels = {f"{module}.{role}": key for node, module in zip(graph.nodes, node_module_names(graph))
               for role, key in node.params.items()}
     return {labels.get(k, k): StoredTensor(k, v.detach().float().numpy())
-            for k, v in read_state(path).items() if v.is_floating_point()}
+            for k, v in read_state(path, graph).items() if v.is_floating_point()}
 
 
 __all__ = ["write", "load", "stored_tensors", "read_state", "TorchRunner"]
