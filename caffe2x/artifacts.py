@@ -144,7 +144,7 @@ def expectation(stored: Mapping[str, StoredTensor], graph: Graph, target: Target
 
 
 def _read_stored(target: Target, path: Path, graph: Graph) -> dict[str, StoredTensor]:
-    """The file's tensors; a format read through a model of the graph (``.keras``) that does not load
+    """The file's tensors; a format read through a model of the graph that does not load
     into the plain graph's model is read into the folded graph's (a ``--fold-bn`` file)."""
     try:
         return target.stored_tensors(path, graph)
