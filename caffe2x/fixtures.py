@@ -270,6 +270,22 @@ layer { name: "leaky" type: "ReLU" bottom: "data" top: "leaky" relu_param { nega
 layer { name: "sig" type: "Sigmoid" bottom: "leaky" top: "sig" }
 layer { name: "tanh" type: "TanH" bottom: "leaky" top: "tanh" }
 """,
+    # FCN-32s in miniature: conv1's large pad (FCN's pad 100), ceil-mode pools, a 1x1 score layer, a learned
+    # Deconvolution upsampling it, and Crop aligning the upsampled scores with the input (axis 2, offset)
+    "fcn_style": """
+input: "data" input_shape { dim: 1 dim: 3 dim: 20 dim: 20 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 pad: 10 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2" convolution_param { num_output: 8 kernel_size: 3 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "score" type: "Convolution" bottom: "pool2" top: "score" convolution_param { num_output: 5 kernel_size: 1 } }
+layer { name: "upscore" type: "Deconvolution" bottom: "score" top: "upscore"
+  convolution_param { num_output: 5 kernel_size: 8 stride: 4 bias_term: false } }
+layer { name: "score_crop" type: "Crop" bottom: "upscore" bottom: "data" top: "score_crop" crop_param { axis: 2 offset: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "score_crop" top: "prob" }
+""",
     # MobileNet-SSD in miniature: depthwise separable backbone, two heads (Permute + Flatten + Concat),
     # Normalize, PriorBox per head, sigmoid scores, DetectionOutput (CENTER_SIZE, NMS, keep_top_k)
     "ssd_mobilenet_style": """
