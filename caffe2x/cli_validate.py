@@ -37,6 +37,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     path_list_option(p, "--against", metavar="ARTIFACT",
                      help=f"existing {'/'.join(readable)} file to check tensor by tensor and run (repeat the flag "
                           f"or join with commas)")
+    p.add_argument("--caffe-blobs", metavar="BLOBS.npz|.h5",
+                   help="blobs real Caffe computed (net.blobs[name].data by blob name; docs/caffe-blobs.md): "
+                        "the numpy reference is checked against each, the frameworks against Caffe's logits")
+    p.add_argument("--inputs", metavar="X.npy|.npz|IMAGES",
+                   help="the input batch as .npy/.npz (default with --caffe-blobs: its input blob), or images")
     p.add_argument("--keep-artifacts", metavar="DIR", help="write the converted files here instead of a temp dir")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress; print only the verdict")
     add_force_argument(p)
@@ -71,7 +76,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       against=args.against, input_shape=args.input_shape, labels=args.labels,
                       outputs=args.outputs,
                       keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto,
-                      overwrite=args.force)
+                      overwrite=args.force, caffe_blobs=args.caffe_blobs, inputs=args.inputs)
     data = report.to_dict()
     if args.json:
         with atomic_output(args.json, overwrite=True) as tmp:  # existence checked above

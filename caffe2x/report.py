@@ -78,6 +78,8 @@ def _input_line(report: dict[str, Any]) -> str:
             else:
                 m = "mean " + ",".join(f"{v:g}" for v in vals)
         return f"{n} photo(s), {dims} BGR, shorter side {inp.get('resize_shorter')} + centre crop, {m}"
+    if inp["kind"] == "array":
+        return f"{n} sample(s) of {dims} from {', '.join(inp.get('images') or [])}"
     return f"{n} seeded Gaussian sample(s) of {dims}"
 
 

@@ -79,6 +79,8 @@ class Report:
     labels: list[str] | None = field(default=None, repr=False)
     seconds: float = 0.0
     environment: dict[str, str | None] = field(default_factory=dict)
+    #: ``--caffe-blobs``: each Caffe blob against the numpy reference (``{blob, shape, max_abs, max_rel, status}``)
+    caffe_blobs: list[dict[str, Any]] | None = None
 
     def framework(self, name: str) -> FrameworkResult:
         for f in self.frameworks:
@@ -160,6 +162,7 @@ def report_dict(r: Report) -> dict[str, Any]:
         "pairwise": r.pairwise,
         "layers": r.layers,
         "artifacts": artifacts,
+        "caffe_blobs": r.caffe_blobs,
         "failures": list(r.failures),
         "seconds": num(r.seconds),
         "environment": r.environment,

@@ -101,7 +101,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
              input_shape: Sequence[int] | None = None, labels: PathLike | Sequence[str] | None = None,
              outputs: str | Sequence[str] | None = None,
              keep_artifacts: PathLike | None = None, progress: Callable[[str], None] | None = None,
-             proto: PathLike | None = None, overwrite: bool = False) -> Report:
+             proto: PathLike | None = None, overwrite: bool = False,
+             caffe_blobs: PathLike | None = None, inputs: PathLike | None = None) -> Report:
     """Convert ``model`` to every framework, reload each file with its own loader, run the same batch
     and compare the logits with the numpy reference (see the module docstring for the pass rule).
 
@@ -112,7 +113,10 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     (as :func:`caffe2x.load`'s). ``keep_artifacts``: a directory to write the converted files to
     (default: a temporary directory, removed afterwards); files already there are kept (the run fails
     before any work) unless ``overwrite``. ``progress``: called with one-line progress messages.
-    ``proto``: a Caffe fork's own ``caffe.proto`` (as :func:`caffe2x.load`'s).
+    ``proto``: a Caffe fork's own ``caffe.proto`` (as :func:`caffe2x.load`'s). ``caffe_blobs``: an
+    ``.npz``/``.h5`` of blobs real Caffe computed (:mod:`caffe2x.caffe_blobs`): the numpy reference is
+    checked against every one, and the frameworks against Caffe's logits when the file has them.
+    ``inputs``: the batch as ``.npy``/``.npz`` (default with ``caffe_blobs``: its input blob), or images.
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -159,9 +163,23 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
 
     blob, value, note = logits_blob(graph)
     (input_name, input_shape_), = graph.inputs.items()
-    from .preprocess import make_inputs
+    from .preprocess import Inputs, make_inputs
 
-    inputs = make_inputs(input_name, input_shape_, images, mean, mean_values)
+    from .caffe_blobs import check_input, read_arrays, read_inputs
+
+    blobs = read_arrays(caffe_blobs, "--caffe-blobs") if caffe_blobs is not None else None
+    array_inputs = inputs is not None and Path(inputs).suffix.lower() in (".npy", ".npz")
+    if inputs is not None and not array_inputs:
+        images = inputs
+    if array_inputs:
+        assert inputs is not None
+        batch = Inputs(read_inputs(inputs, input_name, tuple(input_shape_)), "array", [str(inputs)])
+    elif blobs is not None and input_name in blobs:
+        batch = Inputs(check_input(blobs[input_name], tuple(input_shape_), str(caffe_blobs)), "array",
+                       [f"{caffe_blobs}:{input_name}"])
+    else:
+        batch = make_inputs(input_name, input_shape_, images, mean, mean_values)
+    inputs = batch
     x = inputs.array
     say(f"  {len(graph.nodes)} layers; logits {blob!r} ({note}); input {list(x.shape)} "
         f"({'photos' if inputs.kind == 'images' else 'seeded Gaussian'})")
@@ -174,8 +192,21 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     say("running the numpy reference" + (" (every layer kept)" if per_layer else ""))
     t = time.perf_counter()
     layer_values = _layer_values(graph) if per_layer else []
-    ref_values = execute(graph, x, keep=set(layer_values) | {value})
+    blob_checks = None
+    blob_values_: dict[str, str] = {}
+    if blobs is not None:
+        from .caffe_blobs import blob_values
+
+        blob_values_ = blob_values(graph, blobs, str(caffe_blobs))
+    ref_values = execute(graph, x, keep=set(layer_values) | {value} | set(blob_values_.values()))
     ref_logits = ref_values[value]
+    if blobs is not None:
+        from .caffe_blobs import compare_blobs
+
+        blob_checks = compare_blobs(blobs, blob_values_, ref_values, rtol, atol)
+        if blob_values_.get(blob) == value and blobs[blob].size == ref_logits.size:
+            ref_logits = blobs[blob].reshape(ref_logits.shape)  # every framework against Caffe's own logits
+            say(f"  the frameworks are compared with Caffe's {blob!r} from {caffe_blobs}")
     if label_names is not None and len(label_names) != int(np.prod(ref_logits.shape[1:])):
         raise Caffe2xError(f"the labels name {len(label_names)} classes, the logits {blob!r} have "
                            f"{int(np.prod(ref_logits.shape[1:]))}")
@@ -185,6 +216,10 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
         ref_values = {}
 
     failures: list[str] = []
+    for check in blob_checks or ():
+        if not check.passed:
+            failures.append(f"Caffe blob {check.blob!r} ({caffe_blobs}) differs from the numpy reference: "
+                            f"max rel {check.max_rel:.1e}, max abs {check.max_abs:.1e} (rtol {rtol:g}, atol {atol:g})")
     results: list[FrameworkResult] = []
     written: dict[str, Path] = {}
     with _workdir(keep_artifacts) as workdir:
@@ -227,7 +262,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
         rtol=float(rtol), atol=float(atol), reference_topk=ref_topk,
         reference_max_abs=float(np.max(np.abs(ref_logits))) if ref_logits.size else 0.0,
         frameworks=results, pairwise=pairwise, layers=layers, artifacts=artifacts, failures=failures,
-        labels=label_names, seconds=time.perf_counter() - started, environment=_environment(all_targets()))
+        labels=label_names, seconds=time.perf_counter() - started, environment=_environment(all_targets()),
+        caffe_blobs=None if blob_checks is None else [c.to_dict() for c in blob_checks])
 
 
 @contextlib.contextmanager
