@@ -44,7 +44,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the input batch as .npy/.npz (default with --caffe-blobs: its input blob), or images")
     p.add_argument("--keep-artifacts", metavar="DIR", help="write the converted files here instead of a temp dir")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress; print only the verdict")
+    p.add_argument("--verbose", action="store_true",
+                   help="keep the TF C++ and absl log lines (silenced by default)")
     add_force_argument(p)
+
+
+def quiet_frameworks() -> None:
+    """The TF C++ log (oneDNN notices, CPU feature lines) and absl's Python log off, set before the
+    framework is imported (``--verbose`` keeps them)."""
+    import os
+
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def _say(bar: bool):  # type: ignore[no-untyped-def]
+    """Progress lines on stderr; above the tqdm bar when one is shown."""
+    if bar:
+        from tqdm import tqdm
+
+        return lambda m: tqdm.write(m, file=sys.stderr)
+    return lambda m: print(m, file=sys.stderr, flush=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -54,7 +76,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .validator import run_inputs, validate
 
     quiet = getattr(args, "quiet", False)
-    say = None if quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    if not getattr(args, "verbose", False):
+        quiet_frameworks()
+    bar = not quiet and sys.stderr.isatty()
+    say = None if quiet else _say(bar)
     frameworks = None
     if args.frameworks is not None:
         frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
@@ -76,7 +101,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       against=args.against, input_shape=args.input_shape, labels=args.labels,
                       outputs=args.outputs,
                       keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto,
-                      overwrite=args.force, caffe_blobs=args.caffe_blobs, inputs=args.inputs)
+                      overwrite=args.force, caffe_blobs=args.caffe_blobs, inputs=args.inputs,
+                      progress_bar=bar)
     data = report.to_dict()
     if args.json:
         with atomic_output(args.json, overwrite=True) as tmp:  # existence checked above

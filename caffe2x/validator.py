@@ -102,7 +102,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
              outputs: str | Sequence[str] | None = None,
              keep_artifacts: PathLike | None = None, progress: Callable[[str], None] | None = None,
              proto: PathLike | None = None, overwrite: bool = False,
-             caffe_blobs: PathLike | None = None, inputs: PathLike | None = None) -> Report:
+             caffe_blobs: PathLike | None = None, inputs: PathLike | None = None,
+             progress_bar: bool = False) -> Report:
     """Convert ``model`` to every framework, reload each file with its own loader, run the same batch
     and compare the logits with the numpy reference (see the module docstring for the pass rule).
 
@@ -117,6 +118,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     ``.npz``/``.h5`` of blobs real Caffe computed (:mod:`caffe2x.caffe_blobs`): the numpy reference is
     checked against every one, and the frameworks against Caffe's logits when the file has them.
     ``inputs``: the batch as ``.npy``/``.npz`` (default with ``caffe_blobs``: its input blob), or images.
+    ``progress_bar``: a tqdm bar on stderr over the frameworks and artifacts (the CLI turns it on for a
+    terminal only; ``progress`` lines are then written above it).
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -224,22 +227,28 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     written: dict[str, Path] = {}
     with _workdir(keep_artifacts) as workdir:
         files = _ArtifactFiles(workdir, stem)
+        bar = _bar(len(targets) + len(against or ()), progress_bar)
         for target in targets:
+            bar.set_postfix_str(target.name)
             result = _run_framework(target, graph, x, files, value, ref_logits, ref_topk, rtol, atol,
                                     layer_values, ref_values, explicit, say, written)
             results.append(result)
+            bar.update()
             if result.status == FAIL:
                 failures.append(f"{target.name}: {result.reason}")
         artifacts = []
         scratch = Path(tempfile.mkdtemp(prefix="caffe2x-expected-")) if against else None
         for art in against or ():
             say(f"checking artifact {art}")
+            bar.set_postfix_str(Path(art).name)
             a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch)
             artifacts.append(a)
+            bar.update()
             say(f"  {a.status}" + (f": {a.messages[0]}" if a.messages else f" ({a.tensors_checked} tensors)"))
             failures.extend(a.messages)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+        bar.close()
 
     pairwise = []
     ran = [r for r in results if r.logits is not None]
@@ -264,6 +273,30 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
         frameworks=results, pairwise=pairwise, layers=layers, artifacts=artifacts, failures=failures,
         labels=label_names, seconds=time.perf_counter() - started, environment=_environment(all_targets()),
         caffe_blobs=None if blob_checks is None else [c.to_dict() for c in blob_checks])
+
+
+class _NoBar:
+    """The bar's interface when there is none (piped output, ``-q``, library calls)."""
+
+    def set_postfix_str(self, _s: str) -> None:
+        pass
+
+    def update(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, shown: bool) -> Any:
+    """A tqdm bar on stderr over the frameworks and artifacts, or a silent stand-in."""
+    if not shown:
+        return _NoBar()
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="validate", unit="step", file=sys.stderr, leave=False)
 
 
 @contextlib.contextmanager
