@@ -113,3 +113,16 @@ def test_release_drops_clean_pages_only_and_views_stay_valid(tmp_path: Path) -> 
     wire.release(arr)
     assert _resident(arr).all() and arr[1000] == -1.0  # nothing dropped, the write survives
     wire.release(values)  # not a mapped view: nothing to do
+
+
+def test_convert_to_safetensors_imports_no_framework_and_no_validator(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model, deploy = fixtures.write_model("tiny", tmp_path)
+    probe = ("import sys; from caffe2x.cli import main; "
+             f"rc = main(['convert', {str(model)!r}, '--prototxt', {str(deploy)!r}, '--to', 'safetensors', '-q']); "
+             "print(rc, sorted(m for m in ('torch', 'tensorflow', 'keras', 'onnx', 'caffe2x.validator') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[-2] == "0 []" and model.with_suffix(".safetensors").is_file()

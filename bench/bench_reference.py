@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Wall time of the numpy reference forward pass (``caffe2x.run``), median of ``--repeat`` runs.
+
+Usage::
+
+    python bench/bench_reference.py [--models resnet50,vgg16] [--batch 1] [--repeat 5] [--dir DIR]
+
+The synthetic models are generated with ``caffe2x fixture`` into ``--dir`` (kept there for reuse).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet50")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--dir")
+    opts = ap.parse_args()
+    import caffe2x
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(opts.dir or tmp)
+        for name in opts.models.split(","):
+            model, deploy = directory / f"{name}.caffemodel", directory / f"{name}-deploy.prototxt"
+            if not model.exists():
+                subprocess.run([sys.executable, "-m", "caffe2x", "fixture", name, "-o", str(directory), "-q"],
+                               check=True, stdout=subprocess.DEVNULL)
+            graph = caffe2x.load(model, deploy)
+            (shape,) = graph.inputs.values()
+            x = (np.random.default_rng(0).standard_normal((opts.batch, *shape[1:])) * 50).astype(np.float32)
+            logits = graph.blob_name(graph.logits()[0])
+            caffe2x.run(graph, x, outputs=logits)  # warm-up
+            times = []
+            for _ in range(opts.repeat):
+                t = time.perf_counter()
+                caffe2x.run(graph, x, outputs=logits)
+                times.append(time.perf_counter() - t)
+            print(f"{name} {opts.batch}x{'x'.join(map(str, shape[1:]))}: median {statistics.median(times):.2f} s "
+                  f"(min {min(times):.2f}, max {max(times):.2f}) over {opts.repeat} runs")
+    print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
