@@ -8,6 +8,7 @@ convolutions, strided window views for pooling) so a full ResNet-50 at 224x224 r
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -56,11 +57,12 @@ def feeds_for(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
     return feeds
 
 
-#: BLAS threads while the reference runs (None: leave numpy's BLAS as configured). One, because a
-#: forward pass is hundreds of mid-sized GEMMs: on a 2-core machine OpenBLAS' worker threads cost more
-#: in hand-offs than they gain, and under load (other processes on the cores) its spinning workers
-#: made ResNet-50 2.7x slower than one thread (4.8 s vs 1.8 s wall, 3.6x the CPU time).
-BLAS_THREADS: int | None = 1
+#: BLAS threads while the reference runs (None: numpy's BLAS as configured, e.g. by OPENBLAS_NUM_THREADS).
+#: Set ``CAFFE2X_BLAS_THREADS=1`` on a machine shared with other busy processes: a forward pass is
+#: hundreds of mid-sized GEMMs, and under load OpenBLAS' spinning workers made ResNet-50 2.7x slower
+#: than one thread. On an idle 2-core machine two threads are faster (ResNet-50 at batch 4: 0.61 s
+#: against 0.81 s), so the default leaves BLAS alone.
+BLAS_THREADS: int | None = int(os.environ["CAFFE2X_BLAS_THREADS"]) if os.environ.get("CAFFE2X_BLAS_THREADS", "").isdigit() else None
 
 
 def _blas_limit() -> contextlib.AbstractContextManager[object]:

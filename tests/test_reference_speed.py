@@ -72,8 +72,9 @@ def test_validate_runs_the_reference_once_per_batch(monkeypatch: pytest.MonkeyPa
     assert numpy_result.comparison.max_rel == 0.0
 
 
-def test_reference_runs_blas_single_threaded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reference_limits_blas_threads_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(reference, "BLAS_THREADS", 1)  # what CAFFE2X_BLAS_THREADS=1 sets
     seen = []
     relu = reference.OPS["ReLU"]
 
