@@ -1,5 +1,6 @@
-"""Caffe layer families beyond the core set in :mod:`caffe2x.reader` / :mod:`caffe2x.ir` /
-:mod:`caffe2x.reference`.
+"""Caffe layer types, one family per module: :mod:`.core` (the reader handlers of the core types, whose
+shape rules and references are in :mod:`caffe2x.ir` / :mod:`caffe2x.reference`) and the families beyond
+it.
 
 One module per family (``elementwise``, ``broadcast``, ``shape``, ``normalization``, ``channels``, …),
 named for what it holds. Each module registers, for every layer type it covers, the three numpy-side
@@ -24,9 +25,10 @@ Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 """
 from __future__ import annotations
 
+from . import core  # noqa: F401  (first: families extend some core handlers)
 from . import (broadcast, channels, detection, elementwise, embedding, normalization, recurrent,  # noqa: F401
                reduction, resample, roi, shape)
 
 #: the family modules (importing each registers it)
-FAMILIES = ("elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
+FAMILIES = ("core", "elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
             "detection", "resample", "roi", "recurrent")
