@@ -35,11 +35,10 @@ Layout of this package: :mod:`.layers` (the registered custom layers, ``caffe2x>
 registry :data:`OPS` and the core builders), :mod:`.model` (:func:`to_model`), :mod:`.files`
 (:func:`write`), :mod:`.h5` (Keras' HDF5 weights layout), :mod:`.profiles` (``keras-applications``).
 A new op family is a module ``caffe2x/targets/keras/<family>.py`` importing only from ``.ops`` (and
-``.layers`` or caffe2x helpers), listed in :data:`FAMILIES`.
+``.layers`` or caffe2x helpers), listed in :data:`caffe2x.targets.families.OP_FAMILIES`.
 """
 from __future__ import annotations
 
-import importlib
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -50,7 +49,7 @@ from .files import SUFFIXES, write  # noqa: E402
 from .h5 import write_weights_h5  # noqa: E402
 from .layers import CUSTOM_OBJECTS, CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale  # noqa: E402
 from .model import to_model  # noqa: E402
-from ...plugins import apply_pending  # noqa: E402
+from ..families import OP_FAMILIES, load_op_families  # noqa: E402
 from .ops import BUILDERS, NCHW_TO_NHWC, OPS, BuildContext, builder, keras_axis, keras_name, set_weights  # noqa: E402
 from .profiles import write_keras_applications  # noqa: E402
 from .trainable import make_trainable  # noqa: E402
@@ -59,27 +58,10 @@ from .trainable import make_trainable  # noqa: E402
 #: listing targets imports no framework; its write / load / stored_tensors live in :mod:`.target`)
 TARGET = next(t for t in BUILTIN if t.name == "keras")
 
-#: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
-#: target imports each, which registers its builders in :data:`OPS`
-FAMILIES: tuple[str, ...] = (
-    "detection",
-    "resample",
-    "roi",
-    "recurrent",
-    "elementwise",
-    "broadcast",
-    "shape",
-    "reduction",
-    "normalization",
-    "channels",
-    "embedding",
-)
-
-for _family in FAMILIES:
-    importlib.import_module(f"{__name__}.{_family}")
-
-# builders users registered with caffe2x.register_layer(..., keras=...) before this import
-apply_pending("keras", OPS)
+#: op-family modules of this package (``<family>.py`` beside ``ops.py``); importing the target imports
+#: each, which registers its builders in :data:`OPS` (see :mod:`caffe2x.targets.families`)
+FAMILIES: tuple[str, ...] = OP_FAMILIES
+load_op_families(__name__, "keras", OPS, FAMILIES)
 
 __all__ = ["TARGET", "SUFFIXES", "FAMILIES", "OPS", "BUILDERS", "CUSTOM_OBJECTS", "builder", "keras_axis", "keras_name",
            "to_model", "write", "write_weights_h5", "write_keras_applications", "BuildContext", "set_weights",

@@ -61,15 +61,14 @@ onnxruntime on the CPU, for the validator.
 Layout of this package: :mod:`.ops` (the op registry :data:`OPS`, the :class:`Builder` converters talk
 to, the core converters), :mod:`.model` (:func:`to_onnx`, :func:`write`, :func:`run_onnx`). A new op
 family is a module ``caffe2x/targets/onnx/<family>.py`` importing only from ``.ops``, listed in
-:data:`FAMILIES`.
+:data:`caffe2x.targets.families.OP_FAMILIES`.
 """
 from __future__ import annotations
 
-import importlib
 
 from .. import BUILTIN
 from .model import run_onnx, to_onnx, write
-from ...plugins import apply_pending
+from ..families import OP_FAMILIES, load_op_families
 from .ops import CONVERTERS, IR_VERSION, OPS, OPSET, Builder, converter
 
 
@@ -78,27 +77,10 @@ from .ops import CONVERTERS, IR_VERSION, OPS, OPSET, Builder, converter
 TARGET = next(t for t in BUILTIN if t.name == "onnx")
 SUFFIXES = TARGET.suffixes
 
-#: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
-#: target imports each, which registers its converters in :data:`OPS`
-FAMILIES: tuple[str, ...] = (
-    "detection",
-    "resample",
-    "roi",
-    "recurrent",
-    "elementwise",
-    "broadcast",
-    "shape",
-    "reduction",
-    "normalization",
-    "channels",
-    "embedding",
-)
-
-for _family in FAMILIES:
-    importlib.import_module(f"{__name__}.{_family}")
-
-# builders users registered with caffe2x.register_layer(..., onnx=...) before this import
-apply_pending("onnx", OPS)
+#: op-family modules of this package (``<family>.py`` beside ``ops.py``); importing the target imports
+#: each, which registers its builders in :data:`OPS` (see :mod:`caffe2x.targets.families`)
+FAMILIES: tuple[str, ...] = OP_FAMILIES
+load_op_families(__name__, "onnx", OPS, FAMILIES)
 
 __all__ = ["TARGET", "SUFFIXES", "FAMILIES", "OPSET", "IR_VERSION", "OPS", "CONVERTERS", "Builder", "converter", "to_onnx",
            "write", "run_onnx"]

@@ -14,18 +14,17 @@ except through this ``__init__``):
 
 A new op family is a module ``caffe2x/targets/torch/<family>.py`` that imports only from ``.ops`` (and
 ``.modules`` or caffe2x helpers) and registers builders with :func:`builder`; list it in
-:data:`FAMILIES` so importing the target registers it.
+:data:`caffe2x.targets.families.OP_FAMILIES` so importing the target registers it.
 """
 from __future__ import annotations
 
-import importlib
 
 from .. import BUILTIN
 from .files import DTYPES, code_path, final_path, state_dict, write
 from .model import CaffeNet, Step, module_names, node_module_names, resolve_outputs, sanitize, to_module
 from .modules import (HELPER_CLASSES, CaffeBatchNorm, CaffeConcat, CaffeEltwise, CaffeInnerProduct, CaffeLRN,
                       CaffePooling, CaffeScale, helper_source)
-from ...plugins import apply_pending
+from ..families import OP_FAMILIES, load_op_families
 from .ops import BUILDERS, OPS, Builder, LayerSpec, builder, layer_spec
 from .profiles import TorchvisionProfile, TorchvisionResNet, torchvision_profile
 from .trainable import TrainableBatchNorm, make_trainable
@@ -36,27 +35,10 @@ from .trainable import TrainableBatchNorm, make_trainable
 TARGET = next(t for t in BUILTIN if t.name == "torch")
 SUFFIXES = TARGET.suffixes
 
-#: op-family modules of this package (``<family>.py`` beside ``ops.py``), one per line; importing the
-#: target imports each, which registers its builders in :data:`OPS`
-FAMILIES: tuple[str, ...] = (
-    "detection",
-    "resample",
-    "roi",
-    "recurrent",
-    "elementwise",
-    "broadcast",
-    "shape",
-    "reduction",
-    "normalization",
-    "channels",
-    "embedding",
-)
-
-for _family in FAMILIES:
-    importlib.import_module(f"{__name__}.{_family}")
-
-# builders users registered with caffe2x.register_layer(..., torch=...) before this import
-apply_pending("torch", OPS)
+#: op-family modules of this package (``<family>.py`` beside ``ops.py``); importing the target imports
+#: each, which registers its builders in :data:`OPS` (see :mod:`caffe2x.targets.families`)
+FAMILIES: tuple[str, ...] = OP_FAMILIES
+load_op_families(__name__, "torch", OPS, FAMILIES)
 
 __all__ = ["TARGET", "SUFFIXES", "DTYPES", "FAMILIES", "to_module", "write", "CaffeNet", "OPS", "BUILDERS", "Builder",
            "builder", "LayerSpec", "layer_spec", "module_names", "node_module_names", "sanitize", "state_dict",
