@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .ir import pool_output_size
+
 f32 = np.float32
 
 
@@ -72,3 +74,23 @@ def power_constant(attrs: dict[str, Any]) -> float | None:
     if f32(power) * f32(scale) != 0:
         return None
     return 1.0 if power == 0 else float(np.power(f32(shift), f32(power)))
+
+
+def pool_window(h: int, w: int, kernel: Any, stride: Any, pad: Any, ceil: bool,
+                global_pooling: bool) -> tuple[int, int, int, int, int, int, int, int, int, int]:
+    """Caffe's pooling geometry on an ``h x w`` plane: ``(kh, kw, sh, sw, ph, pw, oh, ow, rh, rw)``.
+
+    ``global_pooling`` pools the whole plane; ``oh, ow`` are Caffe's (ceil-mode) output sizes and
+    ``rh, rw`` the bottom/right padding after which exactly ``oh x ow`` windows fit -- what every
+    framework layer that pads and then pools without rounding needs. Copied verbatim into generated
+    torch code beside ``pool_output_size``, so it uses nothing else.
+    """
+    if global_pooling:
+        (kh, kw), (sh, sw), (ph, pw) = (h, w), (1, 1), (0, 0)
+    else:
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    oh = pool_output_size(h, kh, sh, ph, ceil)
+    ow = pool_output_size(w, kw, sw, pw, ceil)
+    rh = max(0, (oh - 1) * sh + kh - h - ph)
+    rw = max(0, (ow - 1) * sw + kw - w - pw)
+    return kh, kw, sh, sw, ph, pw, oh, ow, rh, rw

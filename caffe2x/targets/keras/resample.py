@@ -15,9 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...ir import Node, pool_output_size
-from ...formulas import interp_axis
-from ...reference import pool_geometry
+from ...ir import Node
+from ...formulas import interp_axis, pool_window
 from .layers import CUSTOM_OBJECTS
 from .ops import BuildContext, builder
 
@@ -35,20 +34,10 @@ class CaffeMaxPoolWithMask(keras.layers.Layer):
         self.ceil = bool(ceil)
         self.global_pooling = bool(global_pooling)
 
-    def _geometry(self, h: int, w: int) -> tuple[int, ...]:
-        if self.global_pooling:
-            (kh, kw), (sh, sw), (ph, pw) = (h, w), (1, 1), (0, 0)
-        else:
-            (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
-        oh = pool_output_size(h, kh, sh, ph, self.ceil)
-        ow = pool_output_size(w, kw, sw, pw, self.ceil)
-        return kh, kw, sh, sw, ph, pw, oh, ow
-
     def call(self, x: Any) -> list[Any]:
         h, w = int(x.shape[1]), int(x.shape[2])
-        kh, kw, sh, sw, ph, pw, oh, ow = self._geometry(h, w)
-        rh, _ = pool_geometry(h, oh, kh, sh, ph)
-        rw, _ = pool_geometry(w, ow, kw, sw, pw)
+        kh, kw, sh, sw, ph, pw, oh, ow, rh, rw = pool_window(h, w, self.kernel, self.stride, self.pad, self.ceil,
+                                                             self.global_pooling)
         xp = ops.pad(x, [[0, 0], [ph, rh], [pw, rw], [0, 0]], constant_values=float("-inf"))
         best, arg = None, None
         for i in range(kh):
@@ -69,7 +58,8 @@ class CaffeMaxPoolWithMask(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         n, h, w, c = input_shape
-        *_, oh, ow = self._geometry(int(h), int(w))
+        *_, oh, ow, _, _ = pool_window(int(h), int(w), self.kernel, self.stride, self.pad, self.ceil,
+                                       self.global_pooling)
         return [(n, oh, ow, c), (n, oh, ow, c)]
 
     def get_config(self) -> dict[str, Any]:

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...formulas import pool_window
 from ...ir import pool_output_size
 
 
 # =========================================================================== Caffe layers as modules
 # Everything in this section is copied verbatim into generated model code (see codegen.py), so it
-# may use only torch, nn, F, math and pool_output_size.
+# may use only torch, nn, F, math, pool_window and pool_output_size.
 
 class CaffeBatchNorm(nn.Module):
     """Caffe's BatchNorm at inference: ``(x - mean) / sqrt(var + eps)``, per channel (axis 1).
@@ -98,15 +99,8 @@ class CaffePooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        if self.global_pooling:
-            (kh, kw), (sh, sw), (ph, pw) = (h, w), (1, 1), (0, 0)
-        else:
-            (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
-        oh = pool_output_size(h, kh, sh, ph, self.ceil)
-        ow = pool_output_size(w, kw, sw, pw, self.ceil)
-        # right/bottom padding so that exactly oh x ow windows fit
-        rh = max(0, (oh - 1) * sh + kh - h - ph)
-        rw = max(0, (ow - 1) * sw + kw - w - pw)
+        kh, kw, sh, sw, ph, pw, oh, ow, rh, rw = pool_window(h, w, self.kernel, self.stride, self.pad, self.ceil,
+                                                             self.global_pooling)
         if self.method == "max":
             if ph or pw or rh or rw:
                 x = F.pad(x, (pw, rw, ph, rh), value=float("-inf"))
@@ -232,8 +226,10 @@ HELPER_CLASSES: tuple[type[nn.Module], ...] = (CaffeBatchNorm, CaffeScale, Caffe
 
 
 def helper_source(classes: Sequence[type[nn.Module]]) -> str:
-    """Source of the helper classes (and ``pool_output_size``) that generated code needs."""
+    """Source of the helper classes (and ``pool_window`` / ``pool_output_size``) that generated code needs."""
     sources = [inspect.getsource(c) for c in HELPER_CLASSES if c in classes]
     sources += [inspect.getsource(c) for c in classes if c not in HELPER_CLASSES]  # op families' modules
-    parts = [inspect.getsource(pool_output_size)] if any("pool_output_size(" in src for src in sources) else []
+    parts = [inspect.getsource(pool_window)] if any("pool_window(" in src for src in sources) else []
+    if any("pool_output_size(" in src for src in sources + parts):
+        parts.insert(0, inspect.getsource(pool_output_size))
     return "\n\n".join(p.rstrip() + "\n" for p in parts + sources)

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...ir import Graph, Node, pool_output_size
+from ...formulas import pool_window
+from ...ir import Graph, Node
 from .ops import LayerSpec, builder
 
 
@@ -23,14 +24,8 @@ class CaffeMaxPoolWithMask(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        if self.global_pooling:
-            (kh, kw), (sh, sw), (ph, pw) = (h, w), (1, 1), (0, 0)
-        else:
-            (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.pad
-        oh = pool_output_size(h, kh, sh, ph, self.ceil)
-        ow = pool_output_size(w, kw, sw, pw, self.ceil)
-        rh = max(0, (oh - 1) * sh + kh - h - ph)
-        rw = max(0, (ow - 1) * sw + kw - w - pw)
+        kh, kw, sh, sw, ph, pw, oh, ow, rh, rw = pool_window(h, w, self.kernel, self.stride, self.pad, self.ceil,
+                                                             self.global_pooling)
         xp = F.pad(x, (pw, rw, ph, rh), value=float("-inf")) if ph or pw or rh or rw else x
         y, idx = F.max_pool2d(xp, (kh, kw), (sh, sw), return_indices=True)
         y, idx = y[:, :, :oh, :ow], idx[:, :, :oh, :ow]
