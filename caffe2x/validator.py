@@ -238,16 +238,18 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
                 failures.append(f"{target.name}: {result.reason}")
         artifacts = []
         scratch = Path(tempfile.mkdtemp(prefix="caffe2x-expected-")) if against else None
-        for art in against or ():
-            say(f"checking artifact {art}")
-            bar.set_postfix_str(Path(art).name)
-            a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch)
-            artifacts.append(a)
-            bar.update()
-            say(f"  {a.status}" + (f": {a.messages[0]}" if a.messages else f" ({a.tensors_checked} tensors)"))
-            failures.extend(a.messages)
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            for art in against or ():
+                say(f"checking artifact {art}")
+                bar.set_postfix_str(Path(art).name)
+                a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch)
+                artifacts.append(a)
+                bar.update()
+                say(f"  {a.status}" + (f": {a.messages[0]}" if a.messages else f" ({a.tensors_checked} tensors)"))
+                failures.extend(a.messages)
+        finally:  # an interrupt or a crash inside a framework must not leave the expected files in /tmp
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
         bar.close()
 
     pairwise = []

@@ -17,9 +17,11 @@ Prints one line per kind with the number of cases tried, and a total line.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -36,6 +38,7 @@ from caffe2x.errors import Caffe2xError
 
 COUNTS: dict[str, int] = {}
 OUT = Path(tempfile.mkdtemp(prefix="caffe2x-fuzz-"))
+atexit.register(shutil.rmtree, OUT, ignore_errors=True)  # the fuzz child leaves nothing in /tmp
 
 
 # --------------------------------------------------------------------------- protobuf wire walking

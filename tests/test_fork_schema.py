@@ -195,19 +195,19 @@ layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"
     ("", 4), ("ceil_mode: true", 4), ("ceil_mode: false", 3), ("round_mode: FLOOR", 3),
     ("ceil_mode: false round_mode: FLOOR", 3),
 ])
-def test_ceil_mode_rounds_like_the_fork(setting: str, size: int) -> None:
+def test_ceil_mode_rounds_like_the_fork(setting: str, size: int, prototxt_text_file) -> None:
     graph = caffe2x.load(None, prototxt_text_file(POOL_NET % setting))
     assert graph.shapes["pool"] == (1, 2, size, size)
     x = np.random.default_rng(0).standard_normal((1, 2, 8, 8)).astype(np.float32)
     assert caffe2x.run(graph, x, outputs="pool").shape == (1, 2, size, size)
 
 
-def test_ceil_mode_contradicting_round_mode_is_an_error() -> None:
+def test_ceil_mode_contradicting_round_mode_is_an_error(prototxt_text_file) -> None:
     with pytest.raises(caffe2x.Caffe2xError, match="'pool'.*ceil_mode and round_mode disagree"):
         caffe2x.load(None, prototxt_text_file(POOL_NET % "ceil_mode: true round_mode: FLOOR"))
 
 
-def test_monte_carlo_dropout_is_refused() -> None:
+def test_monte_carlo_dropout_is_refused(prototxt_text_file) -> None:
     net = """input: "data" input_shape { dim: 1 dim: 4 }
 layer { name: "drop" type: "Dropout" bottom: "data" top: "d" dropout_param { sample_weights_test: true } }"""
     with pytest.raises(caffe2x.Caffe2xError, match="'drop'.*sample_weights_test"):
@@ -224,17 +224,15 @@ def test_unknown_prototxt_field_names_the_field_and_the_line() -> None:
     assert "\n" not in message
 
 
-_files: list = []
+@pytest.fixture
+def prototxt_text_file(tmp_path):  # type: ignore[no-untyped-def]
+    """Writes a prototxt text into the test's own temporary directory (pytest removes it)."""
+    def write(text: str):  # type: ignore[no-untyped-def]
+        path = tmp_path / "net.prototxt"
+        path.write_text(text)
+        return path
 
-
-def prototxt_text_file(text: str):  # type: ignore[no-untyped-def]
-    import tempfile
-    from pathlib import Path
-
-    d = Path(tempfile.mkdtemp(prefix="caffe2x-forks-"))
-    path = d / "net.prototxt"
-    path.write_text(text)
-    return path
+    return write
 
 
 def test_fork_collisions_are_fixed_on_the_zero_copy_path_too() -> None:

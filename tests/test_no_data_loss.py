@@ -180,6 +180,43 @@ def test_signal_during_a_write_removes_the_temporary_file(work, tmp_path: Path, 
     assert leftovers(tmp_path) == []
 
 
+SLOW_ARTIFACT_CHECK = """
+import pathlib, sys, time
+import caffe2x.validator as validator
+from caffe2x.cli import main
+
+def slow(*args, **kwargs):
+    pathlib.Path({ready!r}).write_text("checking")
+    time.sleep(60)
+
+validator.check_artifact = slow
+sys.exit(main(["validate", {model!r}, "-p", {deploy!r}, "--frameworks", "numpy", "--against", {art!r}, "-q"]))
+"""
+
+
+def test_sigterm_during_validate_leaves_no_temporary_directory(work, tmp_path: Path) -> None:
+    """validate's work directory (converted files) and its scratch directory for expected artifacts
+    both go when the run is terminated, as they do when it ends."""
+    model, deploy = work
+    art = tmp_path / "a.safetensors"
+    assert cli("convert", model, "-p", deploy, "-o", art, "-q").returncode == 0
+    tmp, ready = tmp_path / "tmp", tmp_path / "ready"
+    tmp.mkdir()
+    script = SLOW_ARTIFACT_CHECK.format(model=str(model), deploy=str(deploy), art=str(art), ready=str(ready))
+    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TMPDIR": str(tmp)})
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.stderr else ""
+        time.sleep(0.05)
+    assert sorted(p.name.split("-")[1] for p in tmp.iterdir()) == ["expected", "validate"]
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 143, err
+    assert "Traceback" not in err
+    assert list(tmp.iterdir()) == []
+
+
 # --------------------------------------------------------------------------- full disk
 def test_enospc_from_any_writer_is_an_error_naming_the_path(tiny_files, tmp_path: Path, monkeypatch) -> None:
     import caffe2x.targets.safetensors as st
