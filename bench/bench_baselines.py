@@ -102,6 +102,8 @@ def bench(name: str, directory: Path, rounds: int, only: set[str] | None) -> dic
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
         for r in range(rounds):
             for case, cmd in runs.items():  # alternate: every case once per round
+                for old in Path(tmp).iterdir():  # a fresh write each time, not caffe2x's identical-rerun check
+                    old.unlink()
                 samples[case].append(measure(cmd))
             print(f"  {name}: round {r + 1}/{rounds} done", file=sys.stderr)
     med = {k: (statistics.median(w for w, _ in v), statistics.median(m for _, m in v)) for k, v in samples.items()}

@@ -129,27 +129,49 @@ def same_content(new: Path, old: Path) -> bool:
     """The new output says exactly what the existing file says.
 
     Byte equality, except that PyTorch archives (zip) are compared member by member without the
-    random ``serialization_id`` record torch.save adds to every file.
+    random ``serialization_id`` record torch.save adds to every file. Both comparisons stream in
+    chunks: comparing two copies of a 500 MB model holds a few MB, not both files.
     """
     if filecmp.cmp(new, old, shallow=False):
         return True
     if new.suffix.lower() not in (".pt", ".pth"):
         return False
+    return _same_zip_members(new, old)
+
+
+#: bytes read from each side at a time when comparing archive members
+_COMPARE_CHUNK = 1 << 20
+
+
+def _same_zip_members(a: Path, b: Path) -> bool:
+    """Two zip archives hold the same members (names without the top folder, torch's archive name)
+    with the same contents, ``serialization_id`` aside; False for anything that is not a sane zip."""
     import zipfile
 
-    def members(path: Path) -> dict[str, bytes] | None:
-        try:
-            with zipfile.ZipFile(path) as z:
-                infos = z.infolist()
-                if sum(i.file_size for i in infos) > 2 * path.stat().st_size + (1 << 20):
-                    return None  # inflates far beyond its size (a stored torch archive never does)
-                return {i.filename.split("/", 1)[-1]: z.read(i) for i in infos
-                        if not i.filename.endswith("serialization_id")}
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
-            return None
+    def members(z: zipfile.ZipFile, path: Path) -> dict[str, zipfile.ZipInfo] | None:
+        infos = z.infolist()
+        if sum(i.file_size for i in infos) > 2 * path.stat().st_size + (1 << 20):
+            return None  # inflates far beyond its size (a stored torch archive never does)
+        return {i.filename.split("/", 1)[-1]: i for i in infos if not i.filename.endswith("serialization_id")}
 
-    a, b = members(new), members(old)
-    return a is not None and a == b
+    try:
+        with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
+            ma, mb = members(za, a), members(zb, b)
+            if ma is None or mb is None or ma.keys() != mb.keys():
+                return False
+            if any(ma[k].file_size != mb[k].file_size for k in ma):
+                return False
+            for key, info in ma.items():
+                with za.open(info) as fa, zb.open(mb[key]) as fb:
+                    while True:
+                        chunk = fa.read(_COMPARE_CHUNK)
+                        if chunk != fb.read(_COMPARE_CHUNK):
+                            return False
+                        if not chunk:
+                            break
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, EOFError):
+        return False
+    return True
 
 
 def disk_full(exc: BaseException, directory: Path) -> bool:

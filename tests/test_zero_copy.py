@@ -126,3 +126,42 @@ def test_convert_to_safetensors_imports_no_framework_and_no_validator(tmp_path: 
              "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.split("\n")[-2] == "0 []" and model.with_suffix(".safetensors").is_file()
+
+
+def test_pt_writer_hands_torch_save_the_graph_memory_itself(mapped_graph, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What reaches ``torch.save`` (after the dtype cast, which is a no-op for float32) is the
+    mapped arrays, not a copy of them."""
+    from caffe2x.targets.torch import files
+
+    saved = {}
+    real_save = torch.save
+    monkeypatch.setattr(files.torch, "save", lambda obj, f: (saved.update(obj), real_save(obj, f)))
+    caffe2x.save(mapped_graph, tmp_path / "net.pt")
+    pointers = {t.untyped_storage().data_ptr() + t.storage_offset() * t.element_size() for t in saved.values()}
+    arrays = {a.__array_interface__["data"][0] for a in mapped_graph.tensors.values()}
+    assert len(saved) == len(mapped_graph.tensors) and pointers == arrays
+
+
+def test_identical_pt_rerun_is_compared_in_chunks_not_whole_members(tmp_path: Path) -> None:
+    """Two torch archives differ only by their random serialization id; telling they are the same
+    output must not read both into memory (it doubled the peak RSS of a rerun of convert --to torch)."""
+    import tracemalloc
+
+    from caffe2x.fileio import same_content
+
+    big = torch.arange(1 << 22, dtype=torch.float32)  # 16 MB member
+    a, b, c = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "c.pt"
+    torch.save({"w": big}, a)
+    torch.save({"w": big}, b)
+    changed = big.clone()
+    changed[-1] = -1.0
+    torch.save({"w": changed}, c)
+    assert a.read_bytes() != b.read_bytes()  # the serialization ids differ
+    tracemalloc.start()
+    try:
+        assert same_content(a, b)
+        peak = tracemalloc.get_traced_memory()[1]
+        assert not same_content(a, c)
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # chunks, not the 2 x 16 MB members
