@@ -36,9 +36,12 @@ from pathlib import Path
 
 #: the plain script: what anyone would write with the compiled schema and no caffe2x reader
 PLAIN = r"""
-import sys
+import importlib.util, sys
 import numpy as np
-from caffe2x.proto import caffe_pb2
+# the compiled schema alone (the generated module), without importing the caffe2x package around it
+spec = importlib.util.spec_from_file_location("caffe_pb2", sys.argv[4])
+caffe_pb2 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(caffe_pb2)
 
 model, out, to = sys.argv[1:4]
 net = caffe_pb2.NetParameter()
@@ -59,10 +62,15 @@ else:
 """
 
 
+#: children may cache bytecode as an installed package does (some shells set PYTHONDONTWRITEBYTECODE,
+#: which would make every caffe2x run of an editable install compile its modules from source)
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def measure(cmd: list[str], stdout: int | None = subprocess.DEVNULL) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE, env=ENV)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
@@ -81,15 +89,19 @@ def ensure_model(name: str, directory: Path) -> tuple[Path, Path]:
     return model, deploy
 
 
+#: caffe2x's generated schema module, run by the plain script as a file of its own
+PB2 = str(Path(__file__).resolve().parent.parent / "caffe2x" / "proto" / "caffe_pb2.py")
+
+
 def cases(model: Path, deploy: Path, out: Path) -> dict[str, list[str]]:
     py = sys.executable
     convert = [py, "-m", "caffe2x", "convert", str(model), "--prototxt", str(deploy), "-q", "-o"]
     return {
         "cat": ["cat", str(model)],
-        "plain → safetensors": [py, "-c", PLAIN, str(model), str(out / "plain.safetensors"), "safetensors"],
+        "plain → safetensors": [py, "-c", PLAIN, str(model), str(out / "plain.safetensors"), "safetensors", PB2],
         "caffe2x → safetensors": [*convert, str(out / "caffe2x.safetensors"), "--to", "safetensors"],
         "import torch": [py, "-c", "import torch"],
-        "plain → torch": [py, "-c", PLAIN, str(model), str(out / "plain.pt"), "torch"],
+        "plain → torch": [py, "-c", PLAIN, str(model), str(out / "plain.pt"), "torch", PB2],
         "caffe2x → torch": [*convert, str(out / "caffe2x.pt"), "--to", "torch"],
     }
 
@@ -100,6 +112,8 @@ def bench(name: str, directory: Path, rounds: int, only: set[str] | None) -> dic
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         runs = {k: v for k, v in cases(model, deploy, Path(tmp)).items() if only is None or k in only}
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+        for case, cmd in runs.items():  # one unmeasured warm-up round: page cache, bytecode caches
+            measure(cmd)
         for r in range(rounds):
             for case, cmd in runs.items():  # alternate: every case once per round
                 for old in Path(tmp).iterdir():  # a fresh write each time, not caffe2x's identical-rerun check

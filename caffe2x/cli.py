@@ -58,24 +58,43 @@ class _Parser(argparse.ArgumentParser):
         return None
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: the subcommands and their one-line help, in the order ``--help`` lists them
+SUBCOMMANDS = {
+    "convert": "convert a caffemodel to torch / keras / safetensors / onnx",
+    "inspect": "list layers, types, output shapes and parameter counts",
+    "fixture": "write a synthetic model (resnet50, resnet101, resnet152, googlenet, …)",
+    "validate": "run every framework and compare the logits",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (``only``) with the options of that one subcommand filled in: the
+    others keep their name and help for ``caffe2x --help``, and building validate's options (which
+    imports the comparison code) is not part of every ``convert``'s wait."""
     from ._version import __version__
-    from .cli_validate import add_arguments
-    from .targets import all_targets, names
 
     parser = _Parser(prog="caffe2x", description="Convert Caffe models and prove the numbers did not change.")
     parser.add_argument("--version", action="version", version=f"caffe2x {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_ in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if only is None or only == name:
+            _OPTIONS[name](p)
+    return parser
 
-    p = sub.add_parser("convert", help="convert a caffemodel to torch / keras / safetensors / onnx")
+
+def _convert_options(p: argparse.ArgumentParser) -> None:
+    from .targets import profile_choices, target_choices
+
     _add_model_args(p)
-    p.add_argument("--to", choices=names(writes=True), help="target format (default: from the -o suffix)")
+    p.add_argument("--to", choices=target_choices(writes=True), metavar="FORMAT",
+                   help="target format: %(choices)s (default: from the -o suffix)")
     p.add_argument("-o", "--output", help="output file (default: beside the model, suffix of the target)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="precision of the stored tensors (default float32); a reduced one prints the measured "
                         "logit change")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm+Scale into the layer before them")
-    p.add_argument("--profile", choices=list(dict.fromkeys(p for t in all_targets() for p in t.profiles)),
+    p.add_argument("--profile", choices=profile_choices(), metavar="NAME",
                    help="tensor names of another model zoo: torchvision (torch only), keras-applications "
                         "(keras .h5 only)")
     p.add_argument("--emit-code", action="store_true",
@@ -85,11 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, only errors")
     add_force_argument(p)
 
-    p = sub.add_parser("inspect", help="list layers, types, output shapes and parameter counts")
+
+def _inspect_options(p: argparse.ArgumentParser) -> None:
     _add_model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("fixture", help="write a synthetic model (resnet50, resnet101, resnet152, googlenet, …)")
+
+def _fixture_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="resnet50 | resnet101 | resnet152 | caffenet | googlenet | squeezenet | mobilenet "
                                 "| tiny | a small test net")
     p.add_argument("-o", "--output-dir", required=True, help="directory for <name>.caffemodel and prototxt")
@@ -97,8 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, print only the two file paths")
     add_force_argument(p)
 
-    add_arguments(sub.add_parser("validate", help="run every framework and compare the logits"))
-    return parser
+
+def _validate_options(p: argparse.ArgumentParser) -> None:
+    from .cli_validate import add_arguments
+
+    add_arguments(p)
+
+
+_OPTIONS = {"convert": _convert_options, "inspect": _inspect_options, "fixture": _fixture_options,
+            "validate": _validate_options}
 
 
 def _say(args: argparse.Namespace, message: str) -> None:
@@ -136,24 +164,25 @@ def _convert_destination(args: argparse.Namespace) -> tuple[Path, str]:
     """The output file and target of ``convert``: from ``--to`` and/or ``-o`` (a directory gets
     ``<model stem>.<suffix>``), checked before the model is read."""
     from .convert import default_output, names_directory, output_in
-    from .targets import all_targets, names, target_for
+    from .targets import all_targets, names, target_for, writer_for_suffix
 
-    writers = names(writes=True)
-    suffixes = list(dict.fromkeys(s for t in all_targets() if t.writes for s in t.suffixes))
-    formats = f"--to {'|'.join(writers)}, or -o FILE ending in {' '.join(suffixes)}"
+    def formats() -> str:  # only for the error messages: listing every target scans the entry points
+        suffixes = dict.fromkeys(s for t in all_targets() if t.writes for s in t.suffixes)
+        return f"--to {'|'.join(names(writes=True))}, or -o FILE ending in {' '.join(suffixes)}"
+
     if args.to is None and args.output is None:
-        raise Caffe2xError(f"say which format to write: {formats}")
+        raise Caffe2xError(f"say which format to write: {formats()}")
     if args.output is not None and names_directory(args.output):
         if args.to is None:
             raise Caffe2xError(f"-o {args.output} is a directory, which does not say the format: add "
-                               f"--to {'|'.join(writers)}")
+                               f"--to {'|'.join(names(writes=True))}")
         directory = Path(args.output)
         if not directory.is_dir():
             raise Caffe2xError(f"cannot write into {args.output}: directory {directory} does not exist")
         return output_in(directory, args.model, args.to), args.to
     if args.output is not None:
-        if args.to is None and Path(args.output).suffix.lower() not in suffixes:
-            raise Caffe2xError(f"cannot tell the target format from -o {args.output}: {formats}")
+        if args.to is None and writer_for_suffix(Path(args.output).suffix) is None:
+            raise Caffe2xError(f"cannot tell the target format from -o {args.output}: {formats()}")
         return Path(args.output), target_for(args.to, args.output)
     return default_output(args.model, args.to), args.to
 
@@ -188,8 +217,10 @@ COMMANDS = {"convert": cmd_convert, "inspect": cmd_inspect, "fixture": cmd_fixtu
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``caffe2x`` console script."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)  # the subcommand comes first
+    parser = build_parser(command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(words)
     handler = COMMANDS.get(args.command)
     from .fileio import Terminated
 

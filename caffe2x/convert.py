@@ -38,6 +38,8 @@ def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "fl
                            f"{', '.join(writer.suffixes)} files")
     if dtype not in DTYPES:
         raise Caffe2xError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if not options and profile is None:
+        return  # nothing below to check: no need to list every target (which scans the entry points)
     writers = [t for t in all_targets() if t.writes]
     known_options = list(dict.fromkeys(o for t in writers for o in t.options))
     for key, value in (options or {}).items():

@@ -231,45 +231,6 @@ def _weights(buf: Buffer, net: Any, layout: Plan) -> dict[str, list[Any]]:
     return weights
 
 
-def _mapping(arr: np.ndarray) -> mmap.mmap | None:
-    """The ``mmap`` an array is a view of, if any."""
-    base: Any = arr
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    base = base.obj if isinstance(base, memoryview) else base
-    return base if isinstance(base, mmap.mmap) else None
-
-
-def release(arr: np.ndarray) -> None:
-    """Let the kernel drop the whole pages of a mapped view from this process's resident set.
-
-    For streaming writers: after a view's bytes went to the output, its pages need not stay resident,
-    so a model is never resident all at once. The pages stay in the page cache and come back on the
-    next access (a minor fault), so the array keeps working. Pages this process has written to
-    (private copies, see the module docstring) would be lost by that, so nothing is dropped when
-    any page of the range is private, or when ``/proc/self/pagemap`` cannot tell (non-Linux)."""
-    mm = _mapping(arr)
-    if mm is None or mm.closed:
-        return
-    page = mmap.PAGESIZE
-    start = arr.__array_interface__["data"][0]
-    first, last = -(-start // page), (start + arr.nbytes) // page  # pages wholly inside the view
-    if last <= first:
-        return
-    try:
-        with open("/proc/self/pagemap", "rb") as f:
-            entries = np.frombuffer(os.pread(f.fileno(), 8 * (last - first), 8 * first), dtype="<u8")
-        if entries.size != last - first:
-            return
-        present, file_page = entries >> np.uint64(63), (entries >> np.uint64(61)) & np.uint64(1)
-        if np.any(present & (file_page ^ np.uint64(1))):  # a private (written) page: keep everything
-            return
-        map_start = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
-        mm.madvise(mmap.MADV_DONTNEED, first * page - map_start, (last - first) * page)
-    except (OSError, ValueError, AttributeError):
-        return
-
-
 def map_file(path: str | os.PathLike[str]) -> mmap.mmap | None:
     """A private copy-on-write map of ``path``; None when it cannot be mapped (the caller then reads
     the file the ordinary way and reports missing/empty/unreadable files itself)."""

@@ -86,35 +86,6 @@ def test_streamed_safetensors_hold_what_the_library_writes(mapped_graph, tmp_pat
     assert caffe2x.load(ours).structure() == mapped_graph.structure()
 
 
-def _resident(arr: np.ndarray) -> np.ndarray:
-    """Per whole page of ``arr``: mapped into this process right now (from /proc/self/pagemap)."""
-    import mmap
-    import os
-
-    page = mmap.PAGESIZE
-    start = arr.__array_interface__["data"][0]
-    first, last = -(-start // page), (start + arr.nbytes) // page
-    with open("/proc/self/pagemap", "rb") as f:
-        entries = np.frombuffer(os.pread(f.fileno(), 8 * (last - first), 8 * first), dtype="<u8")
-    return (entries >> np.uint64(63)).astype(bool)
-
-
-@pytest.mark.skipif(not Path("/proc/self/pagemap").exists(), reason="needs Linux /proc/self/pagemap")
-def test_release_drops_clean_pages_only_and_views_stay_valid(tmp_path: Path) -> None:
-    from caffe2x import wire
-
-    values = np.arange(1 << 16, dtype="<f4")
-    (tmp_path / "blob").write_bytes(values.tobytes())
-    arr = np.frombuffer(wire.map_file(tmp_path / "blob"), dtype="<f4")
-    assert float(arr.sum()) == float(values.sum()) and _resident(arr).all()
-    wire.release(arr)
-    assert not _resident(arr).any() and np.array_equal(arr, values)  # faulted back in from the page cache
-    arr[1000] = -1.0  # one private page now
-    wire.release(arr)
-    assert _resident(arr).all() and arr[1000] == -1.0  # nothing dropped, the write survives
-    wire.release(values)  # not a mapped view: nothing to do
-
-
 def test_convert_to_safetensors_imports_no_framework_and_no_validator(tmp_path: Path) -> None:
     import subprocess
     import sys

@@ -11,15 +11,13 @@ BatchNorm      ``<layer>.running_mean``, ``<layer>.running_var`` (moving-average
 Scale          ``<layer>.weight`` (gamma), ``<layer>.bias`` (beta)
 =============  =========================================================
 
-``__metadata__`` holds ``caffe2x.graph`` (the graph's JSON, see :meth:`caffe2x.ir.Graph.structure`)
-and ``caffe2x.dtype``, so :func:`read_graph` rebuilds the exact graph with no caffemodel at hand: the
-neutral graph is itself a file format. Written by :func:`write_tensors` straight from the graph's arrays
-(views of the mapped caffemodel: no copy), read with the safetensors library's ``deserialize``; no
-torch or tensorflow is imported.
+``__metadata__`` holds ``caffe2x.graph`` (the graph's JSON, see :meth:`caffe2x.ir.Graph.structure`), so :func:`read_graph` rebuilds the exact graph with no caffemodel at hand: the
+neutral graph is itself a file format. Written and read by the safetensors library (``save_file`` from
+the graph's arrays, views of the mapped caffemodel: no copy; ``safe_open`` for the metadata,
+``deserialize`` for the tensors); no torch or tensorflow is imported.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -39,51 +37,29 @@ def _cast(arr: np.ndarray, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.dtype(dtype))
 
 
-#: values written (and released) at a time
-_CHUNK = 4 << 20
-#: dtype written -> (safetensors dtype tag, bytes per value)
-_TAGS = {"float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2)}
-
-
 def write(graph: Graph, path: Path, options) -> list[str]:  # type: ignore[no-untyped-def]
     """Write all tensors (cast to ``options.dtype``) and the graph's JSON into one safetensors file."""
     if options.profile is not None:
         raise Caffe2xError(f"the safetensors target has no naming profile {options.profile!r}")
-    metadata = {"caffe2x.graph": graph.to_json(), "caffe2x.dtype": options.dtype, "format": "caffe2x"}
+    # One metadata key: safetensors writes ``__metadata__`` in hash order (safetensors issue #584), so two
+    # keys would make two runs' files differ; the per-tensor dtypes are in the header already.
+    metadata = {"caffe2x.graph": graph.to_json()}
     write_tensors(path, graph.tensors, metadata, options.dtype)
     return []
 
 
 def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str],
                   dtype: str = "float32") -> None:
-    """A safetensors file streamed tensor by tensor straight from the arrays (format: 8-byte
-    little-endian header size, JSON header padded with spaces to 8 bytes, then the raw data in header
-    order). float32 views of a mapped caffemodel go out without a copy, and their pages are released
-    behind the writer (:func:`caffe2x.wire.release`), so the model is never resident all at once;
-    float16/bfloat16 are cast one tensor at a time."""
-    from ..wire import release
+    """One safetensors file written by the safetensors library (``save_file``) straight from the arrays.
 
-    header: dict[str, object] = {"__metadata__": metadata}
-    offset = 0
-    tag, itemsize = _TAGS[dtype]
-    for key, arr in tensors.items():
-        nbytes = int(arr.size) * itemsize
-        header[key] = {"dtype": tag, "shape": list(arr.shape), "data_offsets": [offset, offset + nbytes]}
-        offset += nbytes
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little") + text)
-        for key, arr in tensors.items():
-            out = _cast(arr, dtype)
-            if out.dtype.byteorder == ">":
-                out = out.byteswap().view(out.dtype.newbyteorder("<"))
-            flat = out.reshape(-1)
-            for start in range(0, flat.size, _CHUNK):  # bounded residency even for VGG's 392 MiB fc6
-                part = flat[start:start + _CHUNK]
-                f.write(memoryview(part.view(np.uint8)))
-                if out is arr:
-                    release(part)
+    ``save_file`` hands the library each array's data pointer, so float32 views of a mapped caffemodel
+    go out without a copy (their pages become resident as the library reads them: peak RSS is the
+    interpreter plus about one file); float16/bfloat16 are cast first (one cast copy, at half size).
+    """
+    from safetensors.numpy import save_file
+
+    out = {key: _cast(arr, dtype) for key, arr in tensors.items()}
+    save_file(out, str(path), metadata=metadata)
 
 
 def read_graph(path: str | Path, max_bytes: int | None = None) -> Graph:
@@ -95,7 +71,7 @@ def read_graph(path: str | Path, max_bytes: int | None = None) -> Graph:
     """
     import json
 
-    from safetensors import SafetensorError, deserialize
+    from safetensors import SafetensorError, deserialize, safe_open
 
     from .. import checks
 
@@ -103,9 +79,9 @@ def read_graph(path: str | Path, max_bytes: int | None = None) -> Graph:
     if not p.is_file():
         raise Caffe2xError(f"{p}: no such file")
     try:
-        data = p.read_bytes()
-        header_meta = _metadata(data)
-        entries = deserialize(data)
+        with safe_open(str(p), framework="numpy") as f:  # the header only: metadata before any tensor
+            header_meta = f.metadata() or {}
+        entries = deserialize(p.read_bytes())
     except (SafetensorError, ValueError) as exc:
         raise Caffe2xError(f"{p} is not a valid safetensors file: {exc}") from None
     if "caffe2x.graph" not in header_meta:
@@ -156,24 +132,3 @@ def _decode(info: dict) -> np.ndarray:  # type: ignore[type-arg]
     else:
         raise Caffe2xError(f"tensor dtype {dtype} is not a float type caffe2x reads")
     return arr.astype(np.float32).reshape(shape)
-
-
-def _metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` of a safetensors header (the library's ``deserialize`` drops it)."""
-    import json
-
-    if len(data) < 8:
-        raise ValueError("file too short for a safetensors header")
-    n = int.from_bytes(data[:8], "little")
-    if n > len(data) - 8:
-        raise ValueError("header length exceeds the file")
-    from ..checks import MAX_JSON_DEPTH, json_depth
-
-    text = data[8:8 + n].decode("utf-8")  # UnicodeDecodeError is a ValueError
-    if json_depth(text) > MAX_JSON_DEPTH:
-        raise ValueError("header JSON is nested too deep")
-    header = json.loads(text)
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    if not isinstance(meta, dict):
-        return {}
-    return meta
