@@ -11,6 +11,21 @@ graph tensor key). Then the conversion that wrote it is recognised from the file
   first, the narrower mantissa) or float16; the expected tensors are rounded to that dtype before the
   comparison (:func:`caffe2x.numeric.round_to`), so a tampered value still shows, named.
 
+* ``--profile NAME`` (another library's architecture and names): the
+  profile is read from the file's metadata where the format has room for it (a profile
+  ``.h5`` records the profile and the logit difference its conversion measured in root attributes,
+  :meth:`Target.recorded_profile <caffe2x.targets.Target.recorded_profile>`); a ``.pt`` must stay a
+  plain state_dict that loads into torchvision with ``strict=True``, so it records nothing and
+  ``validate --profile torchvision`` must say what it is (a ``.pt`` whose names are the profile's,
+  checked without it, fails with a one-line message saying so). The expected tensors are those of the
+  profile conversion; the file is loaded into the profile's architecture
+  (:meth:`Target.load_profile <caffe2x.targets.Target.load_profile>`) and the converter's measurement
+  is re-run on it (its seeded input, ``max|a-b|/max|b|`` against the numpy reference). It passes when
+  that difference is within the bound the converter printed (recorded, or for a ``.pt`` re-measured
+  the same way on the file caffe2x writes for the model: the measurement is deterministic) plus the
+  dtype's logits rtol. Its logits on the validation batch are reported, not judged: a different
+  architecture may reorder classes. ``--fold-bn`` combined with a profile is not recognised.
+
 The expected tensors come from the file caffe2x writes for that graph variant with the same target (at
 float32, then rounded in memory). The file is then loaded with the target's own loader into a model of
 that graph variant, and its logits are compared with the (unrounded, unfolded) reference's.
@@ -30,7 +45,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +55,9 @@ from . import convert
 from .comparison import comparison_problem, compare_logits, fmt_tol, within
 from .errors import Caffe2xError
 from .ir import Graph
-from .numeric import round_to
+from .numeric import max_rel_error, round_to
 from .results import FAIL, PASS, ArtifactResult, TensorDifference
-from .targets import StoredTensor, Target, reader_for, writer_of
+from .targets import ProfileRunner, RecordedProfile, StoredTensor, Target, reader_for, writer_of
 
 PathLike = str | os.PathLike[str]
 
@@ -111,14 +126,16 @@ class Expectation:
 
 
 def _expected_file(graph: Graph, target: Target, fold_bn: bool, written: dict[str, Path] | None,
-                   workdir: Path | None) -> Path:
-    """The file caffe2x writes for ``graph`` (folded or not) with ``target``'s writer, written once."""
-    key = target.name + ("+fold-bn" if fold_bn else "")
+                   workdir: Path | None, profile: str | None = None, suffix: str | None = None) -> Path:
+    """The file caffe2x writes for ``graph`` (folded or not, or with a naming ``profile``, as
+    ``suffix``) with ``target``'s writer, written once."""
+    key = target.name + ("+fold-bn" if fold_bn else "") + (f"+profile:{profile}" if profile else "")
     path = (written or {}).get(key)
     if path is None:
         assert workdir is not None
-        path = Path(workdir) / f"expected-{artifact_stem(graph)}{'.folded' if fold_bn else ''}{target.default_suffix}"
-        convert.write(graph, path, writer_of(target).name, fold_bn=fold_bn, overwrite=True)
+        variant = ".folded" if fold_bn else f".{profile}" if profile else ""
+        path = Path(workdir) / f"expected-{artifact_stem(graph)}{variant}{suffix or target.default_suffix}"
+        convert.write(graph, path, writer_of(target).name, fold_bn=fold_bn, profile=profile, overwrite=True)
         if isinstance(written, dict):
             written[key] = path  # the next artifact of this format reuses it
     return path
@@ -161,13 +178,101 @@ def _read_stored(target: Target, path: Path, graph: Graph) -> dict[str, StoredTe
         raise
 
 
+def _profile_of(target: Target, p: Path, profiles: Sequence[str]) -> tuple[str, RecordedProfile | None] | None:
+    """The naming profile ``p`` is checked as: the one its metadata records (with its bound), else one
+    of ``profiles`` (``validate --profile``) that ``target`` writes with ``p``'s suffix."""
+    recorded = target.recorded_profile(p)
+    if recorded is not None:
+        if recorded.profile not in target.profiles:
+            raise Caffe2xError(f"records naming profile {recorded.profile!r}, which the {target.name} target "
+                               f"does not know")
+        return recorded.profile, recorded
+    for name in profiles:
+        if p.suffix.lower() in target.profiles.get(name, ()):
+            return name, None
+    return None
+
+
+def _unflagged_profile(stored: Mapping[str, StoredTensor], graph: Graph, target: Target, p: Path,
+                       written: dict[str, Path] | None, workdir: Path | None) -> str | None:
+    """The naming profile whose tensor names a file matches when it matches no plain or folded
+    conversion (a profile file of a format that records no bound, checked without ``--profile``)."""
+    for name, suffixes in target.profiles.items():
+        if p.suffix.lower() not in suffixes:
+            continue
+        try:
+            path = _expected_file(graph, target, False, written, workdir, profile=name, suffix=p.suffix.lower())
+        except Caffe2xError:
+            continue  # the profile does not apply to this net
+        if set(target.stored_tensors(path, graph)) == set(stored):
+            return name
+    return None
+
+
+def _profile_difference(runner: ProfileRunner, value: str, reference: np.ndarray) -> float:
+    """``max|a-b|/max|b|`` of a profile net's logits on its measurement input, as the converter measured it."""
+    return max_rel_error(runner.run(runner.measurement_input, [value])[value], reference)
+
+
+def _check_profile(p: Path, target: Target, stored: Mapping[str, StoredTensor], profile: str,
+                   recorded: RecordedProfile | None, graph: Graph, x: np.ndarray, ref_logits: np.ndarray,
+                   value: str, ref_topk: list[list[int]], rtol: float, atol: float,
+                   written: dict[str, Path] | None, workdir: Path | None, result: ArtifactResult) -> None:
+    """A naming-profile artifact (see the module docstring): tensors against the profile conversion's,
+    then the profile net's logit difference on the converter's seeded input against the bound."""
+    from .reference import execute
+
+    expected_path = _expected_file(graph, target, False, written, workdir, profile=profile, suffix=p.suffix.lower())
+    dtype = stored_dtype(stored)
+    expected = {k: StoredTensor(t.name, round_to(t.array, dtype))
+                for k, t in target.stored_tensors(expected_path, graph).items()}
+    compare_tensors(stored, expected, rtol, atol, result)
+    runner = target.load_profile(p, graph, profile)
+    reference = execute(graph, runner.measurement_input, keep={value})[value]
+    if recorded is not None:
+        bound, source = recorded.max_rel, "recorded in the file"
+    else:  # the converter's measurement is deterministic: re-run it on the file caffe2x writes for this model
+        bound, source = _profile_difference(target.load_profile(expected_path, graph, profile), value, reference), \
+            "re-measured from the model (--profile)"
+    measured = _profile_difference(runner, value, reference)
+    limit = bound + logits_rtol(dtype, rtol)
+    result.comparison = compare_logits(runner.run(x, [value])[value], ref_logits, ref_topk, limit, atol)
+    result.conversion = {"fold_bn": False, "dtype": dtype, "logits_rtol": limit, "profile": profile,
+                         "profile_bound": bound, "profile_bound_source": source, "profile_max_rel": measured}
+    if not measured <= limit:
+        result.messages.append(f"{p.name}: {profile} profile logits differ from the reference by {measured:.3g} "
+                               f"max rel on the converter's seeded input, above the bound {bound:.3g} "
+                               f"{source} (+ {fmt_tol(limit - bound)})")
+
+
+def _tensor_messages(p: Path, result: ArtifactResult, rtol: float, atol: float) -> None:
+    """One line each for the first differing tensor, the missing, unexpected and misshapen ones; the
+    tensor-check lines go before any logits line."""
+    lines = []
+    for d in result.differing[:1]:
+        via = f" (stored as {d.stored_as!r})" if d.stored_as != d.tensor else ""
+        lines.append(f"{p.name}: tensor {d.tensor!r}{via} differs: max abs {d.max_abs:.1e}, max rel "
+                     f"{d.max_rel:.1e} (rtol {fmt_tol(rtol)}, atol {fmt_tol(atol)})"
+                     + (f"; {len(result.differing) - 1} more tensor(s) differ" if len(result.differing) > 1 else ""))
+    if result.missing:
+        lines.append(f"{p.name}: {len(result.missing)} tensor(s) missing, first {result.missing[0]!r}")
+    if result.extra:
+        lines.append(f"{p.name}: {len(result.extra)} unexpected tensor(s), first {result.extra[0]!r}")
+    for m in result.shape_mismatches[:1]:
+        lines.append(f"{p.name}: tensor {m['tensor']!r} has shape {m['found']}, expected {m['expected']}"
+                     + (f"; {len(result.shape_mismatches) - 1} more" if len(result.shape_mismatches) > 1 else ""))
+    result.messages[:0] = lines
+
+
 def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, logits_value: str,
                    ref_topk: list[list[int]], rtol: float, atol: float,
-                   written: dict[str, Path] | None = None, workdir: Path | None = None) -> ArtifactResult:
+                   written: dict[str, Path] | None = None, workdir: Path | None = None,
+                   profiles: Sequence[str] = ()) -> ArtifactResult:
     """One ``--against`` artifact: every tensor against what its conversion (plain or ``--fold-bn``,
     at its dtype) should have stored, then its logits on the batch (see the module docstring).
     Expected files are reused from ``written`` (keyed by target name, ``+fold-bn`` for folded ones)
-    when the validation wrote one, else written into ``workdir``."""
+    when the validation wrote one, else written into ``workdir``. ``profiles``: naming profiles
+    (``validate --profile``) that files recording none were written with."""
     start = time.perf_counter()
     p = Path(path)
     target = reader_for(p)
@@ -180,7 +285,21 @@ def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.n
         return result
     try:
         stored = _read_stored(target, p, graph)
+        profile = _profile_of(target, p, profiles)
+        if profile is not None:
+            _check_profile(p, target, stored, *profile, graph, x, ref_logits, logits_value, ref_topk, rtol, atol,
+                           written, workdir, result)
+            _tensor_messages(p, result, rtol, atol)
+            result.status = FAIL if result.messages else PASS
+            result.seconds = time.perf_counter() - start
+            return result
         expect = expectation(stored, graph, target, written, workdir)
+        if target.profiles and set(stored) != set(expect.tensors):
+            name = _unflagged_profile(stored, graph, target, p, written, workdir)
+            if name is not None:
+                raise Caffe2xError(f"holds the tensors of a --profile {name} conversion, and a {p.suffix} file "
+                                   f"cannot record the logit bound that conversion printed: pass --profile {name} "
+                                   f"to check it against that bound")
         dtype = stored_dtype(stored)
         expected = {k: StoredTensor(t.name, round_to(t.array, dtype)) for k, t in expect.tensors.items()}
         if expect.fold_bn:  # the folded graph's tensors are read back with the folded graph's names
@@ -193,18 +312,7 @@ def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.n
         return result
     run_rtol = logits_rtol(dtype, rtol)
     result.conversion = {"fold_bn": expect.fold_bn, "dtype": dtype, "logits_rtol": run_rtol}
-    for d in result.differing[:1]:
-        via = f" (stored as {d.stored_as!r})" if d.stored_as != d.tensor else ""
-        result.messages.append(f"{p.name}: tensor {d.tensor!r}{via} differs: max abs {d.max_abs:.1e}, max rel "
-                               f"{d.max_rel:.1e} (rtol {fmt_tol(rtol)}, atol {fmt_tol(atol)})"
-                               + (f"; {len(result.differing) - 1} more tensor(s) differ" if len(result.differing) > 1 else ""))
-    if result.missing:
-        result.messages.append(f"{p.name}: {len(result.missing)} tensor(s) missing, first {result.missing[0]!r}")
-    if result.extra:
-        result.messages.append(f"{p.name}: {len(result.extra)} unexpected tensor(s), first {result.extra[0]!r}")
-    for m in result.shape_mismatches[:1]:
-        result.messages.append(f"{p.name}: tensor {m['tensor']!r} has shape {m['found']}, expected {m['expected']}"
-                               + (f"; {len(result.shape_mismatches) - 1} more" if len(result.shape_mismatches) > 1 else ""))
+    _tensor_messages(p, result, rtol, atol)
     # the artifact's own logits
     try:
         runner = target.load(p, expect.graph)

@@ -8,7 +8,7 @@ from pathlib import Path
 from .cliargs import add_force_argument, add_model_args, parse_floats, path_list_option
 from .comparison import DEFAULT_ATOL, DEFAULT_RTOL
 from .errors import Caffe2xError
-from .targets import all_targets, names
+from .targets import all_targets, names, profile_choices
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     path_list_option(p, "--against", metavar="ARTIFACT",
                      help=f"existing {'/'.join(readable)} file to check tensor by tensor and run (repeat the flag "
                           f"or join with commas)")
+    p.add_argument("--profile", action="append", choices=profile_choices(), metavar="NAME",
+                   help="the --against files of a format that cannot record it (.pt) were written with this "
+                        "naming profile: check them against the logit bound that conversion measured")
     p.add_argument("--caffe-blobs", metavar="BLOBS.npz|.h5",
                    help="blobs real Caffe computed (net.blobs[name].data by blob name; docs/caffe-blobs.md): "
                         "the numpy reference is checked against each, the frameworks against Caffe's logits")
@@ -102,7 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       outputs=args.outputs,
                       keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto,
                       overwrite=args.force, caffe_blobs=args.caffe_blobs, inputs=args.inputs,
-                      progress_bar=bar)
+                      progress_bar=bar, profiles=args.profile)
     data = report.to_dict()
     if args.json:
         with atomic_output(args.json, overwrite=True) as tmp:  # existence checked above

@@ -158,7 +158,8 @@ def render_table(report: dict[str, Any]) -> str:
         for a in report["artifacts"]:
             lg = a.get("logits") or {}
             rows.append([Path(a["path"]).name, a["status"], str(a["tensors_checked"]), _e(lg.get("max_rel")),
-                         _frac(lg.get("top5_agree"), n), (a["messages"][0].split(": ", 1)[-1] if a["messages"] else "")])
+                         _frac(lg.get("top5_agree"), n), (a["messages"][0].split(": ", 1)[-1] if a["messages"]
+                                                          else _profile_note(a.get("conversion")))])
         lines.extend(_grid(head, rows))
 
     if report["pairwise"] and len(report["pairwise"]) > 0:
@@ -168,6 +169,14 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(verdict(report))
     return "\n".join(lines)
+
+
+def _profile_note(conversion: dict[str, Any] | None) -> str:
+    """A naming-profile artifact's measured difference against its bound (empty for other files)."""
+    if not conversion or not conversion.get("profile"):
+        return ""
+    return (f"{conversion['profile']} profile: seeded-input logits {_e(conversion['profile_max_rel'])} "
+            f"within bound {_e(conversion['profile_bound'])} ({conversion['profile_bound_source']})")
 
 
 def _grid(head: list[str], rows: list[list[str]]) -> list[str]:

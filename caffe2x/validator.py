@@ -103,7 +103,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
              keep_artifacts: PathLike | None = None, progress: Callable[[str], None] | None = None,
              proto: PathLike | None = None, overwrite: bool = False,
              caffe_blobs: PathLike | None = None, inputs: PathLike | None = None,
-             progress_bar: bool = False) -> Report:
+             progress_bar: bool = False, profiles: Sequence[str] | None = None) -> Report:
     """Convert ``model`` to every framework, reload each file with its own loader, run the same batch
     and compare the logits with the numpy reference (see the module docstring for the pass rule).
 
@@ -119,7 +119,9 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     checked against every one, and the frameworks against Caffe's logits when the file has them.
     ``inputs``: the batch as ``.npy``/``.npz`` (default with ``caffe_blobs``: its input blob), or images.
     ``progress_bar``: a tqdm bar on stderr over the frameworks and artifacts (the CLI turns it on for a
-    terminal only; ``progress`` lines are then written above it).
+    terminal only; ``progress`` lines are then written above it). ``profiles``: naming profiles
+    (``torchvision``) the ``against`` files of formats that cannot record one were written with
+    (:mod:`caffe2x.artifacts`).
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -146,6 +148,11 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     if unknown:
         raise Caffe2xError(f"unknown framework {unknown[0]!r}; choose from {', '.join(runnable)}")
     targets = [get(n) for n in chosen]
+    known_profiles = list(dict.fromkeys(p for t in all_targets() for p in t.profiles))
+    profiles = [profiles] if isinstance(profiles, str) else list(profiles or ())
+    for prof in profiles:
+        if prof not in known_profiles:
+            raise Caffe2xError(f"unknown naming profile {prof!r}; known: {', '.join(known_profiles)}")
     for art in against or ():
         reader_for(art)
         if not Path(art).is_file():
@@ -242,7 +249,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
             for art in against or ():
                 say(f"checking artifact {art}")
                 bar.set_postfix_str(Path(art).name)
-                a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch)
+                a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch,
+                                   profiles=profiles or ())
                 artifacts.append(a)
                 bar.update()
                 say(f"  {a.status}" + (f": {a.messages[0]}" if a.messages else f" ({a.tensors_checked} tensors)"))

@@ -58,6 +58,24 @@ class Runner(Protocol):
         ...
 
 
+@dataclass
+class RecordedProfile:
+    """What a naming-profile file says about itself in its metadata: the profile that wrote it and the
+    logit difference its conversion measured and printed (``max|a-b|/max|b|`` against the numpy
+    reference on the profile's seeded input), the bound ``validate --against`` holds the file to."""
+
+    profile: str
+    max_rel: float
+
+
+class ProfileRunner(Runner, Protocol):
+    """A naming-profile file loaded by its framework's own loader into the *other* library's
+    architecture (torchvision's, keras.applications'); ``run`` gives the logits value only."""
+
+    #: the seeded input the converter measured the profile's logit difference on (NCHW float32)
+    measurement_input: np.ndarray
+
+
 def _module_found(name: str) -> bool:
     if name in sys.modules:
         return True
@@ -148,6 +166,22 @@ class Target:
         """Every floating-point tensor in ``path``, keyed by the graph tensor key it holds (its name
         in the file when it holds none); values in the file's own layout."""
         return self.implementation().stored_tensors(path, graph)
+
+    def recorded_profile(self, path: Path) -> RecordedProfile | None:
+        """The naming profile ``path`` was written with and its measured bound, when the file's format
+        records them (optional ``recorded_profile(path)`` in the implementation; default: None)."""
+        if not self.profiles or self.module is None:
+            return None
+        fn = getattr(self.implementation(), "recorded_profile", None)
+        return None if fn is None else fn(Path(path))
+
+    def load_profile(self, path: Path, graph: Graph, profile: str) -> ProfileRunner:
+        """Load a file written with naming profile ``profile`` into that profile's architecture
+        (optional ``load_profile(path, graph, profile)`` in the implementation)."""
+        fn = getattr(self.implementation(), "load_profile", None) if self.module is not None else None
+        if profile not in self.profiles or fn is None:
+            raise Caffe2xError(f"the {self.name} target cannot run files of naming profile {profile!r}")
+        return fn(Path(path), graph, profile)
 
 
 #: the built-in targets, in the order they are listed (and validated)
@@ -325,6 +359,7 @@ def target_for(to: str | None, path: str | Path | None) -> str:
                        f"({', '.join(names(writes=True))})")
 
 
-__all__ = ["ENTRY_POINT_GROUP", "BUILTIN", "REGISTRY", "Choices", "Runner", "StoredTensor", "Target",
-           "WriteOptions", "all_targets", "get", "load_entry_points", "names", "profile_choices", "reader_for",
-           "register", "target_choices", "target_for", "unregister", "writer_for_suffix", "writer_of"]
+__all__ = ["ENTRY_POINT_GROUP", "BUILTIN", "REGISTRY", "Choices", "ProfileRunner", "RecordedProfile", "Runner",
+           "StoredTensor", "Target", "WriteOptions", "all_targets", "get", "load_entry_points", "names",
+           "profile_choices", "reader_for", "register", "target_choices", "target_for", "unregister",
+           "writer_for_suffix", "writer_of"]

@@ -28,13 +28,17 @@ def _write_name_list(obj: h5py.Group, name: str, names: list[str]) -> None:
             obj.attrs[f"{name}{i}"] = chunk
 
 
-def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, np.ndarray]]]]) -> None:
-    """Keras' HDF5 weights layout: ``layer_names``; per layer ``weight_names`` and the datasets."""
+def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, np.ndarray]]]],
+                     attrs: dict[str, Any] | None = None) -> None:
+    """Keras' HDF5 weights layout: ``layer_names``; per layer ``weight_names`` and the datasets;
+    ``attrs`` are extra root attributes (Keras ignores them; caffe2x records a profile's bound there)."""
     buffer = io.BytesIO()  # built in memory: HDF5 crashes the process on a full disk, Python raises ENOSPC
     with h5py.File(buffer, "w") as f:
         _write_name_list(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = keras.backend.backend().encode("utf8")
         f.attrs["keras_version"] = str(keras.__version__).encode("utf8")
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
         for name, weights in layers:
             group = f.create_group(name)
             _write_name_list(group, "weight_names", [w for w, _ in weights])

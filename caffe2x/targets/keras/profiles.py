@@ -25,6 +25,19 @@ KERAS_APPLICATIONS_BN_EPS = 1.001e-5
 MEASURE_INPUT_STD = 50.0
 
 
+#: root attributes of a keras-applications ``.h5``: the profile and the logit difference measured when
+#: it was written (max|a-b|/max|b| on :func:`measure_input`), read back by ``validate --against``
+PROFILE_ATTR = "caffe2x_profile"
+BOUND_ATTR = "caffe2x_profile_max_rel"
+
+
+def measure_input(graph: Graph) -> np.ndarray:
+    """The seeded input the profile's logit difference is measured on: white noise of std
+    :data:`MEASURE_INPUT_STD` (about what a mean-subtracted BGR image in [0, 255] looks like)."""
+    (_, shape), = graph.inputs.items()
+    return (np.random.default_rng(0).standard_normal((1, *shape[1:])) * MEASURE_INPUT_STD).astype(np.float32)
+
+
 @dataclass
 class _ResNetUnit:
     conv: Node
@@ -152,13 +165,13 @@ def write_keras_applications(graph: Graph, path: str | os.PathLike[str], dtype: 
 
     # measure: load the file with Keras' own loader into the keras.applications model, compare logits
     model.load_weights(str(path))
-    (blob, shape), = graph.inputs.items()
-    # std 50: about what a mean-subtracted BGR image in [0, 255] looks like, the input these nets expect
-    x = (np.random.default_rng(0).standard_normal((1, *shape[1:])) * MEASURE_INPUT_STD).astype(np.float32)
+    x = measure_input(graph)
     fc_blob = graph.blob_name(fc.outputs[0])
     exact = np.asarray(reference_run(graph, x, outputs=fc_blob))
     got = np.asarray(model(x.transpose(0, 2, 3, 1), training=False))
     err = max_rel_error(got, exact)
+    # the bound `validate --against` holds this file to, in the file (Keras ignores extra root attributes)
+    _write_h5_layers(path, layers, {PROFILE_ATTR: "keras-applications".encode("utf8"), BOUND_ATTR: float(err)})
     top1 = "agrees" if int(got.argmax()) == int(exact.argmax()) else "differs"
     return [
         f"keras-applications profile: weights for keras.applications.{arch}(weights=None, "

@@ -20,6 +20,7 @@ from .. import StoredTensor
 from .files import write
 from .model import to_model
 from .ops import BuildContext
+from .profile_files import load_profile, recorded_profile
 
 #: Keras variable name -> graph param role, per op (the variables the builders in ops.py create)
 KERAS_ROLES: dict[str, dict[str, str]] = {
@@ -211,4 +212,5 @@ def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
         return out
 
 
-__all__ = ["write", "load", "load_weights", "stored_tensors", "KerasRunner", "KERAS_ROLES", "tensor_keys", "quiet_tensorflow"]
+__all__ = ["write", "load", "load_weights", "stored_tensors", "load_profile", "recorded_profile", "KerasRunner",
+           "KERAS_ROLES", "tensor_keys", "quiet_tensorflow"]

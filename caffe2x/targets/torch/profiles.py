@@ -127,9 +127,7 @@ class TorchvisionProfile:
         (uniform 0-255 pixels minus the ImageNet BGR means, Caffe's preprocessing); describe the gap."""
         from ...reference import run
 
-        shape = (1, *graph.inputs[next(iter(graph.inputs))][1:])
-        rng = np.random.default_rng(seed)
-        x = (rng.uniform(0, 255, shape) - np.array([103.94, 116.78, 123.68]).reshape(1, 3, 1, 1)).astype(np.float32)
+        x = measure_input(graph, seed)
         ref = np.asarray(run(graph, x, outputs=self.logits), dtype=np.float64)
         with torch.no_grad():
             got = self.module()(torch.from_numpy(x)).double().numpy()
@@ -139,6 +137,14 @@ class TorchvisionProfile:
         return (f"torchvision profile is not exact (v1.5 strides the 3x3 conv, pool1 pads 1 and rounds down): "
                 f"on a seeded input, logits differ from Caffe's by max |d| = {diff:.4g} "
                 f"(relative {rel:.3g}); top-1 class {top1}")
+
+
+def measure_input(graph: Graph, seed: int = 0) -> np.ndarray:
+    """The seeded input :meth:`TorchvisionProfile.measure` runs (and ``validate --against --profile
+    torchvision`` re-runs): one image of uniform 0-255 pixels minus the ImageNet BGR means."""
+    shape = (1, *graph.inputs[next(iter(graph.inputs))][1:])
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 255, shape) - np.array([103.94, 116.78, 123.68]).reshape(1, 3, 1, 1)).astype(np.float32)
 
 
 def _affine_after(conv: Node, graph: Graph, consumers: Mapping[str, list[Node]]

@@ -79,4 +79,11 @@ def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
             for k, v in read_state(path, graph).items() if v.is_floating_point()}
 
 
-__all__ = ["write", "load", "stored_tensors", "read_state", "TorchRunner"]
+def load_profile(path: Path, graph: Graph, profile: str) -> Any:
+    """A ``--profile torchvision`` file in torchvision's architecture (:mod:`.profile_files`)."""
+    from .profile_files import profile_runner
+
+    return profile_runner(read_state(path, graph), graph, profile, Path(path).name)
+
+
+__all__ = ["write", "load", "stored_tensors", "read_state", "load_profile", "TorchRunner"]
