@@ -274,3 +274,76 @@ def test_converting_to_keras_never_imports_torch(tmp_path: Path) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_BACKEND": "tensorflow"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --------------------------------------------------------------------------- one build per validation
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from caffe2x.targets.keras import files as kfiles, model as kmodel
+
+    builds: list[str] = []
+    real = kmodel.build_net
+
+    def counted(graph: caffe2x.Graph) -> kmodel.BuiltNet:
+        builds.append(graph.name)
+        return real(graph)
+
+    monkeypatch.setattr(kmodel, "build_net", counted)
+    monkeypatch.setattr(kfiles, "build_net", counted)
+    return builds
+
+
+def test_write_then_load_builds_the_net_once_and_every_weight_still_comes_from_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """validate's sequence (write the .h5, load it back, run the logits) builds the Keras layers once:
+    the load cuts its model from the net the write built, zeroes every variable, then loads the file.
+    A weight changed in the file after writing shows in the output, so nothing comes from the build."""
+    from caffe2x.convert import write
+    from caffe2x.targets import get
+    from caffe2x.targets.keras import target as ktarget
+
+    builds = _count_builds(monkeypatch)
+    zero_at_load: list[bool] = []
+    real_load = ktarget.load_weights
+
+    def checked(model: keras.Model, path: str | Path) -> None:
+        zero_at_load.append(all(not np.any(np.asarray(w.numpy())) for w in model.weights))
+        real_load(model, path)
+
+    monkeypatch.setattr(ktarget, "load_weights", checked)
+    graph = fixtures.graph("tiny")
+    x = _input(graph, std=1.0)
+    path = tmp_path / "tiny.h5"
+    write(graph, path, "keras")
+    with h5py.File(path, "r+") as f:
+        f["fc10/fc10/bias"][...] = f["fc10/fc10/bias"][...] + 1.0  # the file now says something else
+    logits, _ = graph.logits()
+    got = get("keras").load(path, graph).run(x, [logits])[logits]
+    changed = graph.copy({**graph.tensors, "fc10.bias": graph.tensors["fc10.bias"] + 1.0})
+    assert max_rel_error(got, caffe2x.run(changed, x, outputs=logits)) <= TOL
+    assert builds == [graph.name] and zero_at_load == [True]
+
+
+def test_a_load_without_a_matching_write_builds_afresh_and_the_offer_dies_with_its_graph(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gc
+
+    from caffe2x.targets import get
+    from caffe2x.targets.keras import model as kmodel
+
+    builds = _count_builds(monkeypatch)
+    graph = fixtures.graph("tiny")
+    x = _input(graph, std=1.0)
+    path = tmp_path / "tiny.h5"
+    caffe2x.save(graph, path)
+    other = fixtures.graph("tiny")  # equal, but not the graph the net was built from
+    get("keras").load(path, other).run(x, ["fc10"])
+    assert len(builds) == 2 and kmodel._offered is None  # a take for another graph drops the offer
+    caffe2x.save(graph, path, overwrite=True)
+    graph.node("pool1").attrs["method"] = "ave"  # changed since the write: not served
+    get("keras").load(path, graph).run(x, ["fc10"])
+    assert len(builds) == 4
+    caffe2x.save(other, path, overwrite=True)
+    assert kmodel._offered is not None
+    del other
+    gc.collect()
+    assert kmodel._offered is None  # never keeps a graph (or its net) alive

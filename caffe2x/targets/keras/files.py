@@ -15,7 +15,7 @@ from ...ir import Graph
 from ...numeric import round_to
 from .. import WriteOptions
 from .h5 import write_weights_h5
-from .model import to_model
+from .model import build_net, offer
 from .profiles import write_keras_applications
 
 SUFFIXES = (".h5", ".keras")
@@ -39,7 +39,9 @@ def write(graph: Graph, path: str | os.PathLike[str], options: WriteOptions) -> 
                                "keras.applications (no --full-model, no .keras)")
         return write_keras_applications(graph, path, options.dtype)
 
-    model = to_model(graph)
+    net = build_net(graph)
+    model = net.model(graph)
+    offer(graph, net, model)  # a load of this graph right after (validate's) reuses the layers
     notes: list[str] = []
     if options.dtype != "float32":
         _round_variables(model, options.dtype)

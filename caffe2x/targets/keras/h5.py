@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,11 @@ def _write_name_list(obj: h5py.Group, name: str, names: list[str]) -> None:
             obj.attrs[f"{name}{i}"] = chunk
 
 
-def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, np.ndarray]]]],
+#: a weight's value, or a function giving it when it is written (so only one is materialised at a time)
+Value = np.ndarray | Callable[[], np.ndarray]
+
+
+def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, Value]]]],
                      attrs: dict[str, Any] | None = None) -> None:
     """Keras' HDF5 weights layout: ``layer_names``; per layer ``weight_names`` and the datasets;
     ``attrs`` are extra root attributes (Keras ignores them; caffe2x records a profile's bound there)."""
@@ -43,7 +48,7 @@ def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, np.ndar
             group = f.create_group(name)
             _write_name_list(group, "weight_names", [w for w, _ in weights])
             for wname, value in weights:
-                group.create_dataset(wname, data=value)
+                group.create_dataset(wname, data=value() if callable(value) else value)
     Path(path).write_bytes(buffer.getbuffer())
 
 
@@ -52,10 +57,14 @@ def write_weights_h5(model: keras.Model, path: str | os.PathLike[str], store_dty
 
     Layers are listed in ``model.layers`` order (the order Keras matches them in without ``by_name``),
     each with its variables in Keras' legacy order (trainable, then non-trainable) under their paths
-    (``conv1/kernel``), so the datasets sit at ``<layer>/<layer>/<weight>``.
+    (``conv1/kernel``), so the datasets sit at ``<layer>/<layer>/<weight>``. Each variable is read out
+    of Keras only when its dataset is written: the model's weights are never copied all at once.
     """
+    def value(w: Any) -> Callable[[], np.ndarray]:
+        return lambda: np.asarray(w.numpy()).astype(store_dtype, copy=False)
+
     layers = []
     for layer in model.layers:
         weights = layer.trainable_weights + layer.non_trainable_weights
-        layers.append((layer.name, [(w.path, np.asarray(w.numpy()).astype(store_dtype, copy=False)) for w in weights]))
+        layers.append((layer.name, [(w.path, value(w)) for w in weights]))
     _write_h5_layers(Path(path), layers)

@@ -18,7 +18,7 @@ from ...errors import Caffe2xError, one_line
 from ...ir import Graph
 from .. import StoredTensor
 from .files import write
-from .model import to_model
+from .model import take, to_model
 from .ops import BuildContext
 from .profile_files import load_profile, recorded_profile
 
@@ -102,7 +102,7 @@ class KerasRunner:
         key = tuple(values)
         if key not in self._models:
             with quiet_tensorflow():
-                model = _zeroed(to_model(self.graph, list(values)))
+                model = _zeroed(self._build(list(values)))
                 try:
                     if list(values) == list(self.graph.outputs) and self.path.suffix.lower() == ".keras":
                         model.load_weights(str(self.path))  # the very model the file was saved from
@@ -112,6 +112,18 @@ class KerasRunner:
                     raise Caffe2xError(f"Keras load_weights failed: {one_line(exc)}") from None
             self._models = {key: model}
         return self._models[key]
+
+    def _build(self, values: list[str]) -> keras.Model:
+        """The model for ``values``: cut from the net the write of this graph just built when there
+        is one (:func:`~.model.take`; the caller zeroes every weight before loading, as for a fresh
+        build, so every number still comes from the file), else built afresh."""
+        built = take(self.graph)
+        if built is None:
+            return to_model(self.graph, values)
+        net, written = built
+        if [self.graph.value(v) for v in values] == list(self.graph.outputs):
+            return written  # the very model the file was saved from (Keras' native loader wants it)
+        return net.model(self.graph, values)
 
     def run(self, x: np.ndarray, values: Sequence[str]) -> dict[str, np.ndarray]:
         values = list(values)
