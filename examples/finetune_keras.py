@@ -11,7 +11,6 @@ check it gives the same outputs.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import CLASSES, FREEZE, HEAD, make_shapes, synthetic_resnet50  # noqa: E402
+from shapes import CLASSES, FREEZE, HEAD, make_shapes, parse_args, synthetic_resnet50  # noqa: E402
 
 import caffe2x  # noqa: E402
 from caffe2x.finetune.keras import CaffePreprocessing, prepare  # noqa: E402
@@ -51,23 +50,8 @@ class TqdmBar(keras.callbacks.Callback):
         self.bar.close()
 
 
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (32x32, few images)")
-    ap.add_argument("--out", type=Path, default=Path("finetune-out"), help="where exports are written")
-    ap.add_argument("--size", type=int, help="input size (default 80, 32 with --quick; 224 is the released model's)")
-    ap.add_argument("--images", type=int, help="training images (default 180, 36 with --quick)")
-    ap.add_argument("--epochs", type=int, help="default 3, 2 with --quick")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    args.size = args.size or (32 if args.quick else 80)
-    args.images = args.images or (36 if args.quick else 180)
-    args.epochs = args.epochs or (2 if args.quick else 3)
-    return args
-
-
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = parse(argv)
+    args = parse_args(argv, __doc__)
     keras.utils.set_random_seed(args.seed)
     start = time.perf_counter()
     graph = synthetic_resnet50(args.size, args.out, caffemodel=not args.quick)

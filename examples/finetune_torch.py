@@ -11,7 +11,6 @@ they give the same outputs.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -22,25 +21,10 @@ import torch
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shapes import CLASSES, FREEZE, HEAD, make_shapes, synthetic_resnet50  # noqa: E402
+from shapes import CLASSES, FREEZE, HEAD, make_shapes, parse_args, synthetic_resnet50  # noqa: E402
 
 import caffe2x  # noqa: E402
 from caffe2x.finetune.torch import CaffePreprocess, prepare  # noqa: E402
-
-
-def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (32x32, few images)")
-    ap.add_argument("--out", type=Path, default=Path("finetune-out"), help="where exports are written")
-    ap.add_argument("--size", type=int, help="input size (default 80, 32 with --quick; 224 is the released model's)")
-    ap.add_argument("--images", type=int, help="training images (default 180, 36 with --quick)")
-    ap.add_argument("--epochs", type=int, help="default 3, 2 with --quick")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    args.size = args.size or (32 if args.quick else 80)
-    args.images = args.images or (36 if args.quick else 180)
-    args.epochs = args.epochs or (2 if args.quick else 3)
-    return args
 
 
 def predict(module: torch.nn.Module, pre: CaffePreprocess, images: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -51,7 +35,7 @@ def predict(module: torch.nn.Module, pre: CaffePreprocess, images: np.ndarray, b
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    args = parse(argv)
+    args = parse_args(argv, __doc__)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     graph = synthetic_resnet50(args.size, args.out, caffemodel=not args.quick)

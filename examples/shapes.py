@@ -6,12 +6,29 @@ resnet50``), ``make_shapes`` draws coloured circles, squares and triangles.
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
 
 import caffe2x
 from caffe2x import fixtures
+
+def parse_args(argv: list[str] | None, doc: str | None) -> argparse.Namespace:
+    """The examples' shared options; the defaults depend on ``--quick``."""
+    ap = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (32x32, few images)")
+    ap.add_argument("--out", type=Path, default=Path("finetune-out"), help="where exports are written")
+    ap.add_argument("--size", type=int, help="input size (default 80, 32 with --quick; 224 is the released model's)")
+    ap.add_argument("--images", type=int, help="training images (default 180, 36 with --quick)")
+    ap.add_argument("--epochs", type=int, help="default 3, 2 with --quick")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    args.size = args.size or (32 if args.quick else 80)
+    args.images = args.images or (36 if args.quick else 180)
+    args.epochs = args.epochs or (2 if args.quick else 3)
+    return args
+
 
 CLASSES = ("circle", "square", "triangle")
 #: what the example freezes: everything up to the end of stage 4, so res5 and the new head train
