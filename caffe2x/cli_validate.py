@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="append", choices=profile_choices(), metavar="NAME",
                    help="the --against files of a format that cannot record it (.pt) were written with this "
                         "naming profile: check them against the logit bound that conversion measured")
+    p.add_argument("--oracle", action="append", choices=["opencv"], metavar="opencv",
+                   help="also compare the logits with an independent Caffe implementation (OpenCV's importer: "
+                        "pip install 'caffe2x[oracle]'); layers it computes differently are named, not failed")
     p.add_argument("--caffe-blobs", metavar="BLOBS.npz|.h5",
                    help="blobs real Caffe computed (net.blobs[name].data by blob name; docs/caffe-blobs.md): "
                         "the numpy reference is checked against each, the frameworks against Caffe's logits")
@@ -105,7 +108,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
                       outputs=args.outputs,
                       keep_artifacts=args.keep_artifacts, progress=say, proto=args.proto,
                       overwrite=args.force, caffe_blobs=args.caffe_blobs, inputs=args.inputs,
-                      progress_bar=bar, profiles=args.profile)
+                      progress_bar=bar, profiles=args.profile, oracles=args.oracle)
     data = report.to_dict()
     if args.json:
         with atomic_output(args.json, overwrite=True) as tmp:  # existence checked above

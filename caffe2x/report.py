@@ -162,6 +162,10 @@ def render_table(report: dict[str, Any]) -> str:
                                                           else _profile_note(a.get("conversion")))])
         lines.extend(_grid(head, rows))
 
+    for oracle in report.get("oracles") or ():
+        lines.append("")
+        lines.append(_oracle_line(oracle))
+
     if report["pairwise"] and len(report["pairwise"]) > 0:
         pairs = ", ".join(f"{p['a']}-{p['b']} {_e(p['max_rel'])}" for p in report["pairwise"])
         lines.append("")
@@ -169,6 +173,26 @@ def render_table(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(verdict(report))
     return "\n".join(lines)
+
+
+def _oracle_line(result: dict[str, Any]) -> str:
+    """The report's one line for an oracle."""
+    head = f"oracle {result['name']} {result.get('version') or ''}".rstrip() + ": "
+    rel = result.get("max_rel")
+    measured = ""
+    if rel is not None:
+        fws = ", ".join(f"{f['name']} {f['max_rel']:.1e}" for f in result.get("frameworks", [])
+                        if f.get("max_rel") is not None)
+        measured = f"max rel {rel:.1e} vs the reference" + (f" ({fws} vs {result['name']})" if fws else "")
+        if result.get("top5_agree") is not None:
+            measured += f", top-5 {result['top5_agree']}/{result.get('samples')}"
+    if result["status"] == "PASS":
+        return head + "PASS, " + measured
+    if result["status"] == "NOT_JUDGED":
+        return head + result["reason"] + (f"; {measured}" if measured else "")
+    if result["status"] == "FAIL":
+        return head + f"FAIL, {result['reason']}" + (f"; {measured}" if measured else "")
+    return head + f"skipped, {result['reason']}"
 
 
 def _profile_note(conversion: dict[str, Any] | None) -> str:

@@ -13,6 +13,8 @@ from .comparison import TOPK, Comparison
 SCHEMA = "caffe2x.validate/1"
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+#: an oracle that ran through layers it is known to compute differently (``validate --oracle``)
+NOT_JUDGED = "NOT_JUDGED"
 
 
 @dataclass
@@ -81,6 +83,8 @@ class Report:
     environment: dict[str, str | None] = field(default_factory=dict)
     #: ``--caffe-blobs``: each Caffe blob against the numpy reference (``{blob, shape, max_abs, max_rel, status}``)
     caffe_blobs: list[dict[str, Any]] | None = None
+    #: ``--oracle``: each independent reference's logits against the reference (:mod:`caffe2x.oracles`)
+    oracles: list[dict[str, Any]] | None = None
 
     def framework(self, name: str) -> FrameworkResult:
         for f in self.frameworks:
@@ -163,6 +167,7 @@ def report_dict(r: Report) -> dict[str, Any]:
         "layers": r.layers,
         "artifacts": artifacts,
         "caffe_blobs": r.caffe_blobs,
+        "oracles": r.oracles,
         "failures": list(r.failures),
         "seconds": num(r.seconds),
         "environment": r.environment,

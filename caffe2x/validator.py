@@ -103,7 +103,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
              keep_artifacts: PathLike | None = None, progress: Callable[[str], None] | None = None,
              proto: PathLike | None = None, overwrite: bool = False,
              caffe_blobs: PathLike | None = None, inputs: PathLike | None = None,
-             progress_bar: bool = False, profiles: Sequence[str] | None = None) -> Report:
+             progress_bar: bool = False, profiles: Sequence[str] | None = None,
+             oracles: Sequence[str] | None = None) -> Report:
     """Convert ``model`` to every framework, reload each file with its own loader, run the same batch
     and compare the logits with the numpy reference (see the module docstring for the pass rule).
 
@@ -121,7 +122,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     ``progress_bar``: a tqdm bar on stderr over the frameworks and artifacts (the CLI turns it on for a
     terminal only; ``progress`` lines are then written above it). ``profiles``: naming profiles
     (``torchvision``) the ``against`` files of formats that cannot record one were written with
-    (:mod:`caffe2x.artifacts`).
+    (:mod:`caffe2x.artifacts`). ``oracles``: independent references for the logits (``["opencv"]``:
+    OpenCV's Caffe importer, :mod:`caffe2x.oracles`); an unknown or uninstalled one is an error up front.
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -138,6 +140,11 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
             outputs = [o for o in outputs.split(",") if o]
         graph = read(model, prototxt, input_shape, outputs=outputs, proto=proto)
         model_name, stem = str(model), Path(model).stem
+    oracles = [oracles] if isinstance(oracles, str) else list(oracles or ())
+    if oracles:
+        from .oracles import require
+
+        require(oracles)
     if len(graph.inputs) != 1:
         raise Caffe2xError(f"validate runs single-input nets; this one has {len(graph.inputs)} "
                            f"({', '.join(graph.inputs)})")
@@ -260,6 +267,14 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
                 shutil.rmtree(scratch, ignore_errors=True)
         bar.close()
 
+    oracle_results = None
+    if oracles:
+        from .oracles import run_oracles
+
+        say(f"running the independent reference(s): {', '.join(oracles)}")
+        oracle_results = run_oracles(oracles, model, prototxt, graph, x, value, ref_logits, ref_topk, rtol, atol,
+                                     {r.name: r.logits for r in results if r.logits is not None})
+        failures.extend(f"{o['name']} oracle: {o['reason']}" for o in oracle_results if o["status"] == FAIL)
     pairwise = []
     ran = [r for r in results if r.logits is not None]
     scale = float(np.max(np.abs(ref_logits))) if ref_logits.size else 0.0
@@ -272,7 +287,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     if per_layer:
         layers = [{"index": i, "name": node.name, "op": node.op, "values": list(node.outputs)}
                   for i, node in enumerate(graph.nodes)]
-    ran_any = any(r.status != SKIP for r in results) or bool(against)
+    ran_any = (any(r.status != SKIP for r in results) or bool(against)
+               or any(o["status"] != SKIP for o in oracle_results or ()))
     if not ran_any:
         failures.append("no framework ran (none available)")
     return Report(
@@ -282,7 +298,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
         reference_max_abs=float(np.max(np.abs(ref_logits))) if ref_logits.size else 0.0,
         frameworks=results, pairwise=pairwise, layers=layers, artifacts=artifacts, failures=failures,
         labels=label_names, seconds=time.perf_counter() - started, environment=_environment(all_targets()),
-        caffe_blobs=None if blob_checks is None else [c.to_dict() for c in blob_checks])
+        caffe_blobs=None if blob_checks is None else [c.to_dict() for c in blob_checks], oracles=oracle_results)
 
 
 class _NoBar:

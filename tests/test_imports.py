@@ -28,6 +28,7 @@ FRAMEWORK_OWNERS = {
     "keras": "caffe2x.targets.keras",
     "onnx": "caffe2x.targets.onnx",
     "onnxruntime": "caffe2x.targets.onnx",
+    "cv2": "caffe2x.oracles.opencv",  # OpenCV's Caffe importer, the optional `validate --oracle opencv`
 }
 
 
