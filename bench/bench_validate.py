@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Speed and memory of a whole ``caffe2x validate`` of the synthetic ResNet-50 on the packaged photos.
+"""Speed and memory of a whole ``caffe2x validate`` of the synthetic ResNet-50 (and, with ``--models``,
+the 553 MB V1-format VGG-16 of ``caffe2x fixture vgg16``) on the packaged photos.
 
 Each run is a fresh ``caffe2x validate`` process (import time of caffe2x, torch, tensorflow and
 onnxruntime included, as a user waits for it) over every installed framework; wall time and peak RSS
@@ -7,7 +8,10 @@ onnxruntime included, as a user waits for it) over every installed framework; wa
 (write + load back, run). ``--per-layer`` also times a run with every layer's output compared.
 Usage::
 
-    python bench/bench_validate.py [--frameworks numpy,torch,keras,onnx] [--per-layer] [--repeat 1]
+    python bench/bench_validate.py [--models resnet50,vgg16] [--dir DIR] [--frameworks numpy,torch,keras,onnx]
+                                   [--per-layer] [--repeat 1]
+
+``--dir`` keeps the generated models between invocations (as ``bench_baselines.py --dir``).
 """
 from __future__ import annotations
 
@@ -37,35 +41,47 @@ def main() -> None:
     ap.add_argument("--frameworks", help="comma-separated (default: every installed one)")
     ap.add_argument("--per-layer", action="store_true", help="also time a --per-layer run")
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--models", default="resnet50", help="comma-separated: resnet50, vgg16 (default: resnet50)")
+    ap.add_argument("--dir", help="where the models are generated and kept (default: a temporary directory)")
     opts = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(opts.dir or tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in opts.models.split(","):
+            bench_model(name, directory, Path(tmp), opts)
+    print(f"\nmachine: {os.cpu_count()} CPUs, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())} "
+          f"(after the runs)")
+
+
+def bench_model(name: str, directory: Path, scratch: Path, opts: argparse.Namespace) -> None:
+    model, deploy = directory / f"{name}.caffemodel", directory / f"{name}-deploy.prototxt"
+    if not (model.exists() and deploy.exists()):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "caffe2x.cli", "fixture", "resnet50", "-o", tmp, "-q"], check=True,
+        subprocess.run([sys.executable, "-m", "caffe2x.cli", "fixture", name, "-o", str(directory), "-q"], check=True,
                        stdout=subprocess.DEVNULL)
-        model, deploy = Path(tmp) / "resnet50.caffemodel", Path(tmp) / "resnet50-deploy.prototxt"
-        print(f"synthetic ResNet-50: {model.stat().st_size / 1e6:.1f} MB, written in {time.perf_counter() - t:.1f}s; "
-              f"{os.cpu_count()} CPU(s)")
-        modes = [("logits", [])] + ([("per-layer", ["--per-layer"])] if opts.per_layer else [])
-        for mode, extra in modes:
-            for i in range(opts.repeat):
-                report = Path(tmp) / f"report-{mode}-{i}.json"
-                args = ["validate", str(model), "--prototxt", str(deploy), "--json", str(report), "-q", *extra]
-                if opts.frameworks:
-                    args += ["--frameworks", opts.frameworks]
-                wall, rss, rc, err = run(args)
-                if not report.exists():
-                    print(f"{mode}: exit {rc}, no report: {err.strip().splitlines()[-1:]}")
-                    continue
-                data = json.loads(report.read_text())
-                n = data["input"]["shape"][0]
-                print(f"\n{mode}: {wall:.1f}s wall (fresh process, imports included), peak RSS {rss:.0f} MB, "
-                      f"exit {rc}, {n} photos, reference+compare inside the run: {data['seconds']:.1f}s")
-                print(f"  {'framework':<10} {'status':<6} {'write+load s':>12} {'run s':>8} {'max rel':>9}")
-                for f in data["frameworks"]:
-                    prep = "-" if f["prepare_seconds"] is None else f"{f['prepare_seconds']:.1f}"
-                    runs = "-" if f["run_seconds"] is None else f"{f['run_seconds']:.1f}"
-                    rel = "-" if f["max_rel"] is None else f"{f['max_rel']:.1e}"
-                    print(f"  {f['name']:<10} {f['status']:<6} {prep:>12} {runs:>8} {rel:>9}")
+        print(f"generated {name}: {model.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f}s")
+    print(f"\n{name}: {model.stat().st_size / 1e6:.1f} MB; {os.cpu_count()} CPU(s)")
+    modes = [("logits", [])] + ([("per-layer", ["--per-layer"])] if opts.per_layer else [])
+    for mode, extra in modes:
+        for i in range(opts.repeat):
+            report = scratch / f"report-{name}-{mode}-{i}.json"
+            args = ["validate", str(model), "--prototxt", str(deploy), "--json", str(report), "-q", "--force", *extra]
+            if opts.frameworks:
+                args += ["--frameworks", opts.frameworks]
+            wall, rss, rc, err = run(args)
+            if not report.exists():
+                print(f"{mode}: exit {rc}, no report: {err.strip().splitlines()[-1:]}")
+                continue
+            data = json.loads(report.read_text())
+            n = data["input"]["shape"][0]
+            print(f"\n{name} {mode}: {wall:.1f}s wall (fresh process, imports included), peak RSS {rss:.0f} MB, "
+                  f"exit {rc}, {n} photos, reference+compare inside the run: {data['seconds']:.1f}s")
+            print(f"  {'framework':<10} {'status':<6} {'write+load s':>12} {'run s':>8} {'max rel':>9}")
+            for f in data["frameworks"]:
+                prep = "-" if f["prepare_seconds"] is None else f"{f['prepare_seconds']:.1f}"
+                runs = "-" if f["run_seconds"] is None else f"{f['run_seconds']:.1f}"
+                rel = "-" if f["max_rel"] is None else f"{f['max_rel']:.1e}"
+                print(f"  {f['name']:<10} {f['status']:<6} {prep:>12} {runs:>8} {rel:>9}")
 
 
 if __name__ == "__main__":
