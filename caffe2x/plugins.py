@@ -36,6 +36,9 @@ ENTRY_POINT_GROUP = "caffe2x.layers"
 _pending: dict[str, dict[str, Callable[..., Any]]] = {}
 _registries: dict[str, Registry[Any]] = {}  # target name -> its op registry, once the target is imported
 _entry_points_loaded = False
+#: every op :func:`register_layer` gave a shape, reference or target function (``validate`` keeps nets
+#: using one in its own process: a fresh process would not know a function registered in this one)
+REGISTERED_OPS: set[str] = set()
 
 
 def register_layer(layer_type: str, *, reader: Callable[..., Any], shape: Callable[..., Any] | None = None,
@@ -68,6 +71,8 @@ def register_layer(layer_type: str, *, reader: Callable[..., Any], shape: Callab
         if fn is not None and not callable(fn):
             raise Caffe2xError(f"register_layer({layer_type!r}): {name}= must be a function")
     LAYERS[layer_type] = reader
+    if shape is not None or reference is not None or targets:
+        REGISTERED_OPS.add(op)
     if shape is not None:
         SHAPE_FUNCTIONS[op] = shape
     if reference is not None:

@@ -11,7 +11,11 @@ What a validation does
    ``numpy`` is the reference itself run from the ``.safetensors`` file): write its file into a work
    directory, load it back with :meth:`Target.load <caffe2x.targets.Target.load>` (the framework's
    **own** loader, into a model whose weights were zeroed first, so every number comes from the
-   file), run the batch, compare the logits with the reference (:mod:`caffe2x.comparison`).
+   file), run the batch, compare the logits with the reference (:mod:`caffe2x.comparison`). Photos
+   run one at a time and ``per_layer`` compares every layer as each photo's values come out, against
+   the reference's values spilled to disk (:mod:`caffe2x.framework_run`), so memory holds one photo's
+   values of one framework; a big model runs each framework in a child process of its own
+   (:mod:`caffe2x.isolated`), so a framework's memory is gone before the next one starts.
 5. Optionally (``against``) check existing artifacts tensor by tensor and run their logits
    (:mod:`caffe2x.artifacts`).
 
@@ -34,18 +38,19 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import convert
 from ._version import __version__
 from .artifacts import artifact_stem, check_artifact, compare_tensors
 from .comparison import (DEFAULT_ATOL, DEFAULT_RTOL, TOPK, Comparison, compare_logits, comparison_problem,
                          logits_blob, topk, within)
-from .errors import Caffe2xError, one_line
+from .errors import Caffe2xError
+from .framework_run import (FrameworkJob, FrameworkOutcome, batches_for, layer_curve, release_memory, run_job,
+                            spill_reference)
 from .ir import Graph
 from .results import FAIL, PASS, SCHEMA, SKIP, ArtifactResult, FrameworkResult, Report, TensorDifference, num
 from .targets import Target, all_targets, get, names, reader_for, writer_of
@@ -104,7 +109,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
              proto: PathLike | None = None, overwrite: bool = False,
              caffe_blobs: PathLike | None = None, inputs: PathLike | None = None,
              progress_bar: bool = False, profiles: Sequence[str] | None = None,
-             oracles: Sequence[str] | None = None) -> Report:
+             oracles: Sequence[str] | None = None, isolate: bool | None = None) -> Report:
     """Convert ``model`` to every framework, reload each file with its own loader, run the same batch
     and compare the logits with the numpy reference (see the module docstring for the pass rule).
 
@@ -124,6 +129,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     (``torchvision``) the ``against`` files of formats that cannot record one were written with
     (:mod:`caffe2x.artifacts`). ``oracles``: independent references for the logits (``["opencv"]``:
     OpenCV's Caffe importer, :mod:`caffe2x.oracles`); an unknown or uninstalled one is an error up front.
+    ``isolate``: run each framework in a child process of its own (True), in this process (False), or
+    (None) in a child when the model's tensors reach :data:`ISOLATE_BYTES`; see :mod:`caffe2x.isolated`.
     """
     say = progress or (lambda _m: None)
     started = time.perf_counter()
@@ -206,66 +213,76 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     # ------------------------------------------------------------------ reference
     from .reference import execute
 
-    say("running the numpy reference" + (" (every layer kept)" if per_layer else ""))
+    say("running the numpy reference" + (" (every layer kept, on disk)" if per_layer else ""))
     t = time.perf_counter()
     layer_values = _layer_values(graph) if per_layer else []
+    batches = batches_for(len(x), inputs.kind == "images")
     blob_checks = None
     blob_values_: dict[str, str] = {}
     if blobs is not None:
         from .caffe_blobs import blob_values
 
         blob_values_ = blob_values(graph, blobs, str(caffe_blobs))
-    ref_values = execute(graph, x, keep=set(layer_values) | {value} | set(blob_values_.values()))
-    ref_logits = ref_values[value]
-    if blobs is not None:
-        from .caffe_blobs import compare_blobs
+    keep = {value} | set(blob_values_.values())
+    # the reference's layer values (per-layer runs) and the child processes' files
+    run_dir = Path(tempfile.mkdtemp(prefix="caffe2x-validate-run-"))
+    try:
+        if per_layer:
+            ref_values, spill = spill_reference(graph, x, batches, layer_values, keep, run_dir)
+        else:
+            ref_values, spill = execute(graph, x, keep=keep), None
+        ref_logits = ref_values[value]
+        if blobs is not None:
+            from .caffe_blobs import compare_blobs
 
-        blob_checks = compare_blobs(blobs, blob_values_, ref_values, rtol, atol)
-        if blob_values_.get(blob) == value and blobs[blob].size == ref_logits.size:
-            ref_logits = blobs[blob].reshape(ref_logits.shape)  # every framework against Caffe's own logits
-            say(f"  the frameworks are compared with Caffe's {blob!r} from {caffe_blobs}")
-    if label_names is not None and len(label_names) != int(np.prod(ref_logits.shape[1:])):
-        raise Caffe2xError(f"the labels name {len(label_names)} classes, the logits {blob!r} have "
-                           f"{int(np.prod(ref_logits.shape[1:]))}")
-    ref_topk = topk(ref_logits)
-    say(f"  done in {time.perf_counter() - t:.1f}s")
-    if not per_layer:
-        ref_values = {}
+            blob_checks = compare_blobs(blobs, blob_values_, ref_values, rtol, atol)
+            if blob_values_.get(blob) == value and blobs[blob].size == ref_logits.size:
+                ref_logits = blobs[blob].reshape(ref_logits.shape)  # every framework against Caffe's own logits
+                say(f"  the frameworks are compared with Caffe's {blob!r} from {caffe_blobs}")
+        if label_names is not None and len(label_names) != int(np.prod(ref_logits.shape[1:])):
+            raise Caffe2xError(f"the labels name {len(label_names)} classes, the logits {blob!r} have "
+                               f"{int(np.prod(ref_logits.shape[1:]))}")
+        ref_topk = topk(ref_logits)
+        say(f"  done in {time.perf_counter() - t:.1f}s")
+        del ref_values
 
-    failures: list[str] = []
-    for check in blob_checks or ():
-        if not check.passed:
-            failures.append(f"Caffe blob {check.blob!r} ({caffe_blobs}) differs from the numpy reference: "
-                            f"max rel {check.max_rel:.1e}, max abs {check.max_abs:.1e} (rtol {rtol:g}, atol {atol:g})")
-    results: list[FrameworkResult] = []
-    written: dict[str, Path] = {}
-    with _workdir(keep_artifacts) as workdir:
-        files = _ArtifactFiles(workdir, stem)
-        bar = _bar(len(targets) + len(against or ()), progress_bar)
-        for target in targets:
-            bar.set_postfix_str(target.name)
-            result = _run_framework(target, graph, x, files, value, ref_logits, ref_topk, rtol, atol,
-                                    layer_values, ref_values, explicit, say, written)
-            results.append(result)
-            bar.update()
-            if result.status == FAIL:
-                failures.append(f"{target.name}: {result.reason}")
-        artifacts = []
-        scratch = Path(tempfile.mkdtemp(prefix="caffe2x-expected-")) if against else None
-        try:
-            for art in against or ():
-                say(f"checking artifact {art}")
-                bar.set_postfix_str(Path(art).name)
-                a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch,
-                                   profiles=profiles or ())
-                artifacts.append(a)
-                bar.update()
-                say(f"  {a.status}" + (f": {a.messages[0]}" if a.messages else f" ({a.tensors_checked} tensors)"))
-                failures.extend(a.messages)
-        finally:  # an interrupt or a crash inside a framework must not leave the expected files in /tmp
-            if scratch is not None:
-                shutil.rmtree(scratch, ignore_errors=True)
-        bar.close()
+        failures: list[str] = []
+        for check in blob_checks or ():
+            if not check.passed:
+                failures.append(f"Caffe blob {check.blob!r} ({caffe_blobs}) differs from the numpy reference: "
+                                f"max rel {check.max_rel:.1e}, max abs {check.max_abs:.1e} (rtol {rtol:g}, atol {atol:g})")
+        results: list[FrameworkResult] = []
+        written: dict[str, Path] = {}
+        with _workdir(keep_artifacts) as workdir:
+            files = _ArtifactFiles(workdir, stem)
+            runs = _Runs(graph, x, ref_logits, run_dir, isolate)
+            bar = _bar(len(targets) * len(batches) + len(against or ()), progress_bar)
+            for target in targets:
+                bar.set_postfix_str(target.name)
+                job = FrameworkJob(target.name, *files.plan(target), value, layer_values, batches, spill)
+                result = _run_framework(target, job, graph, files, runs, ref_logits, ref_topk, rtol, atol,
+                                        explicit, say, written, bar)
+                results.append(result)
+                if result.status == FAIL:
+                    failures.append(f"{target.name}: {result.reason}")
+            artifacts = []
+            scratch = Path(tempfile.mkdtemp(prefix="caffe2x-expected-")) if against else None
+            try:
+                for art in against or ():
+                    say(f"checking artifact {art}")
+                    bar.set_postfix_str(Path(art).name)
+                    a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch,
+                                       profiles=profiles or ())
+                    artifacts.append(a)
+                    bar.update()
+                    say(f"  {a.status}" + (f": {a.messages[0]}" if a.messages else f" ({a.tensors_checked} tensors)"))
+                    failures.extend(a.messages)
+            finally:  # an interrupt or a crash inside a framework must not leave the expected files in /tmp
+                if scratch is not None:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            bar.close()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     oracle_results = None
     if oracles:
@@ -307,7 +324,7 @@ class _NoBar:
     def set_postfix_str(self, _s: str) -> None:
         pass
 
-    def update(self) -> None:
+    def update(self, _n: int = 1) -> None:
         pass
 
     def close(self) -> None:
@@ -348,63 +365,62 @@ class _ArtifactFiles:
         self.stem = stem
         self.by_writer: dict[str, Path] = {}
 
-    def write(self, graph: Graph, target: Target) -> Path:
+    def plan(self, target: Target) -> tuple[Path, str | None]:
+        """(the file ``target`` runs, the target that must write it first or None when it is written)."""
         writer = writer_of(target)
-        if writer.name not in self.by_writer:
-            path = self.workdir / f"{self.stem}{target.default_suffix}"
-            if path in self.by_writer.values():  # two writers of one suffix: keep both files
-                path = self.workdir / f"{self.stem}.{writer.name}{target.default_suffix}"
-            # validate() refused existing files in a kept-artifacts directory up front (unless overwrite)
-            convert.write(graph, path, writer.name, overwrite=True)
-            self.by_writer[writer.name] = path
-        return self.by_writer[writer.name]
+        if writer.name in self.by_writer:
+            return self.by_writer[writer.name], None
+        path = self.workdir / f"{self.stem}{target.default_suffix}"
+        if path in self.by_writer.values():  # two writers of one suffix: keep both files
+            path = self.workdir / f"{self.stem}.{writer.name}{target.default_suffix}"
+        # validate() refused existing files in a kept-artifacts directory up front (unless overwrite)
+        return path, writer.name
+
+    def done(self, target: Target, path: Path) -> None:
+        """``path`` was written for ``target`` (by this process or a child)."""
+        self.by_writer.setdefault(writer_of(target).name, path)
 
 
-def _run_framework(target: Target, graph: Graph, x: np.ndarray, files: _ArtifactFiles, value: str,
-                   ref_logits: np.ndarray, ref_topk: list[list[int]], rtol: float, atol: float,
-                   layer_values: list[str], ref_values: dict[str, np.ndarray], explicit: bool,
-                   say: Callable[[str], None], written: dict[str, Path]) -> FrameworkResult:
+def _run_framework(target: Target, job: FrameworkJob, graph: Graph, files: _ArtifactFiles, runs: _Runs,
+                   ref_logits: np.ndarray, ref_topk: list[list[int]], rtol: float, atol: float, explicit: bool,
+                   say: Callable[[str], None], written: dict[str, Path], bar: Any) -> FrameworkResult:
     name = target.name
+    n = len(job.batches)
     if not target.available():
+        bar.update(n)
         why = target.unavailable_reason()
         if explicit:
             say(f"{name}: FAIL, {why}")
             return FrameworkResult(name, FAIL, f"requested but {why}")
         say(f"{name}: skipped, {why}")
         return FrameworkResult(name, SKIP, why)
-    result = FrameworkResult(name, PASS)
-    stage = "writing and loading"
-    try:
-        say(f"{name}: writing and loading back")
-        t = time.perf_counter()
-        artifact = files.write(graph, target)
-        runner = target.load(artifact, graph)
-        if hasattr(runner, "use_reference"):  # optional: a runner that would only repeat the reference run
-            runner.use_reference(x, {**ref_values, value: ref_logits})
-        result.prepare_seconds = time.perf_counter() - t
-        result.artifact = artifact.name
-        written.setdefault(name, artifact)
-        stage = "running"
-        say(f"{name}: running" + (f" with {len(layer_values)} values exposed" if layer_values else ""))
-        t = time.perf_counter()
-        outs = runner.run(x, list(dict.fromkeys([*layer_values, value])))
-        del runner
-        result.run_seconds = time.perf_counter() - t
-        if value not in outs:
-            raise Caffe2xError(f"returned no value {value!r}")
-        result.logits = np.asarray(outs[value], dtype=np.float32)
-        result.comparison = compare_logits(result.logits, ref_logits, ref_topk, rtol, atol)
-        if layer_values:
-            _per_layer(result, graph, outs, ref_values, rtol, atol)
-        del outs
-    except Caffe2xError as exc:
-        result.status, result.reason = FAIL, f"{stage} failed: {exc}"
-    except ImportError as exc:
-        result.status, result.reason = FAIL, f"{stage} failed: cannot import {exc.name or exc}"
-    except (MemoryError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # noqa: BLE001 - a framework's own failure is a result, not a crash
-        result.status, result.reason = FAIL, f"{stage} failed: {type(exc).__name__}: {one_line(exc)}"
+    ticks = []
+
+    def tick(i: int) -> None:
+        ticks.append(i)
+        bar.set_postfix_str(f"{name} {i + 1}/{n}" if n > 1 else name)
+        bar.update()
+
+    outcome = runs.run(target, job, say, tick)
+    bar.update(n - len(ticks))
+    if outcome.written:
+        files.done(target, job.artifact)
+    result = FrameworkResult(name, PASS, prepare_seconds=outcome.prepare_seconds, run_seconds=outcome.run_seconds)
+    if outcome.loaded:
+        result.artifact = job.artifact.name
+        written.setdefault(name, job.artifact)
+    if outcome.reason is None and outcome.logits is not None:
+        try:
+            result.logits = outcome.logits
+            result.comparison = compare_logits(result.logits, ref_logits, ref_topk, rtol, atol)
+        except Caffe2xError as exc:
+            outcome.reason = f"running failed: {exc}"
+        else:
+            if job.layer_values:
+                result.per_layer, result.first_divergent, result.worst_layer = layer_curve(
+                    graph, outcome.stats, rtol, atol)
+    if outcome.reason is not None:
+        result.status, result.reason = FAIL, outcome.reason
     if result.comparison is not None and not result.comparison.passed:
         result.status = FAIL
         result.reason = comparison_problem(result.comparison, rtol, atol)
@@ -414,6 +430,47 @@ def _run_framework(target: Target, graph: Graph, x: np.ndarray, files: _Artifact
     say(f"{name}: {result.status}" + (f", max rel {c.max_rel:.1e}, top-5 {c.topk_agree}/{len(c.topk)}" if c else "")
         + (f" ({result.reason})" if result.reason and result.status == FAIL else ""))
     return result
+
+
+#: a model whose tensors hold at least this many bytes is validated with one child process per framework
+#: that allows it (:attr:`Target.isolate <caffe2x.targets.Target.isolate>`), so each framework's memory is
+#: returned when it is done; smaller ones run in this process (a child costs a fresh import of the framework)
+ISOLATE_BYTES = 32 << 20
+
+
+class _Runs:
+    """Runs each framework's :class:`~caffe2x.framework_run.FrameworkJob` here or in a child process."""
+
+    def __init__(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, run_dir: Path,
+                 isolate: bool | None) -> None:
+        self.graph, self.x, self.ref_logits, self.run_dir, self.isolate = graph, x, ref_logits, run_dir, isolate
+        self.shared: Path | None = None
+
+    def isolated(self, target: Target) -> bool:
+        """A child process for ``target``: it allows one, the net uses no layer registered in this process
+        only (a fresh process would not know it), and the model is big or ``isolate=True`` asked for it."""
+        if self.isolate is False or not target.isolate:
+            return False
+        from .plugins import REGISTERED_OPS
+
+        if any(node.op in REGISTERED_OPS for node in self.graph.nodes):
+            return False
+        from .bounds import graph_bytes
+
+        return bool(self.isolate) or graph_bytes(self.graph) >= ISOLATE_BYTES
+
+    def run(self, target: Target, job: FrameworkJob, say: Callable[[str], None],
+            tick: Callable[[int], None]) -> FrameworkOutcome:
+        if not self.isolated(target):
+            try:
+                return run_job(job, self.graph, self.x, self.ref_logits, say, tick)
+            finally:
+                release_memory()
+        from .isolated import run_isolated, write_shared
+
+        if self.shared is None:
+            self.shared = write_shared(self.run_dir / "shared.pkl", self.graph, self.x, self.ref_logits)
+        return run_isolated(job, self.shared, self.run_dir, say, tick)
 
 
 def run_inputs(model: Any, prototxt: Any, mean: Any, images: Any, against: Any, labels: Any) -> list[tuple[str, Any]]:
@@ -445,32 +502,6 @@ def _refuse_existing_artifacts(directory: Path, stem: str, targets: Sequence[Tar
             if path.exists():
                 raise OutputExistsError(f"{path} already exists; pass --force (overwrite=True) to replace the "
                                         f"kept artifacts")
-
-
-def _per_layer(result: FrameworkResult, graph: Graph, outs: Mapping[str, np.ndarray],
-               ref_values: Mapping[str, np.ndarray], rtol: float, atol: float) -> None:
-    """Max relative error of every layer's outputs; the first layer past tolerance and the worst."""
-    curve: list[float | None] = []
-    worst, worst_err = None, -1.0
-    for node in graph.nodes:
-        errs, bad = [], False
-        for v in node.outputs:
-            if v not in outs:
-                continue
-            try:
-                _, rel, ok = within(outs[v], ref_values[v], rtol, atol)
-            except Caffe2xError:
-                rel, ok = float("nan"), False
-            errs.append(rel)
-            bad = bad or not ok
-        err = None if not errs else (float("nan") if any(not np.isfinite(e) for e in errs) else max(errs))
-        curve.append(err)
-        if bad and result.first_divergent is None:
-            result.first_divergent = node.name
-        if err is not None and np.isfinite(err) and err > worst_err:
-            worst, worst_err = node.name, err
-    result.per_layer = curve
-    result.worst_layer = worst if worst_err > 0 else None
 
 
 __all__ = ["validate", "read_labels", "Report", "FrameworkResult", "ArtifactResult", "TensorDifference",

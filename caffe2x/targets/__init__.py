@@ -118,6 +118,9 @@ class Target:
     profiles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: one line for listings
     summary: str = ""
+    #: whether ``validate`` may run it in a child process of its own for a big model (its memory then
+    #: goes when the child exits): only for a target a fresh process finds by name (built-in, entry point)
+    isolate: bool = False
 
     @property
     def default_suffix(self) -> str:
@@ -192,14 +195,14 @@ BUILTIN: tuple[Target, ...] = (
            writes=False, summary="caffe2x's numpy reference executor on a .safetensors file (Caffe's exact numbers)"),
     Target("torch", (".pt", ".pth"), extra="torch", requires=("torch",), module="caffe2x.targets.torch.target",
            options=("emit_code",), profiles={"torchvision": (".pt", ".pth")},
-           summary="PyTorch state_dict; torch.load + load_state_dict(strict=True)"),
+           summary="PyTorch state_dict; torch.load + load_state_dict(strict=True)", isolate=True),
     Target("keras", (".h5", ".keras"), extra="keras", requires=("keras", "tensorflow", "h5py"),
            module="caffe2x.targets.keras.target",
            distributions=("keras", "tensorflow", "tensorflow-cpu", "h5py"),
            options=("full_model",), profiles={"keras-applications": (".h5",)},
-           summary="Keras 3 HDF5 weights or model; model.load_weights"),
+           summary="Keras 3 HDF5 weights or model; model.load_weights", isolate=True),
     Target("onnx", (".onnx",), extra="onnx", requires=("onnx", "onnxruntime"), module="caffe2x.targets.onnx.target",
-           summary="ONNX opset 17; onnxruntime"),
+           summary="ONNX opset 17; onnxruntime", isolate=True),
 )
 
 #: name -> target, in registration order (built-ins first, then entry points, then register() calls)

@@ -95,9 +95,17 @@ def write(graph: Graph, path: str | os.PathLike[str], options: Any) -> list[str]
     return notes
 
 
-def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndarray | Mapping[str, np.ndarray],
-             output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Run an ONNX model with onnxruntime on the CPU (2 intra-op threads); outputs by name."""
+def _ort_errors() -> tuple[type[BaseException], ...]:
+    import onnxruntime as ort
+
+    return tuple(getattr(ort.capi.onnxruntime_pybind11_state, n) for n in
+                 ("Fail", "InvalidGraph", "NotImplemented", "InvalidArgument", "RuntimeException",
+                  "NoSuchFile", "InvalidProtobuf", "EPFail")
+                 if hasattr(ort.capi.onnxruntime_pybind11_state, n))
+
+
+def ort_session(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> Any:
+    """An onnxruntime ``InferenceSession`` on the CPU (2 intra-op threads) for a model or ``.onnx`` file."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -105,14 +113,15 @@ def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndar
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     source = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
-    ort_errors = tuple(getattr(ort.capi.onnxruntime_pybind11_state, n) for n in
-                       ("Fail", "InvalidGraph", "NotImplemented", "InvalidArgument", "RuntimeException",
-                        "NoSuchFile", "InvalidProtobuf", "EPFail")
-                       if hasattr(ort.capi.onnxruntime_pybind11_state, n))
     try:
-        sess = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
-    except ort_errors as exc:  # an unknown op, a bad graph: the model's fault, not caffe2x's
+        return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+    except _ort_errors() as exc:  # an unknown op, a bad graph: the model's fault, not caffe2x's
         raise Caffe2xError(f"onnxruntime refuses the model: {str(exc).splitlines()[0][:300]}") from None
+
+
+def run_session(sess: Any, x: np.ndarray | Mapping[str, np.ndarray],
+                output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Run a session from :func:`ort_session`; outputs by name."""
     if isinstance(x, Mapping):
         feeds = {k: np.asarray(v, dtype=np.float32) for k, v in x.items()}
     else:
@@ -123,5 +132,11 @@ def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndar
     names = list(output_names) if output_names is not None else [o.name for o in sess.get_outputs()]
     try:
         return dict(zip(names, sess.run(names, feeds)))
-    except ort_errors as exc:
+    except _ort_errors() as exc:
         raise Caffe2xError(f"onnxruntime cannot run the model: {str(exc).splitlines()[0][:300]}") from None
+
+
+def run_onnx(model_or_path: onnx.ModelProto | str | os.PathLike[str], x: np.ndarray | Mapping[str, np.ndarray],
+             output_names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Run an ONNX model with onnxruntime on the CPU (2 intra-op threads); outputs by name."""
+    return run_session(ort_session(model_or_path), x, output_names)

@@ -4,6 +4,7 @@ model, found through the node names the writer gives (each node carries its Caff
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from ...errors import Caffe2xError, one_line
 from ...ir import Graph
 from ...numeric import from_bfloat16_bits
 from .. import StoredTensor
-from .model import run_onnx, write
+from .model import ort_session, run_session, write
 
 
 def read_model(path: Path) -> onnx.ModelProto:
@@ -25,9 +26,13 @@ def read_model(path: Path) -> onnx.ModelProto:
 
 
 class OnnxRunner:
+    """One ``InferenceSession`` kept for the values last asked for, so running a batch one image at a
+    time builds it once."""
+
     def __init__(self, graph: Graph, proto: onnx.ModelProto) -> None:
         self.graph = graph
         self.proto = proto
+        self._session: tuple[tuple[str, ...], Any] | None = None
 
     def onnx_names(self, values: Sequence[str]) -> list[str]:
         """The ONNX tensor name of each graph value: output ``i`` of the node named after its layer."""
@@ -48,14 +53,18 @@ class OnnxRunner:
     def run(self, x: np.ndarray, values: Sequence[str]) -> dict[str, np.ndarray]:
         values = list(values)
         names = self.onnx_names(values)
-        model = onnx.ModelProto()
-        model.CopyFrom(self.proto)
-        present = {o.name for o in model.graph.output}
-        for n in dict.fromkeys(names):
-            if n not in present:
-                model.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
-        got = run_onnx(model, x, list(dict.fromkeys(names)))
-        del model
+        key = tuple(dict.fromkeys(names))
+        if self._session is None or self._session[0] != key:
+            self._session = None  # the previous session goes before the next is built
+            model = onnx.ModelProto()
+            model.CopyFrom(self.proto)
+            present = {o.name for o in model.graph.output}
+            for n in key:
+                if n not in present:
+                    model.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+            self._session = (key, ort_session(model))
+            del model
+        got = run_session(self._session[1], x, list(key))
         return {v: np.asarray(got[n], dtype=np.float32) for v, n in zip(values, names)}
 
 

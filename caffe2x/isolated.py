@@ -1,0 +1,158 @@
+"""A framework's part of a validation in a child process of its own (:func:`run_isolated`), so its
+memory goes back to the system when it is done.
+
+Why: a framework keeps much of what it allocated after its model is dropped (one kept ~0.5 GB after a
+ResNet-50 model was deleted; the C allocator keeps freed buffers of another), and importing the three
+built-in frameworks into one process already costs ~0.75 GB. One child per framework peaks at
+that framework alone; the validating process never imports a framework.
+
+The child is ``python -c <bootstrap>`` with the parent's ``sys.path`` (so it imports the same caffe2x);
+the graph, the batch and the reference logits reach it as one pickle file the parent wrote into its
+private scratch directory (written once per validation); progress comes back as JSON lines on a pipe,
+the :class:`~caffe2x.framework_run.FrameworkOutcome` as a pickle file. A child that dies (killed for
+memory, a segfault in a framework) is that framework's FAIL, not a crash of the validation.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .framework_run import FrameworkJob, FrameworkOutcome, run_job
+from .ir import Graph
+
+_BOOTSTRAP = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
+              "from caffe2x.isolated import child_main; child_main(sys.argv[2:])")
+
+
+@dataclass
+class SharedInputs:
+    """What every child of one validation needs, pickled once."""
+
+    graph: Graph
+    x: np.ndarray
+    ref_logits: np.ndarray
+
+
+def write_shared(path: Path, graph: Graph, x: np.ndarray, ref_logits: np.ndarray) -> Path:
+    with open(path, "wb") as f:
+        pickle.dump(SharedInputs(graph, x, ref_logits), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+def run_isolated(job: FrameworkJob, shared: Path, scratch: Path, say: Callable[[str], None],
+                 tick: Callable[[int], None]) -> FrameworkOutcome:
+    """:func:`~caffe2x.framework_run.run_job` in a child process; its messages are passed to ``say`` and
+    ``tick`` as they come."""
+    job_file = scratch / f"job-{job.target}.pkl"
+    result_file = scratch / f"result-{job.target}.pkl"
+    result_file.unlink(missing_ok=True)
+    with open(job_file, "wb") as f:
+        pickle.dump((job, _logger_levels()), f, protocol=pickle.HIGHEST_PROTOCOL)
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps([p for p in sys.path]),
+                                 str(write_end), str(shared), str(job_file), str(result_file)],
+                                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=_stderr_fd())
+    finally:
+        os.close(write_end)
+    try:
+        with os.fdopen(read_end, "r", encoding="utf-8") as pipe:
+            for line in pipe:
+                msg = json.loads(line)
+                if "say" in msg:
+                    say(msg["say"])
+                elif "tick" in msg:
+                    tick(int(msg["tick"]))
+        rc = proc.wait()
+    except BaseException:  # an interrupt or SIGTERM of the validation: the child goes too
+        _stop(proc)
+        raise
+    if rc == 0 and result_file.is_file():
+        with open(result_file, "rb") as f:
+            outcome: FrameworkOutcome = pickle.load(f)
+        return outcome
+    if rc < 0:
+        try:
+            why = f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            why = f"was killed by signal {-rc}"
+        why += " (out of memory?)" if -rc == signal.SIGKILL else ""
+    else:
+        why = f"exited with code {rc}"
+    return FrameworkOutcome(reason=f"its child process {why} before reporting")
+
+
+def _logger_levels() -> dict[str, int]:
+    """Levels set on this process's loggers (the CLI quiets a framework's Python logger before it is
+    imported), for the child to set the same."""
+    return {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+            if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET}
+
+
+def _stderr_fd() -> int | None:
+    """The child's stdout goes to our stderr: a framework's prints must not mix into the report."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.DEVNULL
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first (the child removes its temporary files), SIGKILL after 5 s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def child_main(argv: Sequence[str]) -> None:
+    """The child's side: run the job, send progress, pickle the outcome."""
+    fd, shared_file, job_file, result_file = int(argv[0]), Path(argv[1]), Path(argv[2]), Path(argv[3])
+    from .fileio import Terminated
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminated)  # a file being written is removed on the way out
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops this child
+    try:
+        _child(fd, shared_file, job_file, result_file)
+    except Terminated:
+        sys.exit(128 + signal.SIGTERM)
+
+
+def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> None:
+    pipe = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+    def send(**msg: object) -> None:
+        pipe.write(json.dumps(msg) + "\n")
+        pipe.flush()
+
+    with open(shared_file, "rb") as f:
+        shared: SharedInputs = pickle.load(f)
+    with open(job_file, "rb") as f:
+        job, levels = pickle.load(f)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        outcome = run_job(job, shared.graph, shared.x, shared.ref_logits, say=lambda m: send(say=m),
+                          tick=lambda i: send(tick=i))
+    except MemoryError:
+        outcome = FrameworkOutcome(written=False, reason="running failed: MemoryError")
+    with open(result_file, "wb") as f:
+        pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.close()

@@ -1,0 +1,137 @@
+"""Bounded memory in ``caffe2x validate``: photos run one at a time, per-layer comparisons streamed
+against the reference's values spilled to disk, big models validated with one child process per
+framework (caffe2x/framework_run.py, caffe2x/isolated.py)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe2x
+from caffe2x import fixtures
+from caffe2x.comparison import within
+from caffe2x.framework_run import LayerStat, RefSpill, batches_for, layer_curve
+
+
+def _whole_batch_curve(graph: caffe2x.Graph, outs: dict[str, np.ndarray], refs: dict[str, np.ndarray],
+                       rtol: float, atol: float) -> tuple[list[float | None], str | None, str | None]:
+    """The per-layer comparison as the validator made it before streaming: every value of the whole batch
+    at once through comparison.within."""
+    curve: list[float | None] = []
+    first, worst, worst_err = None, None, -1.0
+    for node in graph.nodes:
+        errs, bad = [], False
+        for v in node.outputs:
+            _, rel, ok = within(outs[v], refs[v], rtol, atol)
+            errs.append(rel)
+            bad = bad or not ok
+        err = float("nan") if any(not np.isfinite(e) for e in errs) else max(errs)
+        curve.append(err)
+        if bad and first is None:
+            first = node.name
+        if np.isfinite(err) and err > worst_err:
+            worst, worst_err = node.name, err
+    return curve, first, worst
+
+
+def test_streamed_per_layer_comparison_equals_the_whole_batch_one_with_a_wrong_layer(tmp_path: Path) -> None:
+    """One layer's values made wrong on one photo only (the third), another layer NaN on one photo: the
+    slice-by-slice comparison (reference spilled to disk, read back mapped) names the same first divergent
+    and worst layer and gives the same curve, to the bit, as comparing the whole batch at once."""
+    graph = fixtures.graph("tiny")
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    refs = caffe2x.run(graph, x, outputs=[v for n in graph.nodes for v in n.outputs])
+    noise = np.random.default_rng(1)
+    outs = {v: (a + 1e-7 * np.abs(a).max() * noise.standard_normal(a.shape)).astype(np.float32)
+            for v, a in refs.items()}
+    wrong = graph.nodes[len(graph.nodes) // 2]
+    wv = wrong.outputs[0]
+    outs[wv][2] += 0.5 * np.abs(refs[wv]).max()
+    nan_node = graph.nodes[-3]
+    outs[nan_node.outputs[0]][1].flat[0] = np.nan
+
+    expected = _whole_batch_curve(graph, outs, refs, 1e-4, 0.0)
+    batches = batches_for(4, images=True)
+    assert batches == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    spill = RefSpill(tmp_path, list(refs))
+    for i, (a, b) in enumerate(batches):
+        spill.save(i, {v: r[a:b] for v, r in refs.items()})
+    stats = {v: LayerStat() for v in refs}
+    for i, (a, b) in enumerate(batches):
+        mapped = spill.load(i)
+        assert isinstance(mapped[wv], np.memmap)
+        for v, stat in stats.items():
+            stat.add(outs[v][a:b], mapped[v])
+    got = layer_curve(graph, stats, 1e-4, 0.0)
+    assert got[1] == expected[1] == wrong.name
+    assert got[2] == expected[2]
+    np.testing.assert_array_equal(np.array(got[0], dtype=float), np.array(expected[0], dtype=float))
+    assert np.isnan(got[0][len(graph.nodes) - 3])
+
+
+def test_a_shape_mismatch_on_one_slice_marks_the_layer_as_divergent() -> None:
+    stat = LayerStat()
+    stat.add(np.zeros((1, 3)), np.zeros((1, 3)))
+    stat.add(np.zeros((1, 4)), np.zeros((1, 3)))
+    rel, ok = stat.relative(1e-4, 0.0)
+    assert np.isnan(rel) and not ok
+
+
+def test_photos_run_one_at_a_time_arrays_as_given() -> None:
+    assert batches_for(4, images=True) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert batches_for(4, images=False) == [(0, 4)]
+    assert batches_for(1, images=True) == [(0, 1)]
+
+
+@pytest.fixture(scope="module")
+def in_and_out_of_process(tiny_files: tuple[Path, Path]) -> tuple[caffe2x.validator.Report, caffe2x.validator.Report]:
+    frameworks = [n for n in ("numpy", "onnx") if caffe2x.targets.get(n).available()]
+    kw = dict(frameworks=frameworks, per_layer=True)
+    return (caffe2x.validate(*tiny_files, isolate=False, **kw),  # type: ignore[arg-type]
+            caffe2x.validate(*tiny_files, isolate=True, **kw))  # type: ignore[arg-type]
+
+
+def test_a_framework_in_a_child_process_reports_what_it_reports_in_process(in_and_out_of_process) -> None:  # type: ignore[no-untyped-def]
+    here, child = in_and_out_of_process
+    assert here.passed and child.passed
+    assert [f.name for f in here.frameworks] == [f.name for f in child.frameworks]
+    for a, b in zip(here.frameworks, child.frameworks):
+        assert (a.status, a.artifact, a.first_divergent, a.worst_layer) == (b.status, b.artifact, b.first_divergent,
+                                                                            b.worst_layer), a.name
+        assert a.per_layer is not None and b.per_layer is not None
+        np.testing.assert_allclose(np.array(a.per_layer, dtype=float), np.array(b.per_layer, dtype=float),
+                                   rtol=0, atol=1e-6)
+        np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-6)
+    assert here.to_dict().keys() == child.to_dict().keys()
+
+
+def test_an_isolated_validation_never_imports_the_framework_in_the_validating_process(tiny_files) -> None:  # type: ignore[no-untyped-def]
+    if not caffe2x.targets.get("onnx").available():
+        pytest.skip("onnx not installed")
+    code = ("import sys, caffe2x; r = caffe2x.validate(sys.argv[1], sys.argv[2], frameworks=['onnx'], isolate=True); "
+            "assert r.passed, r.failures; "
+            "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, tiny_files)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_onnx_runs_the_photos_one_at_a_time_with_one_session(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    if not caffe2x.targets.get("onnx").available():
+        pytest.skip("onnx not installed")
+    graph = caffe2x.load(*tiny_files)
+    path = tmp_path / "tiny.onnx"
+    caffe2x.save(graph, path)
+    runner = caffe2x.targets.get("onnx").load(path, graph)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    value = graph.logits()[0]
+    first = runner.run(x[:1], [value])[value]
+    session = runner._session
+    second = runner.run(x[1:], [value])[value]
+    assert runner._session is session
+    ref = caffe2x.run(graph, x, outputs=[value])[value]
+    np.testing.assert_allclose(np.concatenate([first, second]), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
