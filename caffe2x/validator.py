@@ -449,7 +449,7 @@ class _Runs:
     def isolated(self, target: Target) -> bool:
         """A child process for ``target``: it allows one, the net uses no layer registered in this process
         only (a fresh process would not know it), and the model is big or ``isolate=True`` asked for it."""
-        if self.isolate is False or not target.isolate:
+        if self.isolate is False or not target.isolate or os.name != "posix":  # the child's pipe: pass_fds
             return False
         from .plugins import REGISTERED_OPS
 

@@ -195,8 +195,9 @@ sys.exit(main(["validate", {model!r}, "-p", {deploy!r}, "--frameworks", "numpy",
 
 
 def test_sigterm_during_validate_leaves_no_temporary_directory(work, tmp_path: Path) -> None:
-    """validate's work directory (converted files) and its scratch directory for expected artifacts
-    both go when the run is terminated, as they do when it ends."""
+    """validate's work directory (converted files), its run directory (the reference's spilled values, child
+    processes' files) and its scratch directory for expected artifacts all go when the run is terminated,
+    as they do when it ends."""
     model, deploy = work
     art = tmp_path / "a.safetensors"
     assert cli("convert", model, "-p", deploy, "-o", art, "-q").returncode == 0
@@ -209,7 +210,8 @@ def test_sigterm_during_validate_leaves_no_temporary_directory(work, tmp_path: P
     while not ready.exists():
         assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.stderr else ""
         time.sleep(0.05)
-    assert sorted(p.name.split("-")[1] for p in tmp.iterdir()) == ["expected", "validate"]
+    # caffe2x-expected-*, caffe2x-validate-* (converted files), caffe2x-validate-run-* (reference spill, child files)
+    assert sorted(p.name.split("-")[1] for p in tmp.iterdir()) == ["expected", "validate", "validate"]
     child.send_signal(signal.SIGTERM)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 143, err
