@@ -297,8 +297,10 @@ def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.n
         if target.profiles and set(stored) != set(expect.tensors):
             name = _unflagged_profile(stored, graph, target, p, written, workdir)
             if name is not None:
-                raise Caffe2xError(f"holds the tensors of a --profile {name} conversion, and a {p.suffix} file "
-                                   f"cannot record the logit bound that conversion printed: pass --profile {name} "
+                cannot = getattr(target.implementation(), "recorded_profile", None) is None
+                why = (f", and a {p.suffix} file cannot record the logit bound that conversion printed" if cannot
+                       else " but records no logit bound for it (written before caffe2x recorded one?)")
+                raise Caffe2xError(f"holds the tensors of a --profile {name} conversion{why}: pass --profile {name} "
                                    f"to check it against that bound")
         dtype = stored_dtype(stored)
         expected = {k: StoredTensor(t.name, round_to(t.array, dtype)) for k, t in expect.tensors.items()}

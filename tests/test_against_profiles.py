@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import caffe2x
+from caffe2x.artifacts import logits_rtol
 from caffe2x.preprocess import default_image_dir
 from caffe2x.validator import validate
 
@@ -58,11 +59,17 @@ def run(resnet50_graph_session, tmp_path_factory: pytest.TempPathFactory) -> Sim
     tv, apps = d / "resnet50-tv.pt", d / "resnet50-apps.h5"
     tv_notes = caffe2x.save(graph, tv, profile="torchvision")
     apps_notes = caffe2x.save(graph, apps, profile="keras-applications")
+    tv16 = d / "resnet50-tv-fp16.pt"
+    caffe2x.save(graph, tv16, profile="torchvision", dtype="float16")
     tv_bad, apps_bad = d / "tampered-tv.pt", d / "tampered-apps.h5"
     _flip_pt(tv, TV_TAMPERED, tv_bad)
     _flip_h5(apps, APPS_TAMPERED, apps_bad)
+    apps_old = d / "unrecorded-apps.h5"  # as written before the bound was recorded
+    shutil.copy(apps, apps_old)
+    with h5py.File(apps_old, "r+") as f:
+        del f.attrs["caffe2x_profile"], f.attrs["caffe2x_profile_max_rel"]
     photo = [default_image_dir() / "chelsea_cat.jpg"]
-    report = validate(graph, frameworks=[], images=photo, against=[tv, apps, tv_bad, apps_bad],
+    report = validate(graph, frameworks=[], images=photo, against=[tv, apps, tv16, tv_bad, apps_bad, apps_old],
                       profiles=["torchvision"])
     unflagged = validate(graph, frameworks=[], images=photo, against=[tv])
     by_name = {Path(a.path).name: a for a in report.artifacts}
@@ -98,6 +105,15 @@ def test_torchvision_pt_with_profile_flag_passes_against_the_re_measured_bound(r
     assert "torchvision profile: seeded-input logits" in table
 
 
+def test_a_float16_torchvision_pt_passes_with_its_rounding_added_to_the_bound(run: SimpleNamespace) -> None:
+    a = run.by_name["resnet50-tv-fp16.pt"]
+    assert a.status == "PASS", a.messages
+    c = a.conversion
+    assert c["dtype"] == "float16" and c["profile"] == "torchvision"
+    assert c["logits_rtol"] == pytest.approx(c["profile_bound"] + logits_rtol("float16", 1e-4))
+    assert c["profile_max_rel"] <= c["logits_rtol"] and not a.differing
+
+
 @pytest.mark.parametrize(("name", "tensor"), [("tampered-tv.pt", TV_TAMPERED), ("tampered-apps.h5", APPS_TAMPERED)])
 def test_a_tampered_profile_file_fails_naming_the_tensor(run: SimpleNamespace, name: str, tensor: str) -> None:
     a = run.by_name[name]
@@ -113,6 +129,14 @@ def test_a_torchvision_pt_without_the_profile_flag_is_refused_in_one_line(run: S
     assert a.messages == ["resnet50-tv.pt: holds the tensors of a --profile torchvision conversion, and a .pt "
                           "file cannot record the logit bound that conversion printed: pass --profile "
                           "torchvision to check it against that bound"]
+
+
+def test_a_keras_applications_h5_without_the_record_asks_for_the_profile_flag(run: SimpleNamespace) -> None:
+    a = run.by_name["unrecorded-apps.h5"]
+    assert a.status == "FAIL"
+    assert a.messages == ["unrecorded-apps.h5: holds the tensors of a --profile keras-applications conversion but "
+                          "records no logit bound for it (written before caffe2x recorded one?): pass --profile "
+                          "keras-applications to check it against that bound"]
 
 
 def test_validate_takes_profile_on_the_command_line() -> None:
