@@ -198,3 +198,43 @@ def test_inplace_blob_output_is_named_by_its_caffe_blob() -> None:
     ref = caffe2x.run(graph, x, outputs=["conv", "fc1"])  # final values, as pycaffe's net.blobs shows
     assert ref["conv"].min() == 0 and max_rel_error(got["conv"], ref["conv"]) <= TOL
     assert max_rel_error(got["fc1"], ref["fc1"]) <= TOL
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("name", ["tiny", "ssd_mobilenet_style"])
+def test_streamed_file_is_exactly_the_model_to_onnx_returns(name: str, dtype: str, tmp_path: Path) -> None:
+    """The writer streams each initializer's raw_data from the arrays instead of serializing a message
+    holding them; the file must parse to the very message to_onnx builds, and be as long as protobuf
+    says that message is."""
+    import onnx
+
+    graph = fixtures.graph(name)
+    path = tmp_path / f"{name}.onnx"
+    caffe2x.save(graph, path, dtype=dtype)
+    expected = to_onnx(graph, dtype=dtype)
+    assert onnx.load(str(path)) == expected
+    assert path.stat().st_size == expected.ByteSize()
+
+
+def test_streamed_float32_initializers_are_written_from_the_graph_arrays() -> None:
+    from caffe2x.targets.onnx.model import build
+
+    graph = fixtures.graph("tiny")
+    model, payloads = build(graph)
+    assert all(not t.raw_data for t in model.graph.initializer)  # the message holds no weight
+    assert payloads.keys() == graph.tensors.keys()
+    assert all(np.shares_memory(payloads[k], graph.tensors[k]) for k in graph.tensors)
+
+
+def test_runner_adds_outputs_for_one_session_and_leaves_the_loaded_model_as_read(tmp_path: Path) -> None:
+    from caffe2x.targets import get
+
+    graph = fixtures.graph("tiny")
+    path = tmp_path / "tiny.onnx"
+    caffe2x.save(graph, path)
+    runner = get("onnx").load(path, graph)
+    before = runner.proto.SerializeToString()
+    x = np.random.default_rng(0).standard_normal(graph.inputs["data"]).astype(np.float32)
+    got = runner.run(x, ["fc10", "pool1"])
+    assert max_rel_error(got["fc10"], caffe2x.run(graph, x, outputs="fc10")) <= 1e-5
+    assert runner.proto.SerializeToString() == before

@@ -14,6 +14,7 @@ from ..._version import __version__
 from ...errors import Caffe2xError
 from ...ir import Graph
 from ...reference import resolve_outputs
+from .files import StreamedModel
 from .ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder
 
 
@@ -51,6 +52,16 @@ def to_onnx(graph: Graph, outputs: str | Sequence[str] | None = None, dtype: str
     """The graph as an ONNX ``ModelProto`` (opset 17). ``outputs``: Caffe blob or value names (the
     net's outputs by default); each becomes a graph output under the name given. ``dtype``: how the
     initializers are stored (float32, float16 or bfloat16; computation is float32 throughout)."""
+    model, payloads = build(graph, outputs, dtype)
+    for t in model.graph.initializer:
+        t.raw_data = payloads.pop(t.name).tobytes()
+    return model
+
+
+def build(graph: Graph, outputs: str | Sequence[str] | None = None,
+          dtype: str = "float32") -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """:func:`to_onnx`'s model with initializers that hold no data yet, and by initializer name the
+    array whose bytes are its ``raw_data`` (graph arrays themselves where stored as float32)."""
     names = list(dict.fromkeys(resolve_outputs(graph, outputs)))
     requested = [(n, graph.value(n)) for n in names]
     b = Builder(graph, dtype)
@@ -75,19 +86,21 @@ def to_onnx(graph: Graph, outputs: str | Sequence[str] | None = None, dtype: str
                               producer_name="caffe2x", producer_version=__version__)
     model.ir_version = IR_VERSION
     model.doc_string = f"converted from Caffe by caffe2x {__version__}; weights stored as {dtype}"
-    return model
+    return model, b.payloads
 
 
 def write(graph: Graph, path: str | os.PathLike[str], options: Any) -> list[str]:
     """Write the graph as a ``.onnx`` file (tensors stored as ``options.dtype``, compute in float32)."""
     if options.profile is not None:
         raise Caffe2xError(f"the onnx target has no naming profile {options.profile!r}")
-    model = to_onnx(graph, dtype=options.dtype)
-    if model.ByteSize() > _PROTO_LIMIT:
-        raise Caffe2xError(f"the ONNX model would be {model.ByteSize() / 2**30:.1f} GiB, over protobuf's 2 GiB "
+    model, payloads = build(graph, dtype=options.dtype)
+    streamed = StreamedModel(model, payloads)
+    size = streamed.size()
+    if size > _PROTO_LIMIT:
+        raise Caffe2xError(f"the ONNX model would be {size / 2**30:.1f} GiB, over protobuf's 2 GiB "
                            f"limit for one file; write it as float16 or to another target")
-    onnx.checker.check_model(model)
-    onnx.save_model(model, str(path))
+    streamed.save(path)  # the weights go from the graph's arrays to the file, no message holds them
+    onnx.checker.check_model(str(path))  # reads the file back (in C++)
     notes = []
     if options.dtype != "float32":
         notes.append(f"onnx: weights stored as {options.dtype}, each cast to float32 in the graph; "

@@ -37,7 +37,11 @@ class Builder:
         self.graph = graph
         self.dtype = dtype
         self.nodes: list[onnx.NodeProto] = []
+        #: the weights' TensorProtos without their data (dims, type, name); the data, an array whose
+        #: bytes are the ``raw_data``, waits in :attr:`payloads` so that writing a file can stream it
+        #: (:mod:`.files`) and only :func:`~.model.to_onnx` copies it into the message
         self.initializers: list[onnx.TensorProto] = []
+        self.payloads: dict[str, np.ndarray] = {}
         self.names: dict[str, str] = {}       # graph value -> ONNX tensor name
         self._params: dict[str, str] = {}     # tensor key -> float32 ONNX tensor name
         self._used: set[str] = set(graph.shapes) | set(graph.tensors)
@@ -87,20 +91,24 @@ class Builder:
         key = node.params[role]
         if key in self._params:
             return self._params[key]
-        arr = np.ascontiguousarray(self.graph.tensors[key], dtype=np.float32)
+        arr = np.ascontiguousarray(self.graph.tensors[key], dtype="<f4")
         if self.dtype == "float32":
-            self.initializers.append(numpy_helper.from_array(arr, name=key))
+            self._initializer(key, TensorProto.FLOAT, arr)
             self._params[key] = key
             return key
         if self.dtype == "float16":
-            tensor = numpy_helper.from_array(arr.astype(np.float16), name=key)
+            self._initializer(key, TensorProto.FLOAT16, arr.astype("<f2"))
         else:
-            tensor = helper.make_tensor(key, TensorProto.BFLOAT16, arr.shape, to_bfloat16_bits(arr).tobytes(), raw=True)
-        self.initializers.append(tensor)
+            self._initializer(key, TensorProto.BFLOAT16, np.ascontiguousarray(to_bfloat16_bits(arr), dtype="<u2"))
         out = self.fresh(f"{key}/cast")
         self.add("Cast", [key], out, out, to=TensorProto.FLOAT)
         self._params[key] = out
         return out
+
+    def _initializer(self, key: str, data_type: int, payload: np.ndarray) -> None:
+        tensor = onnx.TensorProto(name=key, data_type=data_type, dims=list(payload.shape))
+        self.initializers.append(tensor)
+        self.payloads[key] = payload
 
     def param_reshaped(self, node: Node, role: str, shape: Sequence[int]) -> str:
         """``param`` reshaped (a ``Reshape`` the runtime constant-folds)."""

@@ -56,14 +56,19 @@ class OnnxRunner:
         key = tuple(dict.fromkeys(names))
         if self._session is None or self._session[0] != key:
             self._session = None  # the previous session goes before the next is built
-            model = onnx.ModelProto()
-            model.CopyFrom(self.proto)
-            present = {o.name for o in model.graph.output}
-            for n in key:
-                if n not in present:
-                    model.graph.output.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
-            self._session = (key, ort_session(model))
-            del model
+            # the values are added as graph outputs for this session only, to the loaded model itself
+            # (a copy of it would be one more copy of the weights beside the serialized one
+            # onnxruntime reads), and removed again once the session has its own copy
+            outputs = self.proto.graph.output
+            kept = len(outputs)
+            present = {o.name for o in outputs}
+            try:
+                for n in key:
+                    if n not in present:
+                        outputs.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+                self._session = (key, ort_session(self.proto))
+            finally:
+                del outputs[kept:]
         got = run_session(self._session[1], x, list(key))
         return {v: np.asarray(got[n], dtype=np.float32) for v, n in zip(values, names)}
 
