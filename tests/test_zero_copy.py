@@ -136,3 +136,30 @@ def test_identical_pt_rerun_is_compared_in_chunks_not_whole_members(tmp_path: Pa
     finally:
         tracemalloc.stop()
     assert peak < 8 << 20  # chunks, not the 2 x 16 MB members
+
+
+def test_torch_runner_computes_with_the_files_tensors_only(tmp_path: Path) -> None:
+    """validate's torch runner builds the module without weights of its own (graph views moved to the
+    meta device, nothing copied) and assigns the file's (mapped) tensors: a value changed in the file
+    shows in the output, the parameters are the loaded tensors, and the graph is untouched."""
+    from caffe2x.targets import get
+
+    graph = fixtures.graph("tiny")
+    before = {k: v.copy() for k, v in graph.tensors.items()}
+    path = tmp_path / "tiny.pt"
+    caffe2x.save(graph, path)
+    state = torch.load(path, weights_only=True)
+    state["fc10.bias"] += 1.0  # the file now says something else
+    torch.save(state, path)
+    runner = get("torch").load(path, graph)
+    x = np.random.default_rng(0).standard_normal(graph.inputs["data"]).astype(np.float32)
+    got = runner.run(x, ["fc10"])["fc10"]
+    changed = graph.copy({**graph.tensors, "fc10.bias": graph.tensors["fc10.bias"] + 1.0})
+    assert np.abs(got - caffe2x.run(changed, x, outputs="fc10")).max() <= 1e-5 * np.abs(got).max()
+    module = runner.module(["fc10"])
+    assert module.conv1.weight.data_ptr() == runner.state["conv1.weight"].data_ptr()
+    assert all(np.array_equal(graph.tensors[k], v) for k, v in before.items())
+    del state["conv1.bias"]
+    torch.save(state, path)
+    with pytest.raises(caffe2x.Caffe2xError, match=r"load_state_dict\(strict=True\) failed"):
+        get("torch").load(path, graph).run(x, ["fc10"])

@@ -1,8 +1,10 @@
 """The torch target's read-back side for validation: ``torch.load(weights_only=True)`` and
-``load_state_dict(strict=True)`` into :func:`~caffe2x.targets.torch.to_module`'s module, weights
-zeroed first, and the ``.pt`` keys mapped back to graph tensor keys by the module naming rule."""
+``load_state_dict(strict=True)`` into :func:`~caffe2x.targets.torch.to_module`'s module built without
+weights of its own (see :class:`TorchRunner`), and the ``.pt`` keys mapped back to graph tensor keys
+by the module naming rule."""
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,14 +20,18 @@ from .files import write
 from .model import CaffeNet, node_module_names, to_module
 
 
-def read_state(path: Path, graph: Graph | None = None) -> dict[str, torch.Tensor]:
+def read_state(path: Path, graph: Graph | None = None, *, mapped: bool = False) -> dict[str, torch.Tensor]:
     """A flat state_dict, read the safe way (``weights_only=True``), after the archive's declared
-    sizes were checked (:func:`caffe2x.bounds.check_zip_archive`: against ``graph``'s tensors when given)."""
+    sizes were checked (:func:`caffe2x.bounds.check_zip_archive`: against ``graph``'s tensors when given).
+
+    ``mapped``: the tensors are maps of the file (``torch.load(mmap=True)``, private copy-on-write,
+    POSIX only) instead of copies read into memory; an archive torch cannot map (the legacy format) is
+    read the ordinary way."""
     from ...bounds import check_zip_archive, graph_bytes
 
     check_zip_archive(path, graph_bytes(graph) if graph is not None else None)
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = _load(path, mapped and os.name == "posix")
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
         raise Caffe2xError(f"{Path(path).name} does not load with torch.load(weights_only=True): "
                            f"{one_line(exc)}") from None
@@ -34,26 +40,43 @@ def read_state(path: Path, graph: Graph | None = None) -> dict[str, torch.Tensor
     return dict(state)
 
 
+def _load(path: Path, mapped: bool) -> Any:
+    if mapped:
+        try:
+            return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError):
+            pass  # not mappable (or broken): the ordinary read says which
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
 class TorchRunner:
     """The state_dict of one ``.pt`` loaded into ``to_module(graph, values)`` (one module kept at a
-    time: a module holds a full copy of the weights)."""
+    time).
+
+    The module is built without any weights of its own: its parameters start as views of the graph's
+    arrays (no copy) and are then moved to the ``meta`` device, which keeps shapes and drops every
+    value (stronger than zeroing them: there is no number left to forget). ``load_state_dict(strict=True,
+    assign=True)`` then makes the file's tensors (mapped, see :func:`read_state`) the module's
+    parameters, floating-point ones as float32; a parameter or buffer the file did not provide stays
+    ``meta`` and is an error. So every number the module computes with comes from the file, and the
+    weights are neither copied from the graph nor copied out of the file's pages."""
 
     def __init__(self, graph: Graph, state: dict[str, torch.Tensor]) -> None:
         self.graph = graph
-        self.state = state
+        self.state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         self._modules: dict[tuple[str, ...], CaffeNet] = {}
 
     def module(self, values: Sequence[str]) -> CaffeNet:
         key = tuple(values)
         if key not in self._modules:
-            module = to_module(self.graph, list(values))
-            with torch.no_grad():
-                for t in module.state_dict().values():
-                    t.zero_()  # every number must come from the file
+            module = to_module(self.graph, list(values), share_memory=True).to("meta")
             try:
-                module.load_state_dict(self.state, strict=True)
+                module.load_state_dict(self.state, strict=True, assign=True)
             except RuntimeError as exc:
                 raise Caffe2xError(f"load_state_dict(strict=True) failed: {one_line(exc)}") from None
+            empty = [n for n, t in (*module.named_parameters(), *module.named_buffers()) if t.is_meta]
+            if empty:
+                raise Caffe2xError(f"load_state_dict(strict=True) left {empty[0]!r} without a value")
             self._modules = {key: module.eval()}
         return self._modules[key]
 
@@ -68,7 +91,7 @@ class TorchRunner:
 
 
 def load(path: Path, graph: Graph) -> TorchRunner:
-    return TorchRunner(graph, read_state(path, graph))
+    return TorchRunner(graph, read_state(path, graph, mapped=True))
 
 
 def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
