@@ -347,3 +347,24 @@ def test_a_load_without_a_matching_write_builds_afresh_and_the_offer_dies_with_i
     del other
     gc.collect()
     assert kmodel._offered is None  # never keeps a graph (or its net) alive
+
+
+def test_build_draws_no_random_initial_values_and_keeps_the_configured_initializers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every kernel is assigned from the graph right after its layer is built, so the build creates
+    zeros instead of drawing Glorot-uniform numbers (seconds for VGG-16); the config still says Glorot."""
+    drawn: list[str] = []
+    real = keras.initializers.GlorotUniform.__call__
+
+    def counted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.append(type(self).__name__)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.initializers.GlorotUniform, "__call__", counted)
+    graph = fixtures.graph("tiny")
+    model = to_model(graph)
+    assert drawn == []
+    for name in ("conv1", "fc10"):
+        assert model.get_layer(name).get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
+    x = _input(graph, std=1.0)
+    assert max_rel_error(_nchw(model(_nhwc(x))), caffe2x.run(graph, x)) <= TOL

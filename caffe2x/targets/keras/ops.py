@@ -113,6 +113,21 @@ def set_weights(layer: keras.layers.Layer, **values: np.ndarray | None) -> None:
         var.assign(value)
 
 
+def built_with_zeros(layer: keras.layers.Layer, x: Any) -> Any:
+    """``layer(x)`` with its kernel and bias variables created as zeros instead of Keras' random
+    initial values, for builders that assign every variable right afterwards (:func:`set_weights`):
+    drawing VGG-16's 138 M random numbers only to overwrite them took seconds. The layer keeps its
+    configured initializers (what ``get_config`` and a saved ``.keras`` record), restored after the build."""
+    saved = {a: getattr(layer, a) for a in ("kernel_initializer", "bias_initializer") if hasattr(layer, a)}
+    for attr in saved:
+        setattr(layer, attr, keras.initializers.Zeros())
+    try:
+        return layer(x)
+    finally:
+        for attr, init in saved.items():
+            setattr(layer, attr, init)
+
+
 # --------------------------------------------------------------------------- builders
 @builder("Convolution")
 def _conv(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
@@ -130,7 +145,7 @@ def _conv(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     layer = keras.layers.Conv2D(a["num_output"], (kh, kw), strides=(1, 1) if split_stride else (sh, sw),
                                 padding="valid", dilation_rate=(dh, dw), groups=a["group"],
                                 use_bias="bias" in node.params, name=ctx.name(node))
-    y = layer(x)
+    y = built_with_zeros(layer, x)
     # Caffe (O, C/g, kh, kw) -> Keras (kh, kw, C/g, O); both put output channel o in group o // (O/g)
     set_weights(layer, kernel=ctx.param(node, "weight").transpose(2, 3, 1, 0),
                 bias=ctx.param(node, "bias") if "bias" in node.params else None)
@@ -175,7 +190,7 @@ def _deconv(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
         layer = keras.layers.Conv2DTranspose(
             og, (kh, kw), strides=(sh, sw), padding="valid", dilation_rate=(dh, dw), use_bias=bias is not None,
             name=ctx.name(node) if g == 1 else ctx.aux(node, f"group{gi}"))
-        y = layer(xg)
+        y = built_with_zeros(layer, xg)
         # Caffe (C, O/g, kh, kw) -> Keras Conv2DTranspose (kh, kw, O/g, C/g)
         set_weights(layer, kernel=weight[gi * cg:(gi + 1) * cg].transpose(2, 3, 1, 0),
                     bias=None if bias is None else bias[gi * og:(gi + 1) * og])
@@ -389,7 +404,7 @@ def _inner_product(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     elif in_rank == 4:  # axis 3 of a 4-D blob: Dense over W, in Caffe order
         x = ctx.to_caffe_order(node, x, in_rank)
     layer = keras.layers.Dense(node.attrs["num_output"], use_bias="bias" in node.params, name=ctx.name(node))
-    y = layer(x)
+    y = built_with_zeros(layer, x)
     set_weights(layer, kernel=kernel, bias=ctx.param(node, "bias") if "bias" in node.params else None)
     return [ctx.from_caffe_order(node, y, out_rank)]
 
