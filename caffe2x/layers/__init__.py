@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from . import core  # noqa: F401  (first: families extend some core handlers)
 from . import (broadcast, channels, detection, elementwise, embedding, normalization, recurrent,  # noqa: F401
-               reduction, resample, roi, shape)
+               reduction, resample, roi, sequence, shape)
 
 #: the family modules (importing each registers it)
 FAMILIES = ("core", "elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
-            "detection", "resample", "roi", "recurrent")
+            "detection", "resample", "roi", "recurrent", "sequence")

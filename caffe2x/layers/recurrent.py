@@ -15,6 +15,9 @@ RNN     W_xh (H, I),       ``h_t = tanh(W_hh h_c + (W_xh x_t + b_h))``,
         H), b_o (O)
 ======  =================  ======================================================================
 
+The OCR fork's ``Lstm`` (:mod:`.sequence`) is this LSTM op with no ``cont`` input: every ``cont_t`` is
+``t > 0`` (zero initial state, one sequence per sample).
+
 The parameter order is the order the forks' unrolled net owns them (x_transform's weight and bias,
 then the recurrent weight(s)); the roles are ``x_weight``, ``x_bias``, ``h_weight`` (and ``o_weight``,
 ``o_bias`` for RNN).
@@ -68,8 +71,11 @@ def _sigmoid(v: np.ndarray) -> np.ndarray:
         return (1.0 / (1.0 + np.exp(-v))).astype(np.float32)
 
 
-def lstm(x: np.ndarray, cont: np.ndarray, wx: np.ndarray, bx: np.ndarray, wh: np.ndarray) -> np.ndarray:
+def lstm(x: np.ndarray, cont: np.ndarray | None, wx: np.ndarray, bx: np.ndarray, wh: np.ndarray) -> np.ndarray:
+    """``cont`` None: one sequence per sample (``cont_t = t > 0``, the OCR fork's Lstm)."""
     t_steps, n = x.shape[:2]
+    if cont is None:
+        cont = (np.arange(t_steps) > 0).astype(np.float32)[:, None].repeat(n, axis=1)
     hid = wh.shape[1]
     xw = x.reshape(t_steps, n, -1) @ wx.T + bx
     h = np.zeros((n, hid), np.float32)
@@ -104,7 +110,7 @@ def rnn(x: np.ndarray, cont: np.ndarray, wx: np.ndarray, bx: np.ndarray, wh: np.
 @reference_op("LSTM")
 def _lstm(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     p = {r: graph.param(node, r) for r in node.params}
-    return [lstm(ins[0], ins[1], p["x_weight"], p["x_bias"], p["h_weight"])]
+    return [lstm(ins[0], ins[1] if len(ins) > 1 else None, p["x_weight"], p["x_bias"], p["h_weight"])]
 
 
 @reference_op("RNN")

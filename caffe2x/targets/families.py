@@ -18,6 +18,7 @@ OP_FAMILIES: tuple[str, ...] = (
     "resample",
     "roi",
     "recurrent",
+    "sequence",
     "elementwise",
     "broadcast",
     "shape",

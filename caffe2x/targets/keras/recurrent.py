@@ -1,5 +1,6 @@
 """BVLC's LSTM and RNN as a registered Keras layer written with ``keras.ops``, unrolled over the static
-T timesteps with Caffe's gate order (i, f, o, g) and ``cont`` resetting the state (formulas:
+T timesteps with Caffe's gate order (i, f, o, g) and ``cont`` resetting the state (no ``cont``: the OCR
+fork's Lstm, one sequence per sample; formulas:
 :mod:`caffe2x.layers.recurrent`). Keras' own LSTM has no per-step reset and another gate order."""
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class CaffeRecurrent(keras.layers.Layer):
             self.o_weight = self.add_weight(name="o_weight", shape=(hid, hid), initializer="zeros")
             self.o_bias = self.add_weight(name="o_bias", shape=(hid,), initializer="zeros")
 
-    def call(self, x: Any, cont: Any) -> Any:
+    def call(self, x: Any, cont: Any = None) -> Any:
+        """Without ``cont`` (the OCR fork's Lstm) every sample is one sequence: ``cont_t = t > 0``."""
         steps, hid = int(x.shape[0]), self.num_output
         n = ops.shape(x)[1]
         xw = ops.matmul(ops.reshape(x, (steps, n, -1)), ops.transpose(self.x_weight)) + self.x_bias
@@ -44,7 +46,8 @@ class CaffeRecurrent(keras.layers.Layer):
         c = h
         outs = []
         for t in range(steps):
-            keep = ops.expand_dims(ops.cast(cont[t], x.dtype), 1)
+            keep = (ops.expand_dims(ops.cast(cont[t], x.dtype), 1) if cont is not None
+                    else ops.ones_like(h[:, :1]) * (1.0 if t > 0 else 0.0))
             a = ops.matmul(keep * h, ops.transpose(self.h_weight)) + xw[t]
             if self.kind == "LSTM":
                 i = ops.sigmoid(a[:, :hid])
@@ -73,6 +76,6 @@ CUSTOM_OBJECTS[CaffeRecurrent.__name__] = CaffeRecurrent
 def _recurrent(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     layer = CaffeRecurrent(node.op, node.attrs["num_output"], name=ctx.name(node))
     x = ctx.to_caffe_order(node, ins[0], ctx.rank(node.inputs[0]))  # a 4-D x arrives NHWC
-    y = layer(x, ins[1])
+    y = layer(x, ins[1]) if len(ins) > 1 else layer(x)
     set_weights(layer, **{role: ctx.param(node, role) for role in node.params})
     return [y]

@@ -1,6 +1,7 @@
 """BVLC's LSTM and RNN in ONNX opset 17, unrolled over the (static) T timesteps: ONNX's own LSTM/RNN
 operators have no per-step ``cont`` reset, so each step is spelled out with Caffe's gate order
-(i, f, o, g) (formulas: :mod:`caffe2x.layers.recurrent`)."""
+(i, f, o, g) (formulas: :mod:`caffe2x.layers.recurrent`). Without a ``cont`` input (the OCR fork's Lstm)
+each sample is one sequence from a zero state: no reset nodes."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,7 @@ def _recurrent(b: Builder, node: Node) -> None:
     steps, _, *rest = b.shape(node.inputs[0])
     hid = node.attrs["num_output"]
     lstm = node.op == "LSTM"
+    has_cont = len(node.inputs) > 1
     x = b.inp(node, 0)
     if len(rest) > 1:  # (T, N, ...) -> (T, N, I): Reshape's 0 keeps T and N
         x = b.tmp("Reshape", [x, b.shape_const(node, "x_shape", [0, 0, -1])], node, "x_flat")
@@ -35,19 +37,24 @@ def _recurrent(b: Builder, node: Node) -> None:
         pick = b.shape_const(node, f"t{t}", [t])
         xt = b.tmp("Squeeze", [b.tmp("Gather", [xw, pick], node, f"xw_{t}", axis=0), b.shape_const(node, f"sq{t}", [0])],
                    node, f"xw_{t}_s")
-        keep = b.tmp("Transpose", [b.tmp("Gather", [b.inp(node, 1), pick], node, f"cont_{t}", axis=0)], node,
-                     f"keep_{t}", perm=[1, 0])                                                   # (N, 1)
-        a = b.tmp("Add", [b.tmp("MatMul", [b.tmp("Mul", [keep, h], node, f"hc_{t}"), wh_t], node, f"hw_{t}"), xt],
-                  node, f"a_{t}")
+        if has_cont:
+            keep = b.tmp("Transpose", [b.tmp("Gather", [b.inp(node, 1), pick], node, f"cont_{t}", axis=0)], node,
+                         f"keep_{t}", perm=[1, 0])                                               # (N, 1)
+            hc = b.tmp("Mul", [keep, h], node, f"hc_{t}")
+        else:  # the OCR fork's Lstm: cont_t = t > 0, and the state starts at zero, so h_c = h
+            hc = h
+        a = b.tmp("Add", [b.tmp("MatMul", [hc, wh_t], node, f"hw_{t}"), xt], node, f"a_{t}")
         if lstm:
             parts = [b.fresh(f"{node.name}/gate{k}_{t}") for k in range(4)]
             b.nodes.append(helper.make_node("Split", [a, b.shape_const(node, f"split{t}", [hid] * 4)], parts,
                                             name=parts[0], axis=1))
             i = b.tmp("Sigmoid", [parts[0]], node, f"i_{t}")
-            f = b.tmp("Mul", [keep, b.tmp("Sigmoid", [parts[1]], node, f"fs_{t}")], node, f"f_{t}")
-            f = b.tmp("Where", [b.tmp("Equal", [keep, b.const(node, f"z{t}", np.array(0, dtype=np.float32))], node,
-                                      f"reset_{t}"), b.const(node, f"zf{t}", np.array(0, dtype=np.float32)), f],
-                      node, f"fr_{t}")
+            f = b.tmp("Sigmoid", [parts[1]], node, f"fs_{t}")
+            if has_cont:
+                f = b.tmp("Mul", [keep, f], node, f"f_{t}")
+                f = b.tmp("Where", [b.tmp("Equal", [keep, b.const(node, f"z{t}", np.array(0, dtype=np.float32))],
+                                          node, f"reset_{t}"), b.const(node, f"zf{t}", np.array(0, dtype=np.float32)),
+                                    f], node, f"fr_{t}")
             o = b.tmp("Sigmoid", [parts[2]], node, f"o_{t}")
             g = b.tmp("Tanh", [parts[3]], node, f"g_{t}")
             c = b.tmp("Add", [b.tmp("Mul", [f, c], node, f"fc_{t}"), b.tmp("Mul", [i, g], node, f"ig_{t}")], node,

@@ -23,8 +23,11 @@ class CaffeRecurrent(nn.Module):
             self.o_weight = nn.Parameter(torch.zeros(hidden, hidden))
             self.o_bias = nn.Parameter(torch.zeros(hidden))
 
-    def forward(self, x: torch.Tensor, cont: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cont: torch.Tensor | None = None) -> torch.Tensor:
+        """Without ``cont`` (the OCR fork's Lstm) every sample is one sequence: ``cont_t = t > 0``."""
         steps, n = int(x.shape[0]), int(x.shape[1])
+        if cont is None:
+            cont = (torch.arange(steps, device=x.device) > 0).to(x.dtype).reshape(steps, 1).expand(steps, n)
         hid = int(self.h_weight.shape[1])
         xw = x.reshape(steps, n, -1) @ self.x_weight.t() + self.x_bias
         h = x.new_zeros((n, hid))

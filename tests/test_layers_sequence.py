@@ -1,0 +1,259 @@
+"""The OCR fork's sequence layers (senlinuc/caffe_ocr): Lstm, Transpose, Reverse, ReverseTime.
+
+OpenCV's importer knows none of them, so the numpy reference is checked against the fork's formulas
+written out here (the Lstm against torch.nn.LSTM with the fork's blob order and gate order, Reverse
+and Transpose against the fork's index loops, ReverseTime against its copy loop); every target (file
+written, loaded back by the framework's own loader) must match the reference <= 1e-5."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from layer_targets import RUNNERS
+
+import caffe2x
+from caffe2x import fixtures
+from caffe2x.errors import Caffe2xError
+from caffe2x.ir import Graph
+from caffe2x.numeric import max_rel_error
+from caffe2x.reference import execute
+
+TOL = 1e-5
+
+#: CRNN in miniature, as the fork's examples/ocr deploy nets: conv features (N, C, 1, W) -> Transpose
+#: (W, 1, N, C) -> Reshape (T, N, C) -> forward Lstm and a backward one between two Reverses -> Concat
+#: -> per-step InnerProduct (the CTC decoder that follows in the fork is cut off)
+CRNN = """name: "crnn-mini"
+input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 12 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool"
+  pooling_param { pool: AVE kernel_h: 8 kernel_w: 1 stride: 1 } }
+layer { name: "pool_transpose" type: "Transpose" bottom: "pool" top: "pool_transpose"
+  transpose_param { dim: 3 dim: 2 dim: 0 dim: 1 } }
+layer { name: "blstm_input" type: "Reshape" bottom: "pool_transpose" top: "blstm_input"
+  reshape_param { shape { dim: -1 } axis: 1 num_axes: 2 } }
+layer { name: "lstm1" type: "Lstm" bottom: "blstm_input" top: "lstm1" lstm_param { num_output: 5 } }
+layer { name: "reverse1" type: "Reverse" bottom: "blstm_input" top: "rlstm1_input" reverse_param { axis: 0 } }
+layer { name: "rlstm1" type: "Lstm" bottom: "rlstm1_input" top: "rlstm1_output" lstm_param { num_output: 5 } }
+layer { name: "reverse2" type: "Reverse" bottom: "rlstm1_output" top: "rlstm1" reverse_param { axis: 0 } }
+layer { name: "blstm1" type: "Concat" bottom: "lstm1" bottom: "rlstm1" top: "blstm1" concat_param { axis: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "blstm1" top: "fc" inner_product_param { num_output: 7 axis: 2 } }
+"""
+
+#: sequences fed directly (T = 6, N = 3): the Lstm with a batch of sequences, Reverse on other axes,
+#: ReverseTime with and without copy_remaining
+SEQUENCES = """name: "sequences-mini"
+input: "x" input_shape { dim: 6 dim: 3 dim: 4 }
+input: "lengths" input_shape { dim: 3 }
+layer { name: "lstm" type: "Lstm" bottom: "x" top: "lstm" lstm_param { num_output: 4 } }
+layer { name: "rev_features" type: "Reverse" bottom: "lstm" top: "rev_features" reverse_param { axis: 2 } }
+layer { name: "rev_batch" type: "Reverse" bottom: "rev_features" top: "rev_batch" reverse_param { axis: 1 } }
+layer { name: "rt" type: "ReverseTime" bottom: "rev_batch" bottom: "lengths" top: "rt" }
+layer { name: "rt_copy" type: "ReverseTime" bottom: "x" bottom: "lengths" top: "rt_copy"
+  reverse_time_param { copy_remaining: true } }
+"""
+#: one sequence shorter than T, one of full length, one empty; 4.7 is read as 4 (Caffe's int())
+LENGTHS = np.array([4.7, 6, 0], np.float32)
+
+NETS = {"crnn": CRNN, "sequences": SEQUENCES}
+
+#: Keras keeps the batch axis first: the CRNN's Transpose moves it (refused, tested below)
+SUPPORTED = {"torch": set(NETS), "keras": {"sequences"}, "onnx": set(NETS)}
+
+
+def load(name: str, tmp_path: Path) -> Graph:
+    text = NETS[name]
+    deploy, model = tmp_path / f"{name}.prototxt", tmp_path / f"{name}.caffemodel"
+    deploy.write_text(text)
+    model.write_bytes(fixtures.synthesize(text))
+    return caffe2x.load(model, deploy)
+
+
+def feeds_for(graph: Graph) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    return {k: LENGTHS if k == "lengths" else rng.standard_normal(s).astype(np.float32)
+            for k, s in graph.inputs.items()}
+
+
+def sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def fork_lstm(x: np.ndarray, w_x: np.ndarray, w_h: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The fork's LstmLayer forward without a clip bottom, per sample, in float64 (cont = t > 0)."""
+    steps, n, _ = x.shape
+    hid = w_h.shape[1]
+    out = np.zeros((steps, n, hid))
+    for s in range(n):
+        h, c = np.zeros(hid), np.zeros(hid)
+        for t in range(steps):
+            pre = w_x @ x[t, s] + b + (w_h @ h if t > 0 else 0.0)
+            i, f, o, g = sigmoid(pre[:hid]), sigmoid(pre[hid:2 * hid]), sigmoid(pre[2 * hid:3 * hid]), np.tanh(pre[3 * hid:])
+            c = (f if t > 0 else 0.0) * c + i * g
+            h = o * np.tanh(c)
+            out[t, s] = h
+    return out
+
+
+def test_crnn_net_reads_with_the_forks_shapes(tmp_path: Path) -> None:
+    graph = load("crnn", tmp_path)
+    shape = {n.name: graph.shapes[n.outputs[0]] for n in graph.nodes}
+    assert shape["pool_transpose"] == (12, 1, 1, 6)
+    assert shape["blstm_input"] == (12, 1, 6)
+    assert shape["lstm1"] == shape["rlstm1"] == (12, 1, 5)
+    assert shape["fc"] == (12, 1, 7)
+    assert [graph.node(n).op for n in ("pool_transpose", "lstm1", "reverse1")] == ["Permute", "LSTM", "Reverse"]
+
+
+def test_lstm_blobs_are_read_in_the_forks_order_w_x_w_h_b(tmp_path: Path) -> None:
+    """The caffemodel stores W_x (4H, I), W_h (4H, H), b (4H): a square W_h cannot be taken for W_x
+    only when the shapes differ, so the values are checked against the stored blobs one by one."""
+    from caffe2x.proto import caffe_pb2
+
+    load("sequences", tmp_path)
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString((tmp_path / "sequences.caffemodel").read_bytes())
+    stored = next(layer for layer in net.layer if layer.name == "lstm")
+    blobs = [np.asarray(b.data, np.float32).reshape(tuple(b.shape.dim)) for b in stored.blobs]
+    assert [b.shape for b in blobs] == [(16, 4), (16, 4), (16,)]
+    graph = caffe2x.load(tmp_path / "sequences.caffemodel", tmp_path / "sequences.prototxt")
+    node = graph.node("lstm")
+    for blob, role in zip(blobs, ("x_weight", "h_weight", "x_bias")):
+        np.testing.assert_array_equal(graph.param(node, role), blob)
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_lstm_reference_is_the_forks_formula(name: str, tmp_path: Path) -> None:
+    graph = load(name, tmp_path)
+    feeds = feeds_for(graph)
+    values = execute(graph, feeds)
+    for node in (n for n in graph.nodes if n.op == "LSTM"):
+        w_x, w_h, b = (graph.param(node, r).astype(np.float64) for r in ("x_weight", "h_weight", "x_bias"))
+        expected = fork_lstm(values[node.inputs[0]].astype(np.float64), w_x, w_h, b)
+        np.testing.assert_allclose(values[node.outputs[0]], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_is_torchs_lstm_with_the_forks_gate_order(tmp_path: Path) -> None:
+    """Independent check: torch.nn.LSTM (gates i, f, g, o) from a zero state on each sample."""
+    import torch
+
+    graph = load("sequences", tmp_path)
+    feeds = feeds_for(graph)
+    ours = execute(graph, feeds)["lstm"]
+    node = graph.node("lstm")
+    w_x, w_h, b = (graph.param(node, r) for r in ("x_weight", "h_weight", "x_bias"))
+    reorder = np.concatenate([np.arange(0, 8), np.arange(12, 16), np.arange(8, 12)])  # i f o g -> i f g o
+    lstm = torch.nn.LSTM(4, 4)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.from_numpy(w_x[reorder]))
+        lstm.weight_hh_l0.copy_(torch.from_numpy(w_h[reorder]))
+        lstm.bias_ih_l0.copy_(torch.from_numpy(b[reorder]))
+        lstm.bias_hh_l0.zero_()
+        expected, _ = lstm(torch.from_numpy(feeds["x"]))
+    np.testing.assert_allclose(ours, expected.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_reverse_and_transpose_follow_the_forks_index_loops(tmp_path: Path) -> None:
+    graph = load("crnn", tmp_path)
+    values = execute(graph, feeds_for(graph))
+    pool = values["pool"]
+    # TransposeLayer: top index sum_i from_inds[dim[i]] * top_count(i+1)
+    dims = (3, 2, 0, 1)
+    top = np.empty(tuple(pool.shape[d] for d in dims), np.float32)
+    for idx in np.ndindex(pool.shape):
+        top[tuple(idx[d] for d in dims)] = pool[idx]
+    np.testing.assert_array_equal(values["pool_transpose"], top)
+    # ReverseLayer axis 0: block i of the input lands at block T - 1 - i
+    x = values["blstm_input"]
+    np.testing.assert_array_equal(values["rlstm1_input"], np.stack([x[len(x) - 1 - i] for i in range(len(x))]))
+
+
+def fork_reverse_time(x: np.ndarray, lengths: np.ndarray, copy_remaining: bool) -> np.ndarray:
+    """ReverseTimeLayer's copy loop; the top starts as Caffe's zero-filled fresh blob."""
+    out = np.zeros_like(x)
+    for n in range(x.shape[1]):
+        length = int(lengths[n])
+        for t in range(length):
+            out[length - 1 - t, n] = x[t, n]
+        if copy_remaining:
+            out[length:, n] = x[length:, n]
+    return out
+
+
+def test_reverse_time_is_the_forks_copy_loop(tmp_path: Path) -> None:
+    graph = load("sequences", tmp_path)
+    feeds = feeds_for(graph)
+    values = execute(graph, feeds)
+    np.testing.assert_array_equal(values["rt"], fork_reverse_time(values["rev_batch"], LENGTHS, False))
+    np.testing.assert_array_equal(values["rt_copy"], fork_reverse_time(feeds["x"], LENGTHS, True))
+
+
+def test_reverse_time_refuses_a_length_past_the_sequence(tmp_path: Path) -> None:
+    graph = load("sequences", tmp_path)
+    feeds = {**feeds_for(graph), "lengths": np.array([7, 1, 1], np.float32)}
+    with pytest.raises(Caffe2xError, match="sequence length"):
+        execute(graph, feeds)
+
+
+@pytest.mark.parametrize("framework", list(RUNNERS))
+@pytest.mark.parametrize("name", list(NETS))
+def test_every_target_matches_the_reference(framework: str, name: str, tmp_path: Path) -> None:
+    if name not in SUPPORTED[framework]:
+        pytest.skip(f"{framework} cannot express {name}")
+    graph = load(name, tmp_path)
+    feeds = feeds_for(graph)
+    outputs = [v for n in graph.nodes for v in n.outputs if n.op not in ("ReLU", "Convolution", "Pooling")]
+    ref = execute(graph, feeds)
+    got = RUNNERS[framework](graph, feeds, outputs, tmp_path)
+    for v in outputs:
+        assert got[v].shape == ref[v].shape, f"{framework} {name}: {v}"
+        assert max_rel_error(got[v], ref[v]) <= TOL, f"{framework} {name}: {v}"
+
+
+def test_emitted_torch_code_runs_the_crnn_standalone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    import torch
+
+    graph = load("crnn", tmp_path)
+    path = tmp_path / "net.pt"
+    caffe2x.save(graph, path, emit_code=True)
+    monkeypatch.setitem(sys.modules, "caffe2x", None)  # the generated file must stand alone
+    spec = importlib.util.spec_from_file_location("net_model", tmp_path / "net_model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.Net()
+    net.load_state_dict(torch.load(path, weights_only=True), strict=True)
+    feeds = feeds_for(graph)
+    with torch.no_grad():
+        out = net(torch.from_numpy(feeds["data"]))
+    monkeypatch.undo()
+    assert max_rel_error(out.numpy(), execute(graph, feeds)["fc"]) <= TOL
+
+
+@pytest.mark.parametrize("layer, message", [
+    ('layer { name: "l" type: "Lstm" bottom: "x" bottom: "c" top: "l" lstm_param { num_output: 2 } }', "clip bottom"),
+    ('layer { name: "l" type: "Lstm" bottom: "x" top: "l" }', "num_output"),
+    ('layer { name: "l" type: "Lstm" bottom: "x4" top: "l" lstm_param { num_output: 2 } }', r"\(T, N, I\)"),
+    ('layer { name: "t" type: "Transpose" bottom: "x" top: "t" transpose_param { dim: 0 dim: 0 dim: 1 } }', "once"),
+    ('layer { name: "t" type: "Transpose" bottom: "x" top: "t" transpose_param { dim: 1 dim: 0 } }', "once"),
+    ('layer { name: "r" type: "Reverse" bottom: "x" top: "r" reverse_param { axis: 3 } }', "out of range"),
+    ('layer { name: "r" type: "Reverse" bottom: "x" top: "r" reverse_param { axis: -1 } }', "out of range"),
+    ('layer { name: "r" type: "ReverseTime" bottom: "x" bottom: "x" top: "r" }', "lengths"),
+])
+def test_malformed_layers_are_named(layer: str, message: str) -> None:
+    text = ('input: "x" input_shape { dim: 3 dim: 2 dim: 4 }\ninput: "c" input_shape { dim: 3 dim: 2 }\n'
+            'input: "x4" input_shape { dim: 3 dim: 2 dim: 4 dim: 2 }\n' + layer + "\n")
+    with pytest.raises(Caffe2xError, match=message):
+        caffe2x.reader.graph_from_text(text)
+
+
+def test_keras_refuses_the_crnn_transpose_that_moves_the_batch_axis(tmp_path: Path) -> None:
+    graph = load("crnn", tmp_path)
+    with pytest.raises(Caffe2xError, match="pool_transpose.*batch axis"):
+        caffe2x.save(graph, tmp_path / "net.h5", to="keras")
