@@ -112,7 +112,7 @@ NETS = {
 #: the ops each target implements exactly (the others raise a clear error, tested below)
 SUPPORTED = {
     "torch": set(NETS),
-    "keras": set(NETS) - {"roi", "psroi"},
+    "keras": set(NETS),
     "onnx": set(NETS) - {"ssd_eta_not_shared_corner_size", "psroi"},
 }
 
@@ -194,8 +194,6 @@ def test_every_target_matches_the_reference(framework: str, name: str, tmp_path:
 @pytest.mark.parametrize("framework, name, reason", [
     ("onnx", "ssd_eta_not_shared_corner_size", "eta 0.8 < 1"),
     ("onnx", "psroi", "no position-sensitive ROI pooling"),
-    ("keras", "psroi", "no region pooling"),
-    ("keras", "roi", "no region pooling"),
 ])
 def test_a_target_that_cannot_be_exact_says_so(framework: str, name: str, reason: str, tmp_path: Path) -> None:
     graph, _, _ = load(name, tmp_path)
@@ -294,3 +292,20 @@ def test_ssd_zoo_fixture_converts_to_every_target_and_validates(tmp_path: Path) 
     report = caffe2x.validate(model, deploy)
     assert report.passed, report.table()
     assert {f.name for f in report.frameworks if f.status == "PASS"} >= {"numpy", "torch", "keras", "onnx"}
+
+
+@pytest.mark.parametrize("name", ["roi", "psroi"])
+def test_keras_region_pooling_survives_a_keras_file(name: str, tmp_path: Path) -> None:
+    """The .keras file alone (keras.models.load_model, registered caffe2x layers) pools as the reference."""
+    import keras
+
+    import caffe2x.targets.keras  # noqa: F401  (registers the caffe2x layers for load_model)
+
+    graph, _, _ = load(name, tmp_path)
+    feeds = feeds_for(graph)
+    path = tmp_path / "net.keras"
+    caffe2x.save(graph, path)
+    model = keras.models.load_model(path)
+    out = np.asarray(model([feeds["data"].transpose(0, 2, 3, 1), feeds["rois"]], training=False))
+    value = graph.outputs[0]
+    assert max_rel_error(out.transpose(0, 3, 1, 2), execute(graph, feeds)[value]) <= TOL
