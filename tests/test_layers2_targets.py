@@ -113,7 +113,7 @@ NETS = {
 SUPPORTED = {
     "torch": set(NETS),
     "keras": set(NETS),
-    "onnx": set(NETS) - {"ssd_eta_not_shared_corner_size", "psroi"},
+    "onnx": set(NETS) - {"ssd_eta_not_shared_corner_size"},
 }
 
 
@@ -193,7 +193,6 @@ def test_every_target_matches_the_reference(framework: str, name: str, tmp_path:
 
 @pytest.mark.parametrize("framework, name, reason", [
     ("onnx", "ssd_eta_not_shared_corner_size", "eta 0.8 < 1"),
-    ("onnx", "psroi", "no position-sensitive ROI pooling"),
 ])
 def test_a_target_that_cannot_be_exact_says_so(framework: str, name: str, reason: str, tmp_path: Path) -> None:
     graph, _, _ = load(name, tmp_path)
