@@ -12,9 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from caffe2x import fixtures, reference
+from caffe2x import fixtures, load, reference
 from caffe2x.cli import main
+from caffe2x.comparison import topk
+from caffe2x.oracles import run_opencv
+from caffe2x.reference import execute
 from caffe2x.validator import validate
+from layer_nets import NETS
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2.dnn, "readNetFromCaffe"):  # OpenCV 5 removed the Caffe importer
@@ -80,3 +84,29 @@ def test_oracle_opencv_without_opencv_is_a_one_line_error(tiny_files, monkeypatc
     assert rc == 2
     assert err.strip().splitlines()[-1] == ("error: --oracle opencv: OpenCV is not installed: "
                                             "pip install 'caffe2x[oracle]' (opencv-python-headless 4.x)")
+
+
+#: layer_nets whose every output OpenCV computes as Caffe does, and ones it does not (a known deviation,
+#: a layer it lacks, a net it refuses or crashes on: BatchNorm with batch statistics segfaults it)
+AGREES = ["power", "mvn", "slice"]
+DIFFERS = ["log_base_scale_shift", "swish_beta", "mvn_eps", "threshold", "batchnorm_batch_statistics"]
+
+
+@pytest.mark.parametrize("name", AGREES + DIFFERS)
+def test_the_oracle_passes_what_opencv_implements_and_never_fails_on_what_it_does_not(name: str, tmp_path: Path) -> None:
+    net = NETS[name]
+    assert net.opencv == (name in AGREES)
+    deploy, model = tmp_path / "net.prototxt", tmp_path / "net.caffemodel"
+    deploy.write_text(net.text)
+    model.write_bytes(fixtures.synthesize(net.text))
+    graph = load(model, deploy)
+    (x,) = net.inputs(dict(graph.inputs)).values()
+    statuses = {}
+    for value in graph.outputs:  # every output blob (the validator compares the first), each with its own deploy
+        ref = execute(graph, x, keep={value})[value]
+        result = run_opencv(model, deploy, graph, x, value, ref, topk(ref), 1e-4, 0.0, {})
+        statuses[value] = result["status"]
+        if result["status"] == "NOT_JUDGED":
+            assert result["deviations"] and result["reason"].startswith("not judged: layers ")
+    expected = {"PASS"} if net.opencv else {"NOT_JUDGED", "SKIP"}
+    assert set(statuses.values()) <= expected, statuses

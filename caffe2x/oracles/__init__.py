@@ -73,7 +73,8 @@ def run_opencv(model: Any, prototxt: PathLike | None, graph: Graph, x: np.ndarra
     try:
         with tempfile.TemporaryDirectory(prefix="caffe2x-opencv-") as tmp:
             deploy = write_deploy(Path(tmp) / "deploy.prototxt", caffemodel, prototxt, graph, value, len(x))
-            got = opencv.forward(deploy, caffemodel, input_name, x, producer.name)
+            got = opencv.forward_isolated(deploy, caffemodel, input_name, x, producer.name,
+                                          producer.outputs.index(value), Path(tmp))
         if got.size != ref_logits.size:
             raise Caffe2xError(f"OpenCV's {producer.name!r} has shape {list(got.shape)}, the reference's "
                                f"{list(ref_logits.shape)}")

@@ -41,6 +41,8 @@ def _lrn(n: Node, g: Graph) -> tuple[str, str] | None:
 
 
 def _mvn(n: Node, g: Graph) -> tuple[str, str] | None:
+    if 0 in n.attrs.get("axes", ()):  # Caffe's BatchNorm with use_global_stats: false
+        return ("BatchNorm use_global_stats=false", "OpenCV uses the stored statistics")
     eps = float(n.attrs.get("eps", MVN_DEFAULT_EPS))
     if not n.attrs.get("normalize_variance") or math.isclose(eps, MVN_DEFAULT_EPS, rel_tol=1e-6):
         return None
