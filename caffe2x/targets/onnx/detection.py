@@ -11,8 +11,8 @@
   background class is masked, and ``max_output_boxes_per_class`` is the number of priors. Not shared
   locations use one box set per class (C x P boxes, each class's scores masked to its own block).
   ``keep_top_k`` keeps, per image, the detections ranked below it by (score, NMS order).
-  **eta < 1 cannot be expressed**: ONNX's NMS has no adaptive threshold, so such a layer is refused
-  with a :class:`~caffe2x.errors.Caffe2xError` naming it rather than approximated. Inverted boxes
+  ONNX's NMS has no adaptive threshold: with **eta < 1** the greedy loop is an ONNX ``Loop``
+  (:mod:`.adaptive_nms`) producing the same selection rows. Inverted boxes
   (``xmax < xmin``, possible with CORNER codes) differ too: Caffe gives them size 0, onnxruntime
   reorders their corners.
 """
@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from ...errors import Caffe2xError
 from ...ir import Node
 from ...formulas import prior_boxes
+from .adaptive_nms import adaptive_nms
 from .ops import Builder, converter
 
 f32 = np.float32
@@ -110,9 +110,6 @@ def _decode(b: Builder, node: Node, loc: str, prior: str, var: str) -> str:
 @converter("DetectionOutput")
 def _detection_output(b: Builder, node: Node) -> None:
     a = node.attrs
-    if a["eta"] < 1:
-        raise Caffe2xError(f"layer {node.name!r} (DetectionOutput): eta {a['eta']:.6g} < 1 (adaptive NMS threshold) "
-                           f"cannot be expressed with ONNX's NonMaxSuppression; convert to torch or keras instead")
     classes = a["num_classes"]
     share = a["share_location"]
     loc_classes = 1 if share else classes
@@ -149,11 +146,14 @@ def _detection_output(b: Builder, node: Node) -> None:
         masked = b.tmp("Tile", [masked, b.shape_const(node, "tile", [1, 1, classes])], node, "tiled")
         block = np.kron(np.eye(classes, dtype=bool), np.ones((1, priors), dtype=bool))[None]
         masked = b.tmp("Where", [b.const(node, "own_block", block), masked, neg_inf], node, "block_scores")
-    selected = b.tmp("NonMaxSuppression", [
-        boxes, masked, b.const(node, "max_boxes", np.array([loc_classes * priors], dtype=i64)),
-        b.const(node, "iou", np.array([a["nms_threshold"]], dtype=f32)),
-        b.const(node, "score_threshold", np.array([a["confidence_threshold"]], dtype=f32))], node, "selected",
-        center_point_box=0)
+    if a["eta"] < 1:  # adaptive threshold: Caffe's greedy loop as an ONNX Loop
+        selected = adaptive_nms(b, node, boxes, masked, k)
+    else:
+        selected = b.tmp("NonMaxSuppression", [
+            boxes, masked, b.const(node, "max_boxes", np.array([loc_classes * priors], dtype=i64)),
+            b.const(node, "iou", np.array([a["nms_threshold"]], dtype=f32)),
+            b.const(node, "score_threshold", np.array([a["confidence_threshold"]], dtype=f32))], node, "selected",
+            center_point_box=0)
     sel_scores = b.tmp("GatherND", [masked, selected], node, "selected_scores")
     image = b.tmp("Gather", [selected, b.const(node, "col0", np.array([0], dtype=i64))], node, "image", axis=1)
     label = b.tmp("Gather", [selected, b.const(node, "col1", np.array([1], dtype=i64))], node, "label", axis=1)
