@@ -135,3 +135,62 @@ def test_onnx_runs_the_photos_one_at_a_time_with_one_session(tiny_files, tmp_pat
     assert runner._session is session
     ref = caffe2x.run(graph, x, outputs=[value])[value]
     np.testing.assert_allclose(np.concatenate([first, second]), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+
+
+SIGTERM_DURING_ISOLATED_RUN = """
+import signal, sys, time
+from pathlib import Path
+import caffe2x
+from caffe2x.fileio import Terminated
+
+def terminated(signum, frame):
+    raise Terminated()
+
+signal.signal(signal.SIGTERM, terminated)
+
+def say(message):
+    if message.startswith("onnx: running"):  # a message from the child process
+        Path({ready!r}).touch()
+        time.sleep(60)
+
+try:
+    caffe2x.validate({model!r}, {deploy!r}, frameworks=["onnx"], isolate=True, per_layer=True, progress=say)
+except Terminated:
+    sys.exit(143)
+sys.exit(3)
+"""
+
+
+def test_sigterm_during_an_isolated_run_stops_the_child_and_leaves_no_files(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The validating process terminated while a framework's child process reports: the child is stopped
+    (none is left running with the run's files on its command line) and every temporary directory goes
+    (the converted files, the reference's spilled values, the child's files)."""
+    import os
+    import signal
+    import time
+
+    if not caffe2x.targets.get("onnx").available():
+        pytest.skip("onnx not installed")
+    tmp, ready = tmp_path / "tmp", tmp_path / "ready"
+    tmp.mkdir()
+    script = SIGTERM_DURING_ISOLATED_RUN.format(model=str(tiny_files[0]), deploy=str(tiny_files[1]), ready=str(ready))
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    assert any(p.name.startswith("caffe2x-validate-run-") for p in tmp.iterdir())
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("caffe2x-")] == []  # (onnxruntime leaves a .ses)
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(tmp).encode() in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+        except OSError:
+            continue
+    assert left == []
