@@ -62,7 +62,8 @@ def run_isolated(job: FrameworkJob, shared: Path, scratch: Path, say: Callable[[
     try:
         proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps([p for p in sys.path]),
                                  str(write_end), str(shared), str(job_file), str(result_file)],
-                                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=_stderr_fd())
+                                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=_stderr_fd(),
+                                start_new_session=True)  # a terminal's Ctrl-C reaches us only; we stop it
     finally:
         os.close(write_end)
     try:

@@ -466,10 +466,16 @@ class _Runs:
                 return run_job(job, self.graph, self.x, self.ref_logits, say, tick)
             finally:
                 release_memory()
+        import pickle
+
         from .isolated import run_isolated, write_shared
 
         if self.shared is None:
-            self.shared = write_shared(self.run_dir / "shared.pkl", self.graph, self.x, self.ref_logits)
+            try:
+                self.shared = write_shared(self.run_dir / "shared.pkl", self.graph, self.x, self.ref_logits)
+            except (pickle.PicklingError, TypeError, AttributeError):  # a graph holding something unpicklable
+                self.isolate = False
+                return self.run(target, job, say, tick)
         return run_isolated(job, self.shared, self.run_dir, say, tick)
 
 

@@ -194,3 +194,18 @@ def test_sigterm_during_an_isolated_run_stops_the_child_and_leaves_no_files(tiny
         except OSError:
             continue
     assert left == []
+
+
+def test_a_child_process_that_dies_is_that_frameworks_failure_not_a_crash(tmp_path: Path) -> None:
+    """The child cannot read its inputs (a truncated file) and dies with a traceback: the parent gets an
+    outcome naming how it ended, and runs on."""
+    from caffe2x.framework_run import FrameworkJob
+    from caffe2x.isolated import run_isolated
+
+    shared = tmp_path / "shared.pkl"
+    shared.write_bytes(b"\x80\x05truncated")
+    job = FrameworkJob("onnx", tmp_path / "m.onnx", "onnx", "prob", [], [(0, 1)])
+    said: list[str] = []
+    outcome = run_isolated(job, shared, tmp_path, said.append, lambda i: None)
+    assert outcome.reason == "its child process exited with code 1 before reporting"
+    assert not outcome.written and outcome.logits is None and said == []
