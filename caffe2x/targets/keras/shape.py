@@ -3,8 +3,8 @@
 Caffe's axes are NCHW; a 4-D Keras tensor is NHWC. Reshape works in Caffe's memory order (the input
 permuted to NCHW first, the output back to NHWC when 4-D); Permute composes the two layout changes
 and Caffe's order into one ``keras.layers.Permute``; Tile, Crop and Slice map their axes
-(:func:`keras_axis`). A layer that would mix the batch axis (a Reshape or Permute moving it) cannot be
-a Keras layer and is refused.
+(:func:`keras_axis`). A Reshape that changes the batch axis is refused; a Permute that moves it (the
+OCR fork's Transpose) is a registered transpose layer.
 """
 from __future__ import annotations
 
@@ -36,15 +36,36 @@ def _reshape(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     return [ctx.from_caffe_order(node, y, len(y_shape))]
 
 
+@keras.saving.register_keras_serializable(package="caffe2x")
+class CaffeTransposeAll(keras.layers.Layer):
+    """A transpose that moves the first axis too (``keras.layers.Permute`` keeps it): the OCR fork's
+    Transpose turning features (N, C, 1, W) into a sequence (W, 1, N, C). From then on the tensor's
+    first axis is the sequence, as for the recurrent layers: call the model on the whole batch
+    (``predict`` would split the first axis of the *inputs*, which no longer lines up)."""
+
+    def __init__(self, perm: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.perm = [int(p) for p in perm]
+
+    def call(self, x: Any) -> Any:
+        return ops.transpose(x, self.perm)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return tuple(input_shape[p] for p in self.perm)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "perm": self.perm}
+
+
 @builder("Permute")
 def _permute(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     order = [int(a) for a in node.attrs["order"]]
-    if order[0] != 0:
-        raise Caffe2xError(f"layer {node.name!r} (Permute) moves the batch axis, which a Keras model cannot")
     rank = len(order)
     pos_in = {c: k for k, c in enumerate(layout(rank))}
-    dims = tuple(pos_in[order[c]] for c in layout(rank)[1:])
-    return [keras.layers.Permute(dims, name=ctx.name(node))(ins[0])]
+    perm = [pos_in[order[c]] for c in layout(rank)]  # Keras axis i of the output <- Keras input axis perm[i]
+    if order[0] != 0:
+        return [CaffeTransposeAll(perm, name=ctx.name(node))(ins[0])]
+    return [keras.layers.Permute(tuple(perm[1:]), name=ctx.name(node))(ins[0])]
 
 
 @keras.saving.register_keras_serializable(package="caffe2x")
