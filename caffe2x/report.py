@@ -399,12 +399,17 @@ def render_html(report: dict[str, Any]) -> str:
                      '<th>logits max rel</th><th>top-5</th><th>problems</th></tr></thead><tbody>')
         for a in report["artifacts"]:
             lg = a.get("logits") or {}
-            probs = "<br/>".join(e(m) for m in a["messages"])
+            probs = "<br/>".join(e(m) for m in a["messages"]) or e(_profile_note(a.get("conversion")))
             parts.append(f'<tr><td><code>{e(Path(a["path"]).name)}</code></td>'
                          f'<td><span class="badge {e(a["status"])}">{e(a["status"])}</span></td>'
                          f'<td class="num">{a["tensors_checked"]}</td><td class="num">{_e(lg.get("max_rel"))}</td>'
                          f'<td class="num">{_frac(lg.get("top5_agree"), n)}</td><td>{probs}</td></tr>')
         parts.append('</tbody></table>')
+
+    if report.get("oracles"):
+        parts.append('<h2>Independent reference</h2>')
+        for o in report["oracles"]:
+            parts.append(f'<p><span class="badge {e(o["status"])}">{e(o["status"])}</span> {e(_oracle_line(o))}</p>')
 
     if report["pairwise"]:
         parts.append('<h2>Pairwise</h2><table><thead><tr><th>frameworks</th><th>max abs</th>'

@@ -59,8 +59,9 @@ def run(resnet50_graph_session, tmp_path_factory: pytest.TempPathFactory) -> Sim
     tv, apps = d / "resnet50-tv.pt", d / "resnet50-apps.h5"
     tv_notes = caffe2x.save(graph, tv, profile="torchvision")
     apps_notes = caffe2x.save(graph, apps, profile="keras-applications")
-    tv16 = d / "resnet50-tv-fp16.pt"
+    tv16, tv_fold = d / "resnet50-tv-fp16.pt", d / "resnet50-tv-folded.pt"
     caffe2x.save(graph, tv16, profile="torchvision", dtype="float16")
+    caffe2x.save(graph, tv_fold, profile="torchvision", fold_bn=True)
     tv_bad, apps_bad = d / "tampered-tv.pt", d / "tampered-apps.h5"
     _flip_pt(tv, TV_TAMPERED, tv_bad)
     _flip_h5(apps, APPS_TAMPERED, apps_bad)
@@ -69,8 +70,8 @@ def run(resnet50_graph_session, tmp_path_factory: pytest.TempPathFactory) -> Sim
     with h5py.File(apps_old, "r+") as f:
         del f.attrs["caffe2x_profile"], f.attrs["caffe2x_profile_max_rel"]
     photo = [default_image_dir() / "chelsea_cat.jpg"]
-    report = validate(graph, frameworks=[], images=photo, against=[tv, apps, tv16, tv_bad, apps_bad, apps_old],
-                      profiles=["torchvision"])
+    report = validate(graph, frameworks=[], images=photo,
+                      against=[tv, apps, tv16, tv_fold, tv_bad, apps_bad, apps_old], profiles=["torchvision"])
     unflagged = validate(graph, frameworks=[], images=photo, against=[tv])
     by_name = {Path(a.path).name: a for a in report.artifacts}
     return SimpleNamespace(report=report, unflagged=unflagged, by_name=by_name, tv=tv, apps=apps,
@@ -112,6 +113,13 @@ def test_a_float16_torchvision_pt_passes_with_its_rounding_added_to_the_bound(ru
     assert c["dtype"] == "float16" and c["profile"] == "torchvision"
     assert c["logits_rtol"] == pytest.approx(c["profile_bound"] + logits_rtol("float16", 1e-4))
     assert c["profile_max_rel"] <= c["logits_rtol"] and not a.differing
+
+
+def test_a_folded_torchvision_pt_is_recognised(run: SimpleNamespace) -> None:
+    a = run.by_name["resnet50-tv-folded.pt"]
+    assert a.status == "PASS", a.messages
+    assert a.conversion["fold_bn"] is True and a.conversion["profile"] == "torchvision"
+    assert a.conversion["profile_max_rel"] == pytest.approx(a.conversion["profile_bound"], rel=1e-3)
 
 
 @pytest.mark.parametrize(("name", "tensor"), [("tampered-tv.pt", TV_TAMPERED), ("tampered-apps.h5", APPS_TAMPERED)])

@@ -61,6 +61,7 @@ def test_lrn_with_k_not_one_is_a_known_deviation_not_a_failure(lrn_files) -> Non
                                 "(OpenCV ignores k)")
     assert oracle["max_rel"] > 1e-2  # the difference is real, measured and reported
     assert "oracle opencv" in r.table() and "not judged: layers across (LRN k=2)" in r.table()
+    assert "not judged: layers across (LRN k=2)" in r.html()
     # the same net's other LRN keeps Caffe's default k = 1: judged, and OpenCV agrees
     within = validate(*lrn_files, frameworks=[], oracles=["opencv"], outputs="within").oracles[0]
     assert within["status"] == "PASS" and within["deviations"] == []
