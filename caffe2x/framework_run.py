@@ -118,6 +118,7 @@ class FrameworkOutcome:
     logits: np.ndarray | None = None
     stats: dict[str, LayerStat] = field(default_factory=dict)
     reason: str | None = None            # why it failed (None: it ran)
+    peak_rss_mb: float | None = None     # the child process's peak RSS (when it ran in one)
 
 
 def batches_for(n: int, images: bool) -> list[tuple[int, int]]:

@@ -154,6 +154,10 @@ def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> Non
                           tick=lambda i: send(tick=i))
     except MemoryError:
         outcome = FrameworkOutcome(written=False, reason="running failed: MemoryError")
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    outcome.peak_rss_mb = maxrss / 1e6 if sys.platform == "darwin" else maxrss * 1024 / 1e6  # bytes / KiB
     with open(result_file, "wb") as f:
         pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.close()

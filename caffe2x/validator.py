@@ -428,7 +428,8 @@ def _run_framework(target: Target, job: FrameworkJob, graph: Graph, files: _Arti
             result.reason += f"; first layer past tolerance: {result.first_divergent}"
     c = result.comparison
     say(f"{name}: {result.status}" + (f", max rel {c.max_rel:.1e}, top-5 {c.topk_agree}/{len(c.topk)}" if c else "")
-        + (f" ({result.reason})" if result.reason and result.status == FAIL else ""))
+        + (f" ({result.reason})" if result.reason and result.status == FAIL else "")
+        + (f" [own process, peak RSS {outcome.peak_rss_mb:.0f} MB]" if outcome.peak_rss_mb else ""))
     return result
 
 
