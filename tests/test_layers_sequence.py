@@ -23,7 +23,7 @@ TOL = 1e-5
 
 #: CRNN in miniature, as the fork's examples/ocr deploy nets: conv features (N, C, 1, W) -> Transpose
 #: (W, 1, N, C) -> Reshape (T, N, C) -> forward Lstm and a backward one between two Reverses -> Concat
-#: -> per-step InnerProduct (the CTC decoder that follows in the fork is cut off)
+#: -> per-step InnerProduct -> CTCGreedyDecoder (labels)
 CRNN = """name: "crnn-mini"
 input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 12 }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
@@ -41,6 +41,7 @@ layer { name: "rlstm1" type: "Lstm" bottom: "rlstm1_input" top: "rlstm1_output" 
 layer { name: "reverse2" type: "Reverse" bottom: "rlstm1_output" top: "rlstm1" reverse_param { axis: 0 } }
 layer { name: "blstm1" type: "Concat" bottom: "lstm1" bottom: "rlstm1" top: "blstm1" concat_param { axis: 2 } }
 layer { name: "fc" type: "InnerProduct" bottom: "blstm1" top: "fc" inner_product_param { num_output: 7 axis: 2 } }
+layer { name: "result" type: "CTCGreedyDecoder" bottom: "fc" top: "result" }
 """
 
 #: sequences fed directly (T = 6, N = 3): the Lstm with a batch of sequences, Reverse on other axes,
@@ -58,7 +59,16 @@ layer { name: "rt_copy" type: "ReverseTime" bottom: "x" bottom: "lengths" top: "
 #: one sequence shorter than T, one of full length, one empty; 4.7 is read as 4 (Caffe's int())
 LENGTHS = np.array([4.7, 6, 0], np.float32)
 
-NETS = {"crnn": CRNN, "sequences": SEQUENCES}
+#: CTC decoding of scores with many ties (integers 0..2): the default blank 0 with merging, and the last
+#: class as blank (blank_index -1) without merging
+CTC = """name: "ctc-mini"
+input: "scores" input_shape { dim: 9 dim: 4 dim: 5 }
+layer { name: "decoded" type: "CTCGreedyDecoder" bottom: "scores" top: "decoded" }
+layer { name: "decoded_raw" type: "CTCGreedyDecoder" bottom: "scores" top: "decoded_raw"
+  ctc_decoder_param { blank_index: -1 ctc_merge_repeated: false } }
+"""
+
+NETS = {"crnn": CRNN, "sequences": SEQUENCES, "ctc": CTC}
 
 
 
@@ -72,8 +82,8 @@ def load(name: str, tmp_path: Path) -> Graph:
 
 def feeds_for(graph: Graph) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(5)
-    return {k: LENGTHS if k == "lengths" else rng.standard_normal(s).astype(np.float32)
-            for k, s in graph.inputs.items()}
+    fixed = {"lengths": LENGTHS, "scores": rng.integers(0, 3, (9, 4, 5)).astype(np.float32)}
+    return {k: fixed[k] if k in fixed else rng.standard_normal(s).astype(np.float32) for k, s in graph.inputs.items()}
 
 
 def sigmoid(v: np.ndarray) -> np.ndarray:
@@ -103,6 +113,7 @@ def test_crnn_net_reads_with_the_forks_shapes(tmp_path: Path) -> None:
     assert shape["blstm_input"] == (12, 1, 6)
     assert shape["lstm1"] == shape["rlstm1"] == (12, 1, 5)
     assert shape["fc"] == (12, 1, 7)
+    assert shape["result"] == (1, 12, 1, 1)
     assert [graph.node(n).op for n in ("pool_transpose", "lstm1", "reverse1")] == ["Permute", "LSTM", "Reverse"]
 
 
@@ -189,6 +200,36 @@ def test_reverse_time_is_the_forks_copy_loop(tmp_path: Path) -> None:
     np.testing.assert_array_equal(values["rt_copy"], fork_reverse_time(feeds["x"], LENGTHS, True))
 
 
+def fork_ctc_greedy(scores: np.ndarray, blank: int, merge: bool) -> np.ndarray:
+    """CTCGreedyDecoderLayer's loops (one bottom): strict > keeps the first maximum; -1 fills the rest."""
+    steps, n, classes = scores.shape
+    out = np.full((n, steps), -1.0, np.float32)
+    for s in range(n):
+        previous, labels = -1, []
+        for t in range(steps):
+            best, top = 0, scores[t, s, 0]
+            for c in range(1, classes):
+                if scores[t, s, c] > top:
+                    best, top = c, scores[t, s, c]
+            if best != blank and not (merge and best == previous):
+                labels.append(best)
+            previous = best
+        out[s, :len(labels)] = labels
+    return out.reshape(n, steps, 1, 1)
+
+
+def test_ctc_greedy_decoder_is_the_forks_loop(tmp_path: Path) -> None:
+    graph = load("ctc", tmp_path)
+    feeds = feeds_for(graph)
+    values = execute(graph, feeds)
+    np.testing.assert_array_equal(values["decoded"], fork_ctc_greedy(feeds["scores"], 0, True))
+    np.testing.assert_array_equal(values["decoded_raw"], fork_ctc_greedy(feeds["scores"], 4, False))
+    assert (values["decoded"] == -1).any() and (values["decoded_raw"] != values["decoded"]).any()
+    crnn = load("crnn", tmp_path)
+    values = execute(crnn, feeds_for(crnn))
+    np.testing.assert_array_equal(values["result"], fork_ctc_greedy(values["fc"], 0, True))
+
+
 def test_reverse_time_refuses_a_length_past_the_sequence(tmp_path: Path) -> None:
     graph = load("sequences", tmp_path)
     feeds = {**feeds_for(graph), "lengths": np.array([7, 1, 1], np.float32)}
@@ -229,7 +270,7 @@ def test_emitted_torch_code_runs_the_crnn_standalone(tmp_path: Path, monkeypatch
     with torch.no_grad():
         out = net(torch.from_numpy(feeds["data"]))
     monkeypatch.undo()
-    assert max_rel_error(out.numpy(), execute(graph, feeds)["fc"]) <= TOL
+    assert max_rel_error(out.numpy(), execute(graph, feeds)["result"]) <= TOL
 
 
 @pytest.mark.parametrize("layer, message", [
@@ -241,6 +282,8 @@ def test_emitted_torch_code_runs_the_crnn_standalone(tmp_path: Path, monkeypatch
     ('layer { name: "r" type: "Reverse" bottom: "x" top: "r" reverse_param { axis: 3 } }', "out of range"),
     ('layer { name: "r" type: "Reverse" bottom: "x" top: "r" reverse_param { axis: -1 } }', "out of range"),
     ('layer { name: "r" type: "ReverseTime" bottom: "x" bottom: "x" top: "r" }', "lengths"),
+    ('layer { name: "d" type: "CTCGreedyDecoder" bottom: "x" bottom: "c" top: "d" }', "label bottom"),
+    ('layer { name: "d" type: "CTCGreedyDecoder" bottom: "x4" top: "d" }', r"\(T, N, C\)"),
 ])
 def test_malformed_layers_are_named(layer: str, message: str) -> None:
     text = ('input: "x" input_shape { dim: 3 dim: 2 dim: 4 }\ninput: "c" input_shape { dim: 3 dim: 2 }\n'
@@ -251,7 +294,7 @@ def test_malformed_layers_are_named(layer: str, message: str) -> None:
 
 def test_crnn_keras_file_alone_runs_the_sequence_layers(tmp_path: Path) -> None:
     """keras.models.load_model of the .keras file (the transpose that moves the batch axis, the
-    unrolled Lstm, Reverse are registered caffe2x layers) computes the reference's scores."""
+    unrolled Lstm, Reverse, the CTC decoder are registered caffe2x layers) decodes the reference's labels."""
     import keras
 
     import caffe2x.targets.keras  # noqa: F401  (registers the caffe2x layers for load_model)
@@ -260,5 +303,5 @@ def test_crnn_keras_file_alone_runs_the_sequence_layers(tmp_path: Path) -> None:
     feeds = feeds_for(graph)
     caffe2x.save(graph, tmp_path / "crnn.keras")
     model = keras.models.load_model(tmp_path / "crnn.keras")
-    out = np.asarray(model(feeds["data"].transpose(0, 2, 3, 1), training=False))
-    assert max_rel_error(out, execute(graph, feeds)["fc"]) <= TOL
+    out = np.asarray(model(feeds["data"].transpose(0, 2, 3, 1), training=False))   # NHWC (N, 1, 1, T)
+    assert max_rel_error(out.transpose(0, 3, 1, 2), execute(graph, feeds)["result"]) <= TOL

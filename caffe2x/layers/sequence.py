@@ -1,10 +1,10 @@
 """The OCR fork's sequence layers (senlinuc/caffe_ocr, CRNN-style text recognition): ``Lstm``,
-``Transpose``, ``Reverse`` and ``ReverseTime``.
+``Transpose``, ``Reverse``, ``ReverseTime`` and ``CTCGreedyDecoder``.
 
 A CRNN deploy net turns the convolutional feature map (N, C, 1, W) into a sequence with ``Transpose``
 (``dim: 3 2 0 1`` -> (W, 1, N, C)) and a ``Reshape`` to (T = W, N, C), runs a forward ``Lstm`` and a
 backward one between two ``Reverse`` layers (axis 0), concatenates them on axis 2 and classifies each
-step with an ``InnerProduct`` (axis 2); a CTC decoder follows (cut it with ``--outputs``).
+step with an ``InnerProduct`` (axis 2); ``CTCGreedyDecoder`` turns the scores into label sequences.
 
 ===========  ======================  =================================================================
 Caffe type   graph op                semantics (the fork's ``src/caffe/layers/*_layer.cpp``)
@@ -20,6 +20,11 @@ Reverse      Reverse                 ``reverse_param.axis`` (>= 0): the blob rev
 ReverseTime  ReverseTime             bottoms x (T, N, ...) and lengths (N); for sample n of length
                                      L: output step t < L is input step L - 1 - t; steps t >= L are
                                      the input's (``copy_remaining: true``) or 0.
+CTCGreedy-   CTCGreedyDecoder        ``ctc_decoder_layer.cpp``, one bottom (T, N, C): per sample the
+Decoder                              best class of each step (first of equal maxima), blanks
+                                     (``blank_index``; negative: C - 1) and, with
+                                     ``ctc_merge_repeated``, repeats of the previous step dropped;
+                                     output (N, T, 1, 1): the labels from the front, then -1.
 ===========  ======================  =================================================================
 
 Fork details kept in mind:
@@ -131,4 +136,45 @@ def _reverse_time(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.nd
     return [reverse_time(ins[0], ins[1], node.attrs["copy_remaining"], node.name)]
 
 
-__all__ = ["reverse_time", "reverse_time_index"]
+# --------------------------------------------------------------------------- CTCGreedyDecoder
+@layer_handler("CTCGreedyDecoder")
+def _ctc_greedy_decoder_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    if len(ins) != 1 or len(layer.top) != 1:
+        raise UnsupportedLayerError(layer.name, "CTCGreedyDecoder with a label bottom (accuracy, training only)",
+                                    "layer")
+    x = ins[0]
+    if len(x) < 3 or int(np.prod(x[3:])) != 1:
+        raise Caffe2xError(f"layer {layer.name!r} (CTCGreedyDecoder) needs scores shaped (T, N, C), got {list(x)}")
+    p = layer.ctc_decoder_param
+    blank = int(p.blank_index)
+    if blank < 0:  # the fork: a negative blank is the last class
+        blank = int(x[2]) - 1
+    return LayerSpec("CTCGreedyDecoder", {"blank_index": blank, "merge_repeated": bool(p.ctc_merge_repeated)})
+
+
+@shape_function("CTCGreedyDecoder")
+def _ctc_greedy_decoder_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    return [(ins[0][1], ins[0][0], 1, 1)]
+
+
+def ctc_greedy_decode(scores: np.ndarray, blank: int, merge_repeated: bool) -> np.ndarray:
+    """(T, N, C) scores -> (N, T, 1, 1): per sample the best class of each step (the first of equal
+    maxima), blanks and (with ``merge_repeated``) repeats of the previous step's class dropped, the
+    labels packed to the front and the rest -1."""
+    steps, n = scores.shape[:2]
+    best = scores.reshape(steps, n, -1).argmax(axis=2)
+    previous = np.concatenate([np.full((1, n), -1), best[:-1]], axis=0)
+    keep = (best != blank) & ~(merge_repeated & (best == previous))
+    out = np.full((n, steps), -1.0, dtype=np.float32)
+    for s in range(n):
+        labels = best[keep[:, s], s]
+        out[s, :len(labels)] = labels
+    return out.reshape(n, steps, 1, 1)
+
+
+@reference_op("CTCGreedyDecoder")
+def _ctc_greedy_decoder(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
+    return [ctc_greedy_decode(ins[0], node.attrs["blank_index"], node.attrs["merge_repeated"])]
+
+
+__all__ = ["reverse_time", "reverse_time_index", "ctc_greedy_decode"]

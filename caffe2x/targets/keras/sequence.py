@@ -1,5 +1,5 @@
-"""Keras builders for the OCR fork's sequence layers (:mod:`caffe2x.layers.sequence`): Reverse and
-ReverseTime as registered layers written with ``keras.ops`` (the fork's Lstm is the LSTM op without
+"""Keras builders for the OCR fork's sequence layers (:mod:`caffe2x.layers.sequence`): Reverse,
+ReverseTime and CTCGreedyDecoder as registered layers written with ``keras.ops`` (the fork's Lstm is the LSTM op without
 ``cont``, :mod:`.recurrent`; its Transpose is a Permute, :mod:`.shape`).
 
 A sequence blob (T, N, ...) has the time axis first, which is the Keras tensor's first axis, as for
@@ -60,6 +60,46 @@ class CaffeReverseTime(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "copy_remaining": self.copy_remaining}
+
+
+@keras.saving.register_keras_serializable(package="caffe2x")
+class CaffeCTCGreedyDecoder(keras.layers.Layer):
+    """The OCR fork's CTCGreedyDecoder: (T, N, C) scores -> labels (N, T) packed to the front, then -1
+    (the best class of each step, the first of equal maxima; blanks and repeats dropped). Returned as
+    (N, 1, 1, T), the NHWC form of Caffe's (N, T, 1, 1)."""
+
+    def __init__(self, blank_index: int, merge_repeated: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.blank_index, self.merge_repeated = int(blank_index), bool(merge_repeated)
+
+    def call(self, scores: Any) -> Any:
+        steps, classes = int(scores.shape[0]), int(scores.shape[2])
+        top = ops.max(scores, axis=2, keepdims=True)
+        index = ops.reshape(ops.arange(classes, dtype="int32"), (1, 1, classes))
+        best = ops.min(ops.where(ops.equal(scores, top), index, classes), axis=2)  # (T, N), first maximum
+        previous = ops.concatenate([ops.full_like(best[:1], -1), best[:-1]], axis=0)
+        keep = ops.not_equal(best, self.blank_index)
+        if self.merge_repeated:
+            keep = ops.logical_and(keep, ops.not_equal(best, previous))
+        slot = ops.cumsum(ops.cast(keep, "int32"), axis=0) - 1
+        positions = ops.reshape(ops.arange(steps, dtype="int32"), (1, 1, steps))
+        at = ops.logical_and(ops.expand_dims(keep, 2), ops.equal(ops.expand_dims(slot, 2), positions))  # (T, N, T)
+        labels = ops.sum(ops.where(at, ops.cast(ops.expand_dims(best, 2), scores.dtype), 0.0), axis=0)  # (N, T)
+        out = ops.where(ops.any(at, axis=0), labels, -1.0)
+        return ops.reshape(out, (-1, 1, 1, steps))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[1], 1, 1, input_shape[0])
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "blank_index": self.blank_index, "merge_repeated": self.merge_repeated}
+
+
+@builder("CTCGreedyDecoder")
+def _ctc_greedy_decoder(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    a = node.attrs
+    scores = ctx.to_caffe_order(node, ins[0], ctx.rank(node.inputs[0]))
+    return [CaffeCTCGreedyDecoder(a["blank_index"], a["merge_repeated"], name=ctx.name(node))(scores)]
 
 
 @builder("Reverse")
