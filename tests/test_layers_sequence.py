@@ -305,3 +305,21 @@ def test_crnn_keras_file_alone_runs_the_sequence_layers(tmp_path: Path) -> None:
     model = keras.models.load_model(tmp_path / "crnn.keras")
     out = np.asarray(model(feeds["data"].transpose(0, 2, 3, 1), training=False))   # NHWC (N, 1, 1, T)
     assert max_rel_error(out.transpose(0, 3, 1, 2), execute(graph, feeds)["result"]) <= TOL
+
+
+def test_crnn_at_another_batch_size_decodes_each_image_as_alone(tmp_path: Path) -> None:
+    """After the Transpose the batch is axis 2, then axis 1: the Reshape applies the prototxt's rule to
+    the shape it gets (as Caffe does), so a batch of 3 decodes each image as a batch of 1 would, in
+    the reference and in torch."""
+    import torch
+
+    graph = load("crnn", tmp_path)
+    rng = np.random.default_rng(9)
+    images = rng.standard_normal((3, 3, 8, 12)).astype(np.float32)
+    together = execute(graph, {"data": images})
+    alone = [execute(graph, {"data": images[i:i + 1]}) for i in range(3)]
+    for blob, axis in (("fc", 1), ("result", 0)):
+        np.testing.assert_array_equal(together[blob], np.concatenate([a[blob] for a in alone], axis=axis))
+    with torch.no_grad():
+        out = caffe2x.to_torch(graph)(torch.from_numpy(images))
+    assert max_rel_error(out.numpy(), together["result"]) <= TOL

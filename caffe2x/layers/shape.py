@@ -61,9 +61,37 @@ def reshape_output(layer: Any, x: Shape) -> tuple[int, ...]:
     return tuple(out)
 
 
+def caffe_rule(layer: Any, rank: int) -> dict[str, Any]:
+    """The prototxt's rule (``axis`` and ``num_axes`` resolved against the input's rank, ``dims`` as
+    written): what Caffe applies to whatever shape reaches the layer at run time."""
+    p = layer.reshape_param
+    start = p.axis if p.axis >= 0 else rank + p.axis + 1
+    end = rank if p.num_axes == -1 else start + p.num_axes
+    return {"axis": int(start), "num_axes": int(end - start), "dims": [int(d) for d in p.shape.dim]}
+
+
+def apply_rule(x: Shape, rule: dict[str, Any]) -> tuple[int, ...] | None:
+    """Caffe's reshape of an input shaped ``x`` by ``rule`` (see :func:`caffe_rule`); None if it cannot."""
+    start, end, dims = rule["axis"], rule["axis"] + rule["num_axes"], list(rule["dims"])
+    if end > len(x):
+        return None
+    out = list(x[:start]) + dims + list(x[end:])
+    for i, d in enumerate(dims):
+        if d == 0:
+            out[start + i] = x[start + i]
+    count = int(np.prod(x))
+    if -1 in dims:
+        known = int(np.prod([d for d in out if d != -1]))
+        if known == 0 or count % known:
+            return None
+        out[start + dims.index(-1)] = count // known
+    return tuple(int(d) for d in out) if int(np.prod(out)) == count else None
+
+
 @layer_handler("Reshape")
 def _reshape(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
-    return LayerSpec("Reshape", {"shape": list(reshape_output(layer, one_input(layer, ins)))})
+    x = one_input(layer, ins)
+    return LayerSpec("Reshape", {"shape": list(reshape_output(layer, x)), "caffe_rule": caffe_rule(layer, len(x))})
 
 
 @shape_function("Reshape")
@@ -77,10 +105,18 @@ def _reshape_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
 @reference_op("Reshape")
 def _reshape_ref(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
     """At the graph's batch size the shape is ``shape``; at another batch size a reshape that keeps the
-    batch axis follows it (as a reshaped Caffe net would)."""
+    batch axis follows it (as a reshaped Caffe net would). When the batch is no longer the first axis
+    (after the OCR fork's Transpose) the prototxt's rule is applied to the input's shape, as Caffe does."""
     x, shape = ins[0], tuple(node.attrs["shape"])
     if shape and graph.shapes[node.inputs[0]][0] == shape[0]:
         shape = (x.shape[0], *shape[1:])
+    if int(np.prod(shape)) != x.size:
+        rule = node.attrs.get("caffe_rule")
+        ruled = apply_rule(x.shape, rule) if rule else None
+        if ruled is None:
+            raise Caffe2xError(f"layer {node.name!r} (Reshape): an input shaped {list(x.shape)} cannot become "
+                               f"{list(shape)}")
+        shape = ruled
     return [x.reshape(shape)]
 
 

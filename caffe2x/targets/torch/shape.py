@@ -2,6 +2,8 @@
 Slice. Torch is NCHW like Caffe, so every axis is Caffe's own."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -11,14 +13,22 @@ from .ops import LayerSpec, builder
 
 class CaffeReshape(nn.Module):
     """Caffe's Reshape (memory order kept). With ``keep_batch`` the first dimension follows the input,
-    so the module works at any batch size."""
+    so the module works at any batch size; when the batch is elsewhere (after a transpose) the
+    prototxt's ``rule`` (start axis, replaced axes, dims with 0 = copy and -1 = infer) is applied to
+    the input's shape, as Caffe does."""
 
-    def __init__(self, shape: tuple[int, ...] = (), keep_batch: bool = True) -> None:
+    def __init__(self, shape: tuple[int, ...] = (), keep_batch: bool = True,
+                 rule: tuple[int, int, tuple[int, ...]] | None = None) -> None:
         super().__init__()
-        self.shape, self.keep_batch = tuple(shape), keep_batch
+        self.shape, self.keep_batch, self.rule = tuple(shape), keep_batch, rule
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.reshape((x.shape[0], *self.shape[1:]) if self.keep_batch else self.shape)
+        shape = (x.shape[0], *self.shape[1:]) if self.keep_batch else self.shape
+        if self.rule is not None and math.prod(shape) != x.numel():
+            start, count, dims = self.rule
+            out = list(x.shape[:start]) + [x.shape[start + i] if d == 0 else d for i, d in enumerate(dims)]
+            shape = tuple(out + list(x.shape[start + count:]))  # one -1 left for reshape to infer
+        return x.reshape(shape)
 
 
 class CaffePermute(nn.Module):
@@ -81,8 +91,11 @@ def keeps_batch(graph: Graph, node: Node) -> bool:
 
 @builder("Reshape")
 def _reshape(node: Node, graph: Graph) -> LayerSpec:
-    return LayerSpec(CaffeReshape, {"shape": tuple(int(d) for d in node.attrs["shape"]),
-                                    "keep_batch": keeps_batch(graph, node)})
+    rule = node.attrs.get("caffe_rule")
+    kwargs = {"shape": tuple(int(d) for d in node.attrs["shape"]), "keep_batch": keeps_batch(graph, node)}
+    if rule:
+        kwargs["rule"] = (int(rule["axis"]), int(rule["num_axes"]), tuple(int(d) for d in rule["dims"]))
+    return LayerSpec(CaffeReshape, kwargs)
 
 
 @builder("Permute")
