@@ -310,7 +310,7 @@ def test_crnn_keras_file_alone_runs_the_sequence_layers(tmp_path: Path) -> None:
 def test_crnn_at_another_batch_size_decodes_each_image_as_alone(tmp_path: Path) -> None:
     """After the Transpose the batch is axis 2, then axis 1: the Reshape applies the prototxt's rule to
     the shape it gets (as Caffe does), so a batch of 3 decodes each image as a batch of 1 would, in
-    the reference and in torch."""
+    the reference, torch and ONNX."""
     import torch
 
     graph = load("crnn", tmp_path)
@@ -323,3 +323,8 @@ def test_crnn_at_another_batch_size_decodes_each_image_as_alone(tmp_path: Path) 
     with torch.no_grad():
         out = caffe2x.to_torch(graph)(torch.from_numpy(images))
     assert max_rel_error(out.numpy(), together["result"]) <= TOL
+    ort = pytest.importorskip("onnxruntime")
+    caffe2x.save(graph, tmp_path / "crnn.onnx")
+    session = ort.InferenceSession(str(tmp_path / "crnn.onnx"), providers=["CPUExecutionProvider"])
+    (decoded,) = session.run(None, {"data": images})
+    assert max_rel_error(decoded, together["result"]) <= TOL

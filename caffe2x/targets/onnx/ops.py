@@ -268,6 +268,13 @@ def _inner_product(b: Builder, node: Node) -> None:
         b.add("Gemm", inputs, b.out(node), node.name, transB=1)
         return
     gemm = b.tmp("Gemm", inputs, node, "gemm", transB=1)
+    if batch_moved(b, node.inputs[0]):  # the batch is not axis 0: keep the input's leading axes as they are
+        lead = b.tmp("Slice", [b.tmp("Shape", [b.inp(node)], node, "in_shape"), b.shape_const(node, "lead0", [0]),
+                               b.shape_const(node, "lead1", [axis])], node, "lead")
+        shape = b.tmp("Concat", [lead, b.shape_const(node, "num_output", [int(node.attrs["num_output"])])], node,
+                      "shape", axis=0)
+        b.add("Reshape", [gemm, shape], b.out(node), node.name)
+        return
     b.add("Reshape", [gemm, b.shape_const(node, "shape", _dynamic_batch(b.shape(node.outputs[0])))],
           b.out(node), node.name)
 
@@ -307,6 +314,19 @@ def _concat(b: Builder, node: Node) -> None:
 def _flatten(b: Builder, node: Node) -> None:
     shape = b.shape_const(node, "shape", _dynamic_batch(b.shape(node.outputs[0])))
     b.add("Reshape", [b.inp(node), shape], b.out(node), node.name)
+
+
+def batch_moved(b: Builder, value: str) -> bool:
+    """Whether ``value`` descends from a Permute that moved the first axis (the OCR fork's Transpose):
+    its batch is then elsewhere, so a shape must come from the run-time input, not axis 0 + constants."""
+    moved = b.__dict__.get("_batch_moved")
+    if moved is None:  # once per model, in graph order
+        moved = set()
+        for node in b.graph.nodes:
+            if (node.op == "Permute" and int(node.attrs["order"][0]) != 0) or any(v in moved for v in node.inputs):
+                moved.update(node.outputs)
+        b.__dict__["_batch_moved"] = moved
+    return value in moved
 
 
 def _dynamic_batch(shape: Sequence[int]) -> list[int]:

@@ -6,7 +6,7 @@ import numpy as np
 from onnx import helper
 
 from ...ir import Node
-from .ops import Builder, converter
+from .ops import Builder, batch_moved, converter
 
 
 def _ints(values: list[int]) -> np.ndarray:
@@ -16,6 +16,19 @@ def _ints(values: list[int]) -> np.ndarray:
 @converter("Reshape")
 def _reshape(b: Builder, node: Node) -> None:
     x, y = b.shape(node.inputs[0]), list(b.shape(node.outputs[0]))
+    rule = node.attrs.get("caffe_rule")
+    if rule and batch_moved(b, node.inputs[0]):
+        # Caffe's rule on the input's run-time shape: its axes before the rule, the rule's dims (0 copies
+        # the input dim at the same index, as in ONNX; -1 is inferred), its axes after the replaced ones
+        start, end = int(rule["axis"]), int(rule["axis"]) + int(rule["num_axes"])
+        dims = b.tmp("Shape", [b.inp(node)], node, "in_shape")
+        parts = [b.tmp("Slice", [dims, b.const(node, "head0", _ints([0])), b.const(node, "head1", _ints([start]))],
+                       node, "head"),
+                 b.const(node, "rule_dims", _ints([int(d) for d in rule["dims"]])),
+                 b.tmp("Slice", [dims, b.const(node, "tail0", _ints([end])), b.const(node, "tail1", _ints([len(x)]))],
+                       node, "tail")]
+        b.add("Reshape", [b.inp(node), b.tmp("Concat", parts, node, "shape", axis=0)], b.out(node), node.name)
+        return
     if x and y and x[0] == y[0]:
         y[0] = 0  # copy the (dynamic) batch dimension
     b.add("Reshape", [b.inp(node), b.const(node, "shape", _ints(y))], b.out(node), node.name)
