@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -82,7 +83,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from .validator import run_inputs, validate
 
     quiet = getattr(args, "quiet", False)
-    if not getattr(args, "verbose", False):
+    if getattr(args, "verbose", False):
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # every TF log line, the import-time ones too
+    else:
         quiet_frameworks()
     bar = not quiet and sys.stderr.isatty()
     say = None if quiet else _say(bar)

@@ -44,6 +44,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from .quiet import quiet_import  # noqa: E402
+
+with quiet_import():  # TensorFlow's import-time oneDNN/absl lines off (see .quiet)
+    import keras  # noqa: E402,F401
+
 from .. import BUILTIN  # noqa: E402
 from .files import SUFFIXES, write  # noqa: E402
 from .h5 import write_weights_h5  # noqa: E402
