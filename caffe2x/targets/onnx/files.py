@@ -81,3 +81,20 @@ class StreamedModel:
                 f.write(meta)
                 f.write(_record(_TENSOR_RAW_DATA, payload.nbytes))
                 f.write(_payload_bytes(payload))
+
+
+def with_outputs(path: str | os.PathLike[str], outputs: list[onnx.ValueInfoProto]) -> bytes:
+    """The bytes of the ``.onnx`` at ``path`` followed by one more ``ModelProto.graph`` record holding
+    only ``outputs``: parsed, the file's graph with those outputs appended to its own. The file is
+    mapped, so its bytes are copied once, into the result."""
+    import mmap
+
+    extra = onnx.GraphProto()
+    extra.output.extend(outputs)
+    tail = extra.SerializeToString()
+    with open(Path(path), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if not size:
+            return _record(_MODEL_GRAPH, len(tail)) + tail
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return b"".join((mm, _record(_MODEL_GRAPH, len(tail)), tail))

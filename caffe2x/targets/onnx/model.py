@@ -117,15 +117,21 @@ def _ort_errors() -> tuple[type[BaseException], ...]:
                  if hasattr(ort.capi.onnxruntime_pybind11_state, n))
 
 
-def ort_session(model_or_path: onnx.ModelProto | str | os.PathLike[str]) -> Any:
-    """An onnxruntime ``InferenceSession`` on the CPU (2 intra-op threads) for a model or ``.onnx`` file."""
+def ort_session(model_or_path: onnx.ModelProto | bytes | str | os.PathLike[str]) -> Any:
+    """An onnxruntime ``InferenceSession`` on the CPU (2 intra-op threads) for a model, a serialized
+    model or an ``.onnx`` file."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    source = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(Path(model_or_path))
+    if isinstance(model_or_path, onnx.ModelProto):
+        source: bytes | str = model_or_path.SerializeToString()
+    elif isinstance(model_or_path, bytes):
+        source = model_or_path
+    else:
+        source = str(Path(model_or_path))
     try:
         return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
     except _ort_errors() as exc:  # an unknown op, a bad graph: the model's fault, not caffe2x's

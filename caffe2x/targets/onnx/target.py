@@ -15,6 +15,7 @@ from ...errors import Caffe2xError, one_line
 from ...ir import Graph
 from ...numeric import from_bfloat16_bits
 from .. import StoredTensor
+from .files import with_outputs
 from .model import ort_session, run_session, write
 
 
@@ -27,24 +28,31 @@ def read_model(path: Path) -> onnx.ModelProto:
 
 class OnnxRunner:
     """One ``InferenceSession`` kept for the values last asked for, so running a batch one image at a
-    time builds it once."""
+    time builds it once.
 
-    def __init__(self, graph: Graph, proto: onnx.ModelProto) -> None:
+    The model ``onnx.load`` read is kept only for its names (which node computes which value). A
+    session is built from the file's own bytes with one more ``ModelProto.graph`` record appended
+    that lists the values asked for as graph outputs (protobuf merges the two records: the outputs
+    are appended to the file's): neither a copy of the model nor its re-serialization holds the
+    weights beside onnxruntime's own copy."""
+
+    def __init__(self, graph: Graph, proto: onnx.ModelProto, path: Path) -> None:
         self.graph = graph
-        self.proto = proto
+        self.path = Path(path)
+        self._by_node = {n.name: list(n.output) for n in proto.graph.node}
+        self._known = {o for outs in self._by_node.values() for o in outs} | {i.name for i in proto.graph.input}
+        self._outputs = {o.name for o in proto.graph.output}
         self._session: tuple[tuple[str, ...], Any] | None = None
 
     def onnx_names(self, values: Sequence[str]) -> list[str]:
         """The ONNX tensor name of each graph value: output ``i`` of the node named after its layer."""
-        by_node = {n.name: list(n.output) for n in self.proto.graph.node}
-        known = {o for outs in by_node.values() for o in outs} | {i.name for i in self.proto.graph.input}
         producers = self.graph.producers()
         names = []
         for v in values:
             node = producers.get(v)
-            if node is not None and node.name in by_node and node.outputs.index(v) < len(by_node[node.name]):
-                names.append(by_node[node.name][node.outputs.index(v)])
-            elif v in known:
+            if node is not None and node.name in self._by_node and node.outputs.index(v) < len(self._by_node[node.name]):
+                names.append(self._by_node[node.name][node.outputs.index(v)])
+            elif v in self._known:
                 names.append(v)
             else:
                 raise Caffe2xError(f"the ONNX model has no tensor for value {v!r}")
@@ -56,25 +64,14 @@ class OnnxRunner:
         key = tuple(dict.fromkeys(names))
         if self._session is None or self._session[0] != key:
             self._session = None  # the previous session goes before the next is built
-            # the values are added as graph outputs for this session only, to the loaded model itself
-            # (a copy of it would be one more copy of the weights beside the serialized one
-            # onnxruntime reads), and removed again once the session has its own copy
-            outputs = self.proto.graph.output
-            kept = len(outputs)
-            present = {o.name for o in outputs}
-            try:
-                for n in key:
-                    if n not in present:
-                        outputs.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
-                self._session = (key, ort_session(self.proto))
-            finally:
-                del outputs[kept:]
+            extra = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in key if n not in self._outputs]
+            self._session = (key, ort_session(with_outputs(self.path, extra)))
         got = run_session(self._session[1], x, list(key))
         return {v: np.asarray(got[n], dtype=np.float32) for v, n in zip(values, names)}
 
 
 def load(path: Path, graph: Graph) -> OnnxRunner:
-    return OnnxRunner(graph, read_model(path))
+    return OnnxRunner(graph, read_model(path), path)
 
 
 def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
