@@ -161,6 +161,11 @@ NETS: dict[str, Net] = {
     "bn_fork_segnet": Net(_net(S4, _layer("bn_inf", "BN", "data", "bn_param { bn_mode: INFERENCE }"),
                                _layer("bn_learn", "BN", "data")),
                           opencv=False, why="OpenCV has no fork BN layer"),
+    "relu6": Net(_net(S4, _layer("r6", "ReLU6", "data")), inputs=lambda s: gaussian(s, scale=8.0)),
+    "depthwise_convolution": Net(_net((2, 4, 7, 6), _layer("dw", "DepthwiseConvolution", "data",
+                                                           "convolution_param { num_output: 4 kernel_size: 3 pad: 1 "
+                                                           "stride: 2 group: 4 }")),
+                                 opencv=False, why="OpenCV's Caffe importer cannot create a DepthwiseConvolution"),
     "bn_fork_pspnet": Net(_net(S4, _layer("bn_psp", "BN", "data", "bn_param { frozen: true eps: 0.001 }")),
                           opencv=False, why="OpenCV has no fork BN layer"),
 }

@@ -127,6 +127,8 @@ def _depthwise_formula(x, g, v):  # type: ignore[no-untyped-def]
                     y[:, oc, i, j] = (patch * w[oc, 0]).sum(axis=(1, 2))
         return y + (0 if b is None else b[None, :, None, None])
     dw = depthwise(x["data"], g.tensors["dw.weight"], g.tensors["dw.bias"], 2, 1)
+    if "dw2" not in g.blobs:  # DepthwiseConvolution (yonghenglh6's name for the same layer): one layer
+        return {"dw": dw}
     return {"dw": dw, "dw2": depthwise(dw, g.tensors["dw2.weight"], None, 1, 0)}
 
 
@@ -163,6 +165,7 @@ FORMULAS: dict[str, Formula] = {
     "mvn_eps": _mvn_eps_formula,
     "batchnorm_batch_statistics": _batch_stats_formula,
     "depthwise": _depthwise_formula,
+    "depthwise_convolution": _depthwise_formula,
     "embed": _embed_formula,
     # axis -3 of a 4-D blob starts at axis 2 (Caffe counts a negative axis from past the end)
     "reshape_negative_axis": lambda x, g, v: {"r3": x["data"].reshape(2, 3, 20), "r4": x["data"].reshape(2, 3, 20, 1, 1)},

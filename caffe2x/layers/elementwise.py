@@ -96,6 +96,13 @@ def _threshold(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     return LayerSpec("Threshold", {"threshold": float(f32(layer.threshold_param.threshold))})
 
 
+@layer_handler("ReLU6")
+def _relu6(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
+    """The forks' ReLU6 (MobileNet v2/v3 ports): ``min(max(0, x), 6)``, i.e. a Clip to [0, 6]."""
+    one_input(layer, ins)
+    return LayerSpec("Clip", {"min": 0.0, "max": 6.0})
+
+
 @layer_handler("Clip")
 def _clip(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
     one_input(layer, ins)
