@@ -25,6 +25,12 @@ def positive(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     return {k: rng.uniform(0.1, 3.0, s).astype(np.float32) for k, s in shapes.items()}
 
 
+def small_integers(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Inputs in {0, 1, 2}: equal values everywhere, for the order of ties."""
+    rng = np.random.default_rng(13)
+    return {k: rng.integers(0, 3, s).astype(np.float32) for k, s in shapes.items()}
+
+
 @dataclass(frozen=True)
 class Net:
     text: str
@@ -128,6 +134,9 @@ NETS: dict[str, Net] = {
     "argmax": Net(_net(S4, _layer("am", "ArgMax", "data", "argmax_param { axis: 1 }"),
                        _layer("am_val", "ArgMax", "data", "argmax_param { axis: 3 top_k: 2 out_max_val: true }")),
                   opencv=False, why="OpenCV's Caffe importer has no ArgMax layer"),
+    "argmax_ties": Net(_net(S4, _layer("am_ties", "ArgMax", "data", "argmax_param { axis: 1 top_k: 2 }"),
+                            _layer("flat_ties", "ArgMax", "data", "argmax_param { top_k: 4 out_max_val: true }")),
+                       opencv=False, why="OpenCV's Caffe importer has no ArgMax layer", inputs=small_integers),
     "argmax_flat": Net(_net(S4, _layer("top3", "ArgMax", "data", "argmax_param { top_k: 3 }"),
                             _layer("top2_val", "ArgMax", "data", "argmax_param { top_k: 2 out_max_val: true }")),
                        opencv=False, why="OpenCV's Caffe importer has no ArgMax layer"),

@@ -106,6 +106,21 @@ def _argmax_flat_formula(x, g, v):  # type: ignore[no-untyped-def]
             "top2_val": np.stack([idx2, np.take_along_axis(flat, idx2, 1)], axis=1).reshape(2, 2, 2, 1)}
 
 
+def _caffe_top(v, k):  # type: ignore[no-untyped-def]
+    """ArgMaxLayer's partial_sort of (value, index) pairs with std::greater: ties by the larger index."""
+    order = sorted(range(len(v)), key=lambda i: (v[i], i), reverse=True)[:k]
+    return np.array(order, dtype=np.float32), np.array([v[i] for i in order], dtype=np.float32)
+
+
+def _argmax_ties_formula(x, g, v):  # type: ignore[no-untyped-def]
+    d = x["data"]
+    am = np.zeros((2, 2, 4, 5), np.float32)
+    for n, h, w in np.ndindex(2, 4, 5):
+        am[n, :, h, w] = _caffe_top(d[n, :, h, w], 2)[0]
+    flat = [_caffe_top(d[n].ravel(), 4) for n in range(2)]
+    return {"am_ties": am, "flat_ties": np.stack([np.stack(f) for f in flat]).reshape(2, 2, 4, 1)}
+
+
 def _batch_stats_formula(x, g, v):  # type: ignore[no-untyped-def]
     d = x["data"].astype(np.float64)
     mean = d.mean(axis=(0, 2, 3), keepdims=True)
@@ -176,6 +191,7 @@ FORMULAS: dict[str, Formula] = {
     "reduction_all": lambda x, g, v: {"total": np.array(x["data"].astype(np.float64).mean())},
     "argmax": _argmax_formula,
     "argmax_flat": _argmax_flat_formula,
+    "argmax_ties": _argmax_ties_formula,
     "log_base_scale_shift": _log_formula,
     "threshold": _threshold_formula,
     "clip": lambda x, g, v: {"clip": np.clip(x["data"], -0.5, 0.7)},

@@ -1,7 +1,7 @@
 """Keras builders for the reduction family (:mod:`caffe2x.layers.reduction`): Reduction and ArgMax both
 work in Caffe's axis order (a 4-D input is permuted back to NCHW first, a 4-D output to NHWC after),
 since both flatten trailing axes in Caffe's memory order. Keras' ``top_k`` breaks ties by the smaller
-index, Caffe by the larger: ArgMax differs only where a sample's top values are equal."""
+index, Caffe by the larger: ArgMax runs it on the reversed axis and maps the indices back."""
 from __future__ import annotations
 
 from typing import Any
@@ -51,13 +51,20 @@ class CaffeArgMax(keras.layers.Layer):
         self.axis = None if axis is None else int(axis)
         self.out_shape = tuple(int(d) for d in out_shape)
 
+    def top(self, v: Any) -> tuple[Any, Any]:
+        """The ``top_k`` largest along the last axis, equal values by the larger index first (Caffe):
+        ``top_k`` keeps the lower index of equals, so it runs on the reversed axis."""
+        size = int(v.shape[-1])
+        values, flipped = ops.top_k(ops.flip(v, axis=-1), self.top_k, sorted=True)
+        return values, (size - 1) - flipped
+
     def call(self, x: Any) -> Any:
         if self.axis is not None:
             moved = ops.moveaxis(x, self.axis, -1)
-            values, indices = ops.top_k(moved, self.top_k, sorted=True)
+            values, indices = self.top(moved)
             y = values if self.out_max_val else ops.cast(indices, x.dtype)
             return ops.moveaxis(y, -1, self.axis)
-        values, indices = ops.top_k(ops.reshape(x, (-1, self.count(x))), self.top_k, sorted=True)
+        values, indices = self.top(ops.reshape(x, (-1, self.count(x))))
         parts = [ops.cast(indices, x.dtype)] + ([values] if self.out_max_val else [])
         return ops.reshape(ops.stack(parts, axis=1), (-1, *self.out_shape[1:]))
 

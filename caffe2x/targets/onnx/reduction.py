@@ -1,7 +1,7 @@
 """ONNX converters for the reduction family (:mod:`caffe2x.layers.reduction`): Reduction, ArgMax.
 
-ONNX's TopK breaks ties by the smaller index, Caffe's ArgMax by the larger: results differ only where
-a sample holds equal values among its top_k."""
+ONNX's TopK breaks ties by the smaller index, Caffe's ArgMax by the larger: ArgMax runs TopK on the
+reversed axis and maps the indices back."""
 from __future__ import annotations
 
 import numpy as np
@@ -38,17 +38,30 @@ def _reduction(b: Builder, node: Node) -> None:
         b.add("Identity", [total], b.out(node), node.name)
 
 
+def _const(b: Builder, node: Node, what: str, values: list[int]) -> str:
+    return b.const(node, what, _ints(values))
+
+
 @converter("ArgMax")
 def _argmax(b: Builder, node: Node) -> None:
     a = node.attrs
     k = b.const(node, "k", _ints([a["top_k"]]))
     x = b.inp(node)
     axis = a["axis"]
+    x_shape = b.shape(node.inputs[0])
     if axis is None:
         x = b.tmp("Reshape", [x, b.const(node, "flat_shape", _ints([0, -1]))], node, "flat")
-    values, indices = b.fresh(f"{node.name}/values"), b.fresh(f"{node.name}/indices")
-    b.nodes.append(helper.make_node("TopK", [x, k], [values, indices], name=f"{node.name}/topk",
-                                    axis=1 if axis is None else axis, largest=1, sorted=1))
+        size = int(np.prod(x_shape[1:]))
+    else:
+        size = int(x_shape[axis])
+    # TopK keeps the lower index of equal values, Caffe the larger: run it on the reversed axis
+    along = 1 if axis is None else axis
+    x = b.tmp("Slice", [x, _const(b, node, "rev_start", [-1]), _const(b, node, "rev_end", [np.iinfo(np.int64).min]),
+                        _const(b, node, "rev_axis", [along]), _const(b, node, "rev_step", [-1])], node, "reversed")
+    values, flipped = b.fresh(f"{node.name}/values"), b.fresh(f"{node.name}/flipped")
+    b.nodes.append(helper.make_node("TopK", [x, k], [values, flipped], name=f"{node.name}/topk",
+                                    axis=along, largest=1, sorted=1))
+    indices = b.tmp("Sub", [_const(b, node, "last", [size - 1]), flipped], node, "indices")
     index = b.tmp("Cast", [indices], node, "index", to=TensorProto.FLOAT)
     if axis is not None:
         b.add("Identity", [values if a["out_max_val"] else index], b.out(node), node.name)

@@ -35,11 +35,18 @@ class CaffeArgMax(nn.Module):
         super().__init__()
         self.top_k, self.out_max_val, self.axis, self.out_shape = top_k, out_max_val, axis, tuple(out_shape)
 
+    def top(self, x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``top_k`` largest along ``dim``, equal values by the larger index first (Caffe's
+        partial_sort of (value, index) pairs): a stable descending sort of the reversed axis."""
+        size = int(x.shape[dim])
+        values, flipped = torch.sort(torch.flip(x, (dim,)), dim=dim, descending=True, stable=True)
+        return values.narrow(dim, 0, self.top_k), (size - 1 - flipped).narrow(dim, 0, self.top_k)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.axis is not None:
-            values, indices = torch.topk(x, self.top_k, dim=self.axis)
+            values, indices = self.top(x, self.axis)
             return values if self.out_max_val else indices.to(x.dtype)
-        values, indices = torch.topk(x.reshape(x.shape[0], -1), self.top_k, dim=1)
+        values, indices = self.top(x.reshape(x.shape[0], -1), 1)
         parts = [indices.to(x.dtype)] + ([values] if self.out_max_val else [])
         return torch.stack(parts, dim=1).reshape(x.shape[0], *self.out_shape[1:])
 
