@@ -368,3 +368,27 @@ def test_build_draws_no_random_initial_values_and_keeps_the_configured_initializ
         assert model.get_layer(name).get_config()["kernel_initializer"]["class_name"] == "GlorotUniform"
     x = _input(graph, std=1.0)
     assert max_rel_error(_nchw(model(_nhwc(x))), caffe2x.run(graph, x)) <= TOL
+
+
+def test_big_weights_are_assigned_and_written_in_slices_with_the_same_values(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large variables are assigned, zeroed and written to the .h5 a slice of rows at a time (VGG-16's
+    fc6 cost ~1.2 GB of temporaries whole); with tiny slices every value still arrives exactly."""
+    from caffe2x.targets.keras import h5, ops
+
+    monkeypatch.setattr(ops, "ASSIGN_SLICE_BYTES", 256)
+    monkeypatch.setattr(h5, "ROWS_BYTES", 256)
+    graph = fixtures.graph("tiny")
+    x = _input(graph, std=1.0)
+    model = to_model(graph)
+    kernel = model.get_layer("conv1").kernel
+    assert kernel.numpy().nbytes > 256
+    assert np.array_equal(kernel.numpy(), graph.tensors["conv1.weight"].transpose(2, 3, 1, 0))
+    path = tmp_path / "tiny.h5"
+    caffe2x.save(graph, path)
+    with h5py.File(path, "r") as f:
+        assert np.array_equal(f["conv1/conv1/kernel"][...], graph.tensors["conv1.weight"].transpose(2, 3, 1, 0))
+    from caffe2x.targets import get
+
+    got = get("keras").load(path, graph).run(x, ["fc10"])["fc10"]
+    assert max_rel_error(got, caffe2x.run(graph, x, outputs="fc10")) <= TOL

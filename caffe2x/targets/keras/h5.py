@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,28 @@ def _write_name_list(obj: h5py.Group, name: str, names: list[str]) -> None:
             obj.attrs[f"{name}{i}"] = chunk
 
 
-#: a weight's value, or a function giving it when it is written (so only one is materialised at a time)
-Value = np.ndarray | Callable[[], np.ndarray]
+@dataclass
+class Rows:
+    """A weight read a slice of leading-axis rows at a time (``read(start, stop)``), so writing a big
+    one (VGG-16's 411 MB fc6 kernel) never holds a full copy of it beside the variable."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    read: Callable[[int, int], np.ndarray]
+
+    def write_into(self, group: h5py.Group, name: str) -> None:
+        dataset = group.create_dataset(name, shape=self.shape, dtype=self.dtype)
+        rows = max(1, ROWS_BYTES // max(1, int(np.prod(self.shape[1:], dtype=np.int64)) * np.dtype(self.dtype).itemsize))
+        for start in range(0, self.shape[0], rows):
+            dataset[start:start + rows] = self.read(start, min(start + rows, self.shape[0]))
+
+
+#: the size of the slices :class:`Rows` reads
+ROWS_BYTES = 32 << 20
+
+#: a weight's value, a function giving it when it is written, or :class:`Rows` (so only one value, or
+#: one slice of a big one, is materialised at a time)
+Value = np.ndarray | Callable[[], np.ndarray] | Rows
 
 
 def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, Value]]]],
@@ -48,7 +69,10 @@ def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, Value]]
             group = f.create_group(name)
             _write_name_list(group, "weight_names", [w for w, _ in weights])
             for wname, value in weights:
-                group.create_dataset(wname, data=value() if callable(value) else value)
+                if isinstance(value, Rows):
+                    value.write_into(group, wname)
+                else:
+                    group.create_dataset(wname, data=value() if callable(value) else value)
     Path(path).write_bytes(buffer.getbuffer())
 
 
@@ -60,7 +84,12 @@ def write_weights_h5(model: keras.Model, path: str | os.PathLike[str], store_dty
     (``conv1/kernel``), so the datasets sit at ``<layer>/<layer>/<weight>``. Each variable is read out
     of Keras only when its dataset is written: the model's weights are never copied all at once.
     """
-    def value(w: Any) -> Callable[[], np.ndarray]:
+    def value(w: Any) -> Callable[[], np.ndarray] | Rows:
+        shape = tuple(int(d) for d in w.shape)
+        sliceable = hasattr(getattr(w, "value", None), "__getitem__") and keras.backend.backend() == "tensorflow"
+        if sliceable and shape and int(np.prod(shape, dtype=np.int64)) * 4 > ROWS_BYTES:
+            return Rows(shape, np.dtype(store_dtype),
+                        lambda a, b: np.asarray(w.value[a:b].numpy()).astype(store_dtype, copy=False))
         return lambda: np.asarray(w.numpy()).astype(store_dtype, copy=False)
 
     layers = []

@@ -110,7 +110,28 @@ def set_weights(layer: keras.layers.Layer, **values: np.ndarray | None) -> None:
         if tuple(var.shape) != value.shape:
             raise Caffe2xError(f"layer {layer.name!r}: {name} has shape {list(value.shape)}, "
                                f"Keras expects {list(var.shape)}")
+        assign_in_slices(var, value)
+
+
+#: a value larger than this is assigned a slice of rows at a time (see :func:`assign_in_slices`)
+ASSIGN_SLICE_BYTES = 32 << 20
+
+
+def assign_in_slices(var: Any, value: np.ndarray) -> None:
+    """``var.assign(value)``, a slice of leading-axis rows at a time when ``value`` is large.
+
+    Why: assigning converts the whole value to a tensor (a contiguous copy of a transposed kernel,
+    then the tensor's own), so VGG-16's 411 MB fc6 kernel cost about 1.2 GB of temporaries beside the
+    variable. Slices of at most :data:`ASSIGN_SLICE_BYTES` keep that to a few tens of MB; the values
+    assigned are the same. Only with the TensorFlow backend (its variables take sliced assignments)."""
+    target = getattr(var, "value", None)
+    if value.nbytes <= ASSIGN_SLICE_BYTES or value.ndim == 0 or not hasattr(target, "__getitem__") \
+            or keras.backend.backend() != "tensorflow":
         var.assign(value)
+        return
+    rows = max(1, ASSIGN_SLICE_BYTES // max(1, value[0].nbytes))
+    for start in range(0, value.shape[0], rows):
+        target[start:start + rows].assign(np.ascontiguousarray(value[start:start + rows]))
 
 
 def built_with_zeros(layer: keras.layers.Layer, x: Any) -> Any:

@@ -19,7 +19,7 @@ from ...ir import Graph
 from .. import StoredTensor
 from .files import write
 from .model import take, to_model
-from .ops import BuildContext
+from .ops import BuildContext, assign_in_slices
 from .profile_files import load_profile, recorded_profile
 
 #: Keras variable name -> graph param role, per op (the variables the builders in ops.py create)
@@ -40,8 +40,8 @@ def quiet_tensorflow() -> Iterator[None]:
 
 
 def _zeroed(model: keras.Model) -> keras.Model:
-    for w in model.weights:
-        w.assign(np.zeros(tuple(w.shape), dtype=np.float32))  # every number must come from the file
+    for w in model.weights:  # every number must come from the file
+        assign_in_slices(w, np.zeros(tuple(w.shape), dtype=np.float32))
     return model
 
 
