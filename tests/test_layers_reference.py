@@ -121,6 +121,14 @@ def _argmax_ties_formula(x, g, v):  # type: ignore[no-untyped-def]
     return {"am_ties": am, "flat_ties": np.stack([np.stack(f) for f in flat]).reshape(2, 2, 4, 1)}
 
 
+def _batch_axis_formula(x, g, v):  # type: ignore[no-untyped-def]
+    d = x["data"]
+    am = np.zeros((2, *d.shape[1:]), np.float32)
+    for c, h, w in np.ndindex(*d.shape[1:]):
+        am[:, c, h, w] = _caffe_top(d[:, c, h, w], 2)[0]
+    return {"am0": am, "red0": np.array(0.5 * (d.astype(np.float64) ** 2).sum())}
+
+
 def _batch_stats_formula(x, g, v):  # type: ignore[no-untyped-def]
     d = x["data"].astype(np.float64)
     mean = d.mean(axis=(0, 2, 3), keepdims=True)
@@ -192,6 +200,7 @@ FORMULAS: dict[str, Formula] = {
     "argmax": _argmax_formula,
     "argmax_flat": _argmax_flat_formula,
     "argmax_ties": _argmax_ties_formula,
+    "batch_axis_argmax_reduction": _batch_axis_formula,
     "log_base_scale_shift": _log_formula,
     "threshold": _threshold_formula,
     "clip": lambda x, g, v: {"clip": np.clip(x["data"], -0.5, 0.7)},

@@ -23,9 +23,7 @@ from layer_nets import NETS  # noqa: E402
 TOL = 1e-5
 
 #: nets a target cannot express, with the reason (each is a documented limitation)
-UNSUPPORTED: dict[tuple[str, str], str] = {
-    ("keras", "reduction_all"): "Keras models cannot reduce over the batch axis",
-}
+UNSUPPORTED: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module")

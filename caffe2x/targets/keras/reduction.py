@@ -9,7 +9,6 @@ from typing import Any
 import keras
 from keras import ops
 
-from ...errors import Caffe2xError
 from ...ir import Node
 from .ops import BuildContext, builder
 
@@ -76,7 +75,8 @@ class CaffeArgMax(keras.layers.Layer):
         return n
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        return (input_shape[0], *self.out_shape[1:])
+        # along the batch axis (0) the first axis holds the top_k, no longer the batch
+        return (self.top_k if self.axis == 0 else input_shape[0], *self.out_shape[1:])
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "top_k": self.top_k, "out_max_val": self.out_max_val, "axis": self.axis,
@@ -86,8 +86,6 @@ class CaffeArgMax(keras.layers.Layer):
 @builder("Reduction")
 def _reduction(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     a = node.attrs
-    if a["axis"] == 0:
-        raise Caffe2xError(f"layer {node.name!r} (Reduction) over the batch axis has no Keras equivalent")
     x = ctx.to_caffe_order(node, ins[0], ctx.rank(node.inputs[0]))
     y = CaffeReduction(a["operation"], a["axis"], a["coeff"], name=ctx.name(node))(x)
     return [ctx.from_caffe_order(node, y, ctx.rank(node.outputs[0]))]
@@ -96,8 +94,6 @@ def _reduction(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
 @builder("ArgMax")
 def _argmax(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     a = node.attrs
-    if a["axis"] == 0:
-        raise Caffe2xError(f"layer {node.name!r} (ArgMax) along the batch axis has no Keras equivalent")
     x = ctx.to_caffe_order(node, ins[0], ctx.rank(node.inputs[0]))
     y = CaffeArgMax(a["top_k"], a["out_max_val"], a["axis"], ctx.shape(node.outputs[0]), name=ctx.name(node))(x)
     return [ctx.from_caffe_order(node, y, ctx.rank(node.outputs[0]))]

@@ -48,20 +48,19 @@ def _argmax(b: Builder, node: Node) -> None:
     k = b.const(node, "k", _ints([a["top_k"]]))
     x = b.inp(node)
     axis = a["axis"]
-    x_shape = b.shape(node.inputs[0])
     if axis is None:
         x = b.tmp("Reshape", [x, b.const(node, "flat_shape", _ints([0, -1]))], node, "flat")
-        size = int(np.prod(x_shape[1:]))
-    else:
-        size = int(x_shape[axis])
     # TopK keeps the lower index of equal values, Caffe the larger: run it on the reversed axis
     along = 1 if axis is None else axis
+    # the axis' run-time length (axis 0 is the dynamic batch)
+    size = b.tmp("Gather", [b.tmp("Shape", [x], node, "x_shape"), _const(b, node, "along", [along])], node, "size")
     x = b.tmp("Slice", [x, _const(b, node, "rev_start", [-1]), _const(b, node, "rev_end", [np.iinfo(np.int64).min]),
                         _const(b, node, "rev_axis", [along]), _const(b, node, "rev_step", [-1])], node, "reversed")
     values, flipped = b.fresh(f"{node.name}/values"), b.fresh(f"{node.name}/flipped")
     b.nodes.append(helper.make_node("TopK", [x, k], [values, flipped], name=f"{node.name}/topk",
                                     axis=along, largest=1, sorted=1))
-    indices = b.tmp("Sub", [_const(b, node, "last", [size - 1]), flipped], node, "indices")
+    last = b.tmp("Sub", [size, _const(b, node, "one", [1])], node, "last")
+    indices = b.tmp("Sub", [last, flipped], node, "indices")
     index = b.tmp("Cast", [indices], node, "index", to=TensorProto.FLOAT)
     if axis is not None:
         b.add("Identity", [values if a["out_max_val"] else index], b.out(node), node.name)
