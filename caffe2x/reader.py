@@ -221,7 +221,26 @@ class LayerSpec:
     params: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-Handler = Callable[[Any, list[Shape], BlobSource], LayerSpec]
+@dataclass
+class SubLayer:
+    """One node of a layer that Caffe itself computes with internal layers (SPP: a pooling and a flatten
+    per pyramid level, then a concat). ``inputs`` name the layer's bottoms by position (int) or an
+    earlier part's ``suffix`` (str); the node is called ``<layer>/<suffix>``."""
+
+    suffix: str
+    spec: LayerSpec
+    inputs: list[int | str]
+
+
+@dataclass
+class Composite:
+    """What a handler returns for such a layer: its parts in order; the last one (named as the layer)
+    writes the layer's tops and must take no parameters (the parts are plain ops every target has)."""
+
+    parts: list[SubLayer]
+
+
+Handler = Callable[[Any, list[Shape], BlobSource], "LayerSpec | Composite"]
 #: Caffe layer type -> handler
 LAYERS: Registry[Handler] = Registry("layer type")
 layer_handler = LAYERS.register
@@ -383,6 +402,22 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
                                     f"({type(exc).__name__}: {exc})") from None
         if hasattr(type(layer), "check_fork_fields_read"):  # a --proto layer with fork-only fields
             layer.check_fork_fields_read()
+        if isinstance(spec, Composite):  # internal nodes first, the last part is the layer itself
+            inner: dict[str, str] = {}
+            for part in spec.parts[:-1]:
+                value = f"{layer.name}/{part.suffix}"
+                if value in shapes or value in current:
+                    raise Caffe2xError(f"layer {layer.name!r}: its internal value {value!r} clashes with a blob")
+                ins_ = [inputs[i] if isinstance(i, int) else inner[i] for i in part.inputs]
+                sub = Node(value, part.spec.op, ins_, [value], part.spec.attrs, {})
+                (sub_shape,) = checks.output_shapes(sub, [shapes[v] for v in ins_], graph)
+                budget.value(layer.name, value, sub_shape)
+                shapes[value] = tuple(int(d) for d in sub_shape)
+                inner[part.suffix] = value
+                graph.nodes.append(sub)
+            last = spec.parts[-1]
+            inputs = [inputs[i] if isinstance(i, int) else inner[i] for i in last.inputs]
+            spec = last.spec
         values = []
         for top in layer.top:
             # a blob written once is its own value; each write of a rewritten blob is `blob@layer`

@@ -180,6 +180,10 @@ NETS: dict[str, Net] = {
                                                            "convolution_param { num_output: 4 kernel_size: 3 pad: 1 "
                                                            "stride: 2 group: 4 }")),
                                  opencv=False, why="OpenCV's Caffe importer cannot create a DepthwiseConvolution"),
+    "spp": Net(_net((2, 3, 13, 11), _layer("spp", "SPP", "data", "spp_param { pyramid_height: 3 }"),
+                    _layer("spp_ave", "SPP", "data", "spp_param { pyramid_height: 2 pool: AVE }"),
+                    _layer("spp1", "SPP", "data", "spp_param { pyramid_height: 1 }")),
+               opencv=False, why="OpenCV's Caffe importer cannot create an SPP layer"),
     "bn_fork_pspnet": Net(_net(S4, _layer("bn_psp", "BN", "data", "bn_param { frozen: true eps: 0.001 }")),
                           opencv=False, why="OpenCV has no fork BN layer"),
 }

@@ -129,6 +129,42 @@ def _batch_axis_formula(x, g, v):  # type: ignore[no-untyped-def]
     return {"am0": am, "red0": np.array(0.5 * (d.astype(np.float64) ** 2).sum())}
 
 
+def _caffe_pool(d, method, k, pad):  # type: ignore[no-untyped-def]
+    """PoolingLayer::Forward_cpu with stride = kernel (as SPP sets it): ceil output size, a last window
+    starting in the padding dropped; AVE divides by the window clipped to the padded map."""
+    n, c, h, w = d.shape
+    out_hw = []
+    for size, kk, pp in zip((h, w), k, pad):
+        o = -(-(size + 2 * pp - kk) // kk) + 1
+        if (o - 1) * kk >= size + pp:
+            o -= 1
+        out_hw.append(o)
+    y = np.zeros((n, c, *out_hw))
+    for i, j in np.ndindex(*out_hw):
+        hs, ws = i * k[0] - pad[0], j * k[1] - pad[1]
+        he, we = min(hs + k[0], h + pad[0]), min(ws + k[1], w + pad[1])
+        area = (he - hs) * (we - ws)
+        window = d[:, :, max(hs, 0):min(he, h), max(ws, 0):min(we, w)]
+        y[:, :, i, j] = window.max(axis=(2, 3)) if method == "max" else window.sum(axis=(2, 3)) / area
+    return y
+
+
+def _spp_formula(x, g, v):  # type: ignore[no-untyped-def]
+    """spp_layer.cpp: level l has 2^l bins per axis, kernel = stride = ceil(size / bins), pad =
+    (kernel * bins - size + 1) / 2; levels flattened and concatenated (one level: the pooling itself)."""
+    d = x["data"].astype(np.float64)
+
+    def level(method, l):  # type: ignore[no-untyped-def]
+        bins = 2 ** l
+        k = [-(-s // bins) for s in d.shape[2:]]
+        pad = [(kk * bins - s + 1) // 2 for kk, s in zip(k, d.shape[2:])]
+        return _caffe_pool(d, method, k, pad)
+
+    pyramid = lambda method, height: np.concatenate(  # noqa: E731
+        [level(method, l).reshape(len(d), -1) for l in range(height)], axis=1)
+    return {"spp": pyramid("max", 3), "spp_ave": pyramid("ave", 2), "spp1": level("max", 0)}
+
+
 def _batch_stats_formula(x, g, v):  # type: ignore[no-untyped-def]
     d = x["data"].astype(np.float64)
     mean = d.mean(axis=(0, 2, 3), keepdims=True)
@@ -200,6 +236,7 @@ FORMULAS: dict[str, Formula] = {
     "argmax": _argmax_formula,
     "argmax_flat": _argmax_flat_formula,
     "argmax_ties": _argmax_ties_formula,
+    "spp": _spp_formula,
     "batch_axis_argmax_reduction": _batch_axis_formula,
     "log_base_scale_shift": _log_formula,
     "threshold": _threshold_formula,
