@@ -98,3 +98,25 @@ def test_registration_mistakes_are_clear_errors(clean_registries) -> None:  # ty
     caffe2x.register_layer("ReLU6Fork", op="ReLU",
                            reader=lambda layer, ins, blobs: reader.LayerSpec("ReLU", {"negative_slope": 0.0}))
     assert [n.op for n in reader.graph_from_text(NET.replace("ScaledTanh", "ReLU6Fork")).nodes][1] == "ReLU"
+
+
+def test_a_registered_layer_can_be_read_as_several_plain_ops(clean_registries) -> None:  # type: ignore[no-untyped-def]
+    """A fork layer Caffe computes with inner layers (here: global MAX and AVE pooling, concatenated)
+    is read as a Composite: its parts become nodes '<layer>/<part>', the last one is the layer itself."""
+    def read(layer, ins, blobs):  # type: ignore[no-untyped-def]
+        pool = {"kernel": list(ins[0][2:]), "stride": [1, 1], "pad": [0, 0], "ceil": True, "global_pooling": True}
+        return reader.Composite([
+            reader.SubLayer("max", reader.LayerSpec("Pooling", {"method": "max", **pool}), [0]),
+            reader.SubLayer("ave", reader.LayerSpec("Pooling", {"method": "ave", **pool}), [0]),
+            reader.SubLayer("", reader.LayerSpec("Concat", {"axis": 1}), ["max", "ave"])])
+
+    caffe2x.register_layer("MaxAvePool", reader=read, op="Concat")
+    text = NET.replace('type: "ScaledTanh" bottom: "conv" top: "conv" power_param { scale: 1.7159 shift: 0.6667 }',
+                       'type: "MaxAvePool" bottom: "conv" top: "pooled"').replace('bottom: "conv" top: "fc"',
+                                                                                   'bottom: "pooled" top: "fc"')
+    graph = reader.graph_from_text(text)
+    assert [n.name for n in graph.nodes][1:4] == ["act/max", "act/ave", "act"]
+    x = np.random.default_rng(0).standard_normal((2, 2, 8, 8)).astype(np.float32)
+    conv, pooled = caffe2x.run(graph, x, outputs="conv"), caffe2x.run(graph, x, outputs="pooled")
+    np.testing.assert_allclose(pooled[:, :, 0, 0], np.concatenate([conv.max(axis=(2, 3)), conv.mean(axis=(2, 3))], 1),
+                               rtol=1e-5)
