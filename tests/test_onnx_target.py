@@ -242,3 +242,22 @@ def test_runner_session_gets_the_asked_values_as_outputs_from_the_file_itself(tm
         assert max_rel_error(got[name], caffe2x.run(graph, x, outputs=name)) <= 1e-5, name
     assert max_rel_error(runner.run(x, ["prob"])["prob"], caffe2x.run(graph, x, outputs="prob")) <= 1e-5
     assert path.read_bytes() == before
+
+
+def test_runner_runs_a_model_whose_weights_live_in_a_side_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A file from another exporter may keep its weights as external data; onnxruntime cannot find the
+    side file of a model given as bytes, so such a model runs from the loaded message."""
+    import onnx
+
+    from caffe2x.targets import get
+
+    graph = fixtures.graph("tiny")
+    (tmp_path / "m").mkdir()
+    path = tmp_path / "m" / "tiny.onnx"
+    onnx.save_model(to_onnx(graph), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="tiny.weights", size_threshold=0)
+    assert (tmp_path / "m" / "tiny.weights").is_file()
+    monkeypatch.chdir(tmp_path)  # side files resolve against the model's folder, not the working directory
+    x = np.random.default_rng(0).standard_normal(graph.inputs["data"]).astype(np.float32)
+    got = get("onnx").load(path, graph).run(x, ["fc10"])["fc10"]
+    assert max_rel_error(got, caffe2x.run(graph, x, outputs="fc10")) <= 1e-5

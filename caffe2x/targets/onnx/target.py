@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
 from ...errors import Caffe2xError, one_line
 from ...ir import Graph
@@ -19,9 +20,10 @@ from .files import with_outputs
 from .model import ort_session, run_session, write
 
 
-def read_model(path: Path) -> onnx.ModelProto:
+def read_model(path: Path, external_data: bool = True) -> onnx.ModelProto:
+    """``onnx.load`` of ``path``; ``external_data=False`` leaves tensors stored in side files unread."""
     try:
-        return onnx.load(str(path))
+        return onnx.load(str(path), load_external_data=external_data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a broken file
         raise Caffe2xError(f"{Path(path).name} does not load with onnx.load: {one_line(exc)}") from None
 
@@ -36,9 +38,12 @@ class OnnxRunner:
     are appended to the file's): neither a copy of the model nor its re-serialization holds the
     weights beside onnxruntime's own copy."""
 
-    def __init__(self, graph: Graph, proto: onnx.ModelProto, path: Path) -> None:
+    def __init__(self, graph: Graph, proto: onnx.ModelProto, path: Path, from_file: bool = True) -> None:
         self.graph = graph
         self.path = Path(path)
+        #: a model whose weights live in side files (external data, e.g. from another exporter) runs from
+        #: the loaded message instead: onnxruntime cannot find side files of a model given as bytes
+        self.proto = None if from_file else proto
         self._by_node = {n.name: list(n.output) for n in proto.graph.node}
         self._known = {o for outs in self._by_node.values() for o in outs} | {i.name for i in proto.graph.input}
         self._outputs = {o.name for o in proto.graph.output}
@@ -65,13 +70,29 @@ class OnnxRunner:
         if self._session is None or self._session[0] != key:
             self._session = None  # the previous session goes before the next is built
             extra = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in key if n not in self._outputs]
-            self._session = (key, ort_session(with_outputs(self.path, extra)))
+            if self.proto is None:
+                self._session = (key, ort_session(with_outputs(self.path, extra)))
+            else:
+                outputs = self.proto.graph.output
+                kept = len(outputs)
+                try:
+                    outputs.extend(extra)
+                    self._session = (key, ort_session(self.proto))
+                finally:
+                    del outputs[kept:]
         got = run_session(self._session[1], x, list(key))
         return {v: np.asarray(got[n], dtype=np.float32) for v, n in zip(values, names)}
 
 
 def load(path: Path, graph: Graph) -> OnnxRunner:
-    return OnnxRunner(graph, read_model(path), path)
+    proto = read_model(path, external_data=False)
+    external = any(uses_external_data(t) for t in proto.graph.initializer)
+    if external:
+        try:
+            load_external_data_for_model(proto, str(Path(path).parent))
+        except Exception as exc:  # noqa: BLE001 - a missing or short side file
+            raise Caffe2xError(f"{Path(path).name} does not load with onnx.load: {one_line(exc)}") from None
+    return OnnxRunner(graph, proto, path, from_file=not external)
 
 
 def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
