@@ -23,7 +23,7 @@ import numpy as np
 
 from . import convert
 from .errors import Caffe2xError, one_line
-from .ir import Graph
+from .ir import Graph, samples_independent
 
 
 @dataclass
@@ -121,11 +121,15 @@ class FrameworkOutcome:
     peak_rss_mb: float | None = None     # the child process's peak RSS (when it ran in one)
 
 
-def batches_for(n: int, images: bool) -> list[tuple[int, int]]:
+def batches_for(n: int, images: bool, graph: Graph) -> list[tuple[int, int]]:
     """Photos run one at a time (each is a separate sample; a framework then holds one photo's
-    activations); arrays (seeded Gaussian noise, ``--inputs``, Caffe's blobs) run as given, since their
+    activations) when the net treats its samples independently (:func:`caffe2x.ir.samples_independent`:
+    not SSD's DetectionOutput, which gathers the detections of the whole batch, nor BatchNorm with batch
+    statistics); arrays (seeded Gaussian noise, ``--inputs``, Caffe's blobs) run as given, since their
     batch is the net's declared one."""
-    return [(i, i + 1) for i in range(n)] if images and n > 1 else [(0, n)]
+    if images and n > 1 and samples_independent(graph, n):
+        return [(i, i + 1) for i in range(n)]
+    return [(0, n)]
 
 
 def run_job(job: FrameworkJob, graph: Graph, x: np.ndarray, ref_logits: np.ndarray,

@@ -231,6 +231,51 @@ def infer_shapes(graph: Graph) -> None:
     graph.shapes = shapes
 
 
+#: ops whose first axis is not the batch (recurrent layers: time steps), or that combine the samples of a
+#: batch in a way no shape or attribute shows; layer families add theirs with :func:`couples_samples`
+SAMPLE_COUPLED_OPS: set[str] = set()
+
+
+def couples_samples(*ops: str) -> None:
+    """Declare ops whose output for one sample depends on other samples of the batch (or whose first axis
+    is not the batch), so that :func:`samples_independent` never splits a batch through them."""
+    SAMPLE_COUPLED_OPS.update(ops)
+
+
+def samples_independent(graph: Graph, batch: int) -> bool:
+    """Whether running the net on each of ``batch`` samples alone gives the same numbers as running them
+    as one batch: at batch ``batch`` and at batch 1 every value has the batch as its first axis (shape
+    inference gives the same shapes but for that axis), no op is declared sample-coupled, and no
+    attribute acts along axis 0 (a Softmax, Scale or reduction over the batch, a Permute moving it,
+    BatchNorm with batch statistics). Conservative: an op whose output does not depend on the batch at
+    all (PriorBox) also says no. :mod:`caffe2x.validator` runs photos one at a time only when this holds
+    (SSD's DetectionOutput gathers every image's detections into one blob: its batch cannot be split)."""
+    if len(graph.inputs) != 1 or batch < 1:
+        return False
+    for node in graph.nodes:
+        a = node.attrs
+        if (node.op in SAMPLE_COUPLED_OPS or a.get("axis") == 0 or 0 in (a.get("axes") or ())
+                or (a.get("order") is not None and list(a["order"])[:1] != [0])):
+            return False
+    (name, shape), = graph.inputs.items()
+    if not shape:
+        return False
+    at: dict[int, dict[str, Shape]] = {}
+    for n in dict.fromkeys((batch, 1)):
+        g = graph.copy()
+        g.inputs = {name: (n, *shape[1:])}
+        try:
+            infer_shapes(g)
+        except Caffe2xError:
+            return False
+        at[n] = g.shapes
+    for v, full in at[batch].items():
+        one = at[1].get(v)
+        if one is None or not full or full[0] != batch or one != (1, *full[1:]):
+            return False
+    return True
+
+
 def _expect_rank(node: Node, shape: Shape, rank: int) -> None:
     if len(shape) != rank:
         raise Caffe2xError(f"layer {node.name!r} ({node.op}) needs a {rank}-D input, got shape {list(shape)}")

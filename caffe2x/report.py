@@ -57,7 +57,21 @@ def _image_names(report: dict[str, Any]) -> list[str]:
     return [f"sample {i}" for i in range(int(inp["shape"][0]))]
 
 
-def _classes(report: dict[str, Any], indices: list[int], labels: list[str] | None) -> str:
+def _row_names(report: dict[str, Any]) -> list[str]:
+    """A name per row of the reference's top-5: the images when the logits have one row per image,
+    else ``row i`` (a net whose output is not per image, e.g. SSD's DetectionOutput gathers the
+    detections of the whole batch into one blob)."""
+    names, rows = _image_names(report), len(report["reference"]["top5"])
+    return names if len(names) == rows else [f"row {i}" for i in range(rows)]
+
+
+def _row(rows: list[Any] | None, i: int) -> Any:
+    return rows[i] if rows is not None and i < len(rows) else None
+
+
+def _classes(report: dict[str, Any], indices: list[int] | None, labels: list[str] | None) -> str:
+    if indices is None:
+        return "-"
     if labels:
         return ", ".join(f"{lab} ({i})" for i, lab in zip(indices, labels))
     return " ".join(str(i) for i in indices)
@@ -124,17 +138,17 @@ def render_table(report: dict[str, Any]) -> str:
                      _frac(f["top5_agree"], n), _secs(f), last])
     lines.extend(_grid(head, rows))
 
-    names = _image_names(report)
+    names = _row_names(report)
     ref = report["reference"]
     lines.append("")
-    lines.append("top-5 per image (reference)")
+    lines.append("top-5 per image (reference)" if len(names) == n else "top-5 per row of the logits (reference)")
     width = max((len(s) for s in names), default=5)
     for i, name in enumerate(names):
-        labels = (ref.get("top5_labels") or [None] * n)[i]
+        labels = _row(ref.get("top5_labels"), i)
         lines.append(f"  {name:<{width}}  {_classes(report, ref['top5'][i], labels)}")
         for f in report["frameworks"]:
-            if f["top5"] is not None and f["top5"][i] != ref["top5"][i]:
-                flab = (f.get("top5_labels") or [None] * n)[i]
+            if f["top5"] is not None and _row(f["top5"], i) != ref["top5"][i]:
+                flab = _row(f.get("top5_labels"), i)
                 lines.append(f"  {'':<{width}}  {f['name']}: {_classes(report, f['top5'][i], flab)}  <- differs")
 
     if report.get("layers"):
@@ -373,21 +387,21 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f'<figcaption>max |a &#8722; ref| / max |ref| of each layer\'s output, log scale; '
                      f'exact agreement drawn on the bottom line. {cap}</figcaption></figure>')
 
-    names = _image_names(report)
+    names = _row_names(report)
     ref = report["reference"]
     parts.append('<h2>Top-5 per input</h2><table><thead><tr><th>input</th><th>reference top-5</th>'
                  '<th>frameworks</th></tr></thead><tbody>')
     for i, name in enumerate(names):
-        labels = (ref.get("top5_labels") or [None] * n)[i]
+        labels = _row(ref.get("top5_labels"), i)
         notes, same = [], []
         for f in report["frameworks"]:
             if f["top5"] is None:
                 continue
-            if f["top5"][i] == ref["top5"][i]:
+            if _row(f["top5"], i) == ref["top5"][i]:
                 same.append(f["name"])
             else:
-                flab = (f.get("top5_labels") or [None] * n)[i]
-                notes.append(f'<span class="diff">{e(f["name"])}: {e(_classes(report, f["top5"][i], flab))}</span>')
+                flab = _row(f.get("top5_labels"), i)
+                notes.append(f'<span class="diff">{e(f["name"])}: {e(_classes(report, _row(f["top5"], i), flab))}</span>')
         if same:
             notes.append(f'<span class="muted">identical: {e(", ".join(same))}</span>')
         parts.append(f'<tr><td>{e(name)}</td><td><code>{e(_classes(report, ref["top5"][i], labels))}</code></td>'

@@ -216,7 +216,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     say("running the numpy reference" + (" (every layer kept, on disk)" if per_layer else ""))
     t = time.perf_counter()
     layer_values = _layer_values(graph) if per_layer else []
-    batches = batches_for(len(x), inputs.kind == "images")
+    batches = batches_for(len(x), inputs.kind == "images", graph)
     blob_checks = None
     blob_values_: dict[str, str] = {}
     if blobs is not None:

@@ -54,7 +54,7 @@ def test_streamed_per_layer_comparison_equals_the_whole_batch_one_with_a_wrong_l
     outs[nan_node.outputs[0]][1].flat[0] = np.nan
 
     expected = _whole_batch_curve(graph, outs, refs, 1e-4, 0.0)
-    batches = batches_for(4, images=True)
+    batches = batches_for(4, True, graph)
     assert batches == [(0, 1), (1, 2), (2, 3), (3, 4)]
     spill = RefSpill(tmp_path, list(refs))
     for i, (a, b) in enumerate(batches):
@@ -81,9 +81,10 @@ def test_a_shape_mismatch_on_one_slice_marks_the_layer_as_divergent() -> None:
 
 
 def test_photos_run_one_at_a_time_arrays_as_given() -> None:
-    assert batches_for(4, images=True) == [(0, 1), (1, 2), (2, 3), (3, 4)]
-    assert batches_for(4, images=False) == [(0, 4)]
-    assert batches_for(1, images=True) == [(0, 1)]
+    graph = fixtures.graph("tiny")
+    assert batches_for(4, True, graph) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    assert batches_for(4, False, graph) == [(0, 4)]
+    assert batches_for(1, True, graph) == [(0, 1)]
 
 
 @pytest.fixture(scope="module")

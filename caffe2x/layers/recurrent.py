@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import Caffe2xError, UnsupportedLayerError
-from ..ir import Graph, Node, Shape, shape_function
+from ..ir import Graph, Node, Shape, couples_samples, shape_function
 from ..reader import BlobSource, LayerSpec, layer_handler
 from ..reference import op as reference_op
+
+couples_samples("LSTM", "RNN")  # axis 0 is time: one step alone is not the sequence
 
 
 @layer_handler("LSTM", "RNN")
