@@ -45,6 +45,7 @@ class Builder:
         self.names: dict[str, str] = {}       # graph value -> ONNX tensor name
         self._params: dict[str, str] = {}     # tensor key -> float32 ONNX tensor name
         self._used: set[str] = set(graph.shapes) | set(graph.tensors)
+        self.batch_moved_values: set[str] | None = None  # see batch_moved(); computed on first use
 
     # names ------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -319,14 +320,13 @@ def _flatten(b: Builder, node: Node) -> None:
 def batch_moved(b: Builder, value: str) -> bool:
     """Whether ``value`` descends from a Permute that moved the first axis (the OCR fork's Transpose):
     its batch is then elsewhere, so a shape must come from the run-time input, not axis 0 + constants."""
-    moved = b.__dict__.get("_batch_moved")
-    if moved is None:  # once per model, in graph order
-        moved = set()
+    if b.batch_moved_values is None:  # once per model, in graph order
+        moved: set[str] = set()
         for node in b.graph.nodes:
             if (node.op == "Permute" and int(node.attrs["order"][0]) != 0) or any(v in moved for v in node.inputs):
                 moved.update(node.outputs)
-        b.__dict__["_batch_moved"] = moved
-    return value in moved
+        b.batch_moved_values = moved
+    return value in b.batch_moved_values
 
 
 def _dynamic_batch(shape: Sequence[int]) -> list[int]:
