@@ -202,10 +202,9 @@ def test_inplace_blob_output_is_named_by_its_caffe_blob() -> None:
 
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("name", ["tiny", "ssd_mobilenet_style"])
-def test_streamed_file_is_exactly_the_model_to_onnx_returns(name: str, dtype: str, tmp_path: Path) -> None:
-    """The writer streams each initializer's raw_data from the arrays instead of serializing a message
-    holding them; the file must parse to the very message to_onnx builds, and be as long as protobuf
-    says that message is."""
+def test_written_file_is_exactly_the_model_to_onnx_returns(name: str, dtype: str, tmp_path: Path) -> None:
+    """The writer fills the initializers only after the size check; the file parses to the very message
+    to_onnx builds, and is as long as protobuf says that message is."""
     import onnx
 
     graph = fixtures.graph(name)
@@ -216,7 +215,7 @@ def test_streamed_file_is_exactly_the_model_to_onnx_returns(name: str, dtype: st
     assert path.stat().st_size == expected.ByteSize()
 
 
-def test_streamed_float32_initializers_are_written_from_the_graph_arrays() -> None:
+def test_the_size_check_runs_before_any_weight_is_copied_into_the_message() -> None:
     from caffe2x.targets.onnx.model import build
 
     graph = fixtures.graph("tiny")
@@ -227,8 +226,7 @@ def test_streamed_float32_initializers_are_written_from_the_graph_arrays() -> No
 
 
 def test_runner_session_gets_the_asked_values_as_outputs_from_the_file_itself(tmp_path: Path) -> None:
-    """The session is built from the file's bytes plus an appended graph record listing the values
-    asked for (protobuf merges it into the file's graph); the file is left as it was."""
+    """The session gets the values asked for as extra graph outputs; the file is left as it was."""
     from caffe2x.targets import get
 
     graph = fixtures.graph("tiny")
@@ -245,8 +243,9 @@ def test_runner_session_gets_the_asked_values_as_outputs_from_the_file_itself(tm
 
 
 def test_runner_runs_a_model_whose_weights_live_in_a_side_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A file from another exporter may keep its weights as external data; onnxruntime cannot find the
-    side file of a model given as bytes, so such a model runs from the loaded message."""
+    """A file from another exporter may keep its weights as external data: they are read from the side
+    file, relative to the model's folder, both for a session from the file and for one with outputs
+    added."""
     import onnx
 
     from caffe2x.targets import get
@@ -259,5 +258,7 @@ def test_runner_runs_a_model_whose_weights_live_in_a_side_file(tmp_path: Path, m
     assert (tmp_path / "m" / "tiny.weights").is_file()
     monkeypatch.chdir(tmp_path)  # side files resolve against the model's folder, not the working directory
     x = np.random.default_rng(0).standard_normal(graph.inputs["data"]).astype(np.float32)
-    got = get("onnx").load(path, graph).run(x, ["fc10"])["fc10"]
-    assert max_rel_error(got, caffe2x.run(graph, x, outputs="fc10")) <= 1e-5
+    runner = get("onnx").load(path, graph)
+    for value in ("fc10", "prob"):  # an added output; the file's own output (a session from the file)
+        got = runner.run(x, [value])[value]
+        assert max_rel_error(got, caffe2x.run(graph, x, outputs=value)) <= 1e-5, value

@@ -14,7 +14,6 @@ from ..._version import __version__
 from ...errors import Caffe2xError
 from ...ir import Graph
 from ...reference import resolve_outputs
-from .files import StreamedModel
 from .ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder
 
 
@@ -94,13 +93,17 @@ def write(graph: Graph, path: str | os.PathLike[str], options: Any) -> list[str]
     if options.profile is not None:
         raise Caffe2xError(f"the onnx target has no naming profile {options.profile!r}")
     model, payloads = build(graph, dtype=options.dtype)
-    streamed = StreamedModel(model, payloads)
-    size = streamed.size()
+    # the size before any weight is copied into the message: the weightless model plus each payload and
+    # at most 16 bytes of field tags and lengths per initializer (an upper bound of the file's size)
+    size = model.ByteSize() + sum(p.nbytes + 16 for p in payloads.values())
     if size > _PROTO_LIMIT:
         raise Caffe2xError(f"the ONNX model would be {size / 2**30:.1f} GiB, over protobuf's 2 GiB "
                            f"limit for one file; write it as float16 or to another target")
-    streamed.save(path)  # the weights go from the graph's arrays to the file, no message holds them
-    onnx.checker.check_model(str(path))  # reads the file back (in C++)
+    for t in model.graph.initializer:
+        t.raw_data = payloads.pop(t.name).tobytes()
+    onnx.save_model(model, str(path))
+    del model  # the checker reads the file (in C++) instead of serializing the message once more
+    onnx.checker.check_model(str(path))
     notes = []
     if options.dtype != "float32":
         notes.append(f"onnx: weights stored as {options.dtype}, each cast to float32 in the graph; "

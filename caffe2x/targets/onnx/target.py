@@ -16,7 +16,6 @@ from ...errors import Caffe2xError, one_line
 from ...ir import Graph
 from ...numeric import from_bfloat16_bits
 from .. import StoredTensor
-from .files import with_outputs
 from .model import ort_session, run_session, write
 
 
@@ -32,18 +31,14 @@ class OnnxRunner:
     """One ``InferenceSession`` kept for the values last asked for, so running a batch one image at a
     time builds it once.
 
-    The model ``onnx.load`` read is kept only for its names (which node computes which value). A
-    session is built from the file's own bytes with one more ``ModelProto.graph`` record appended
-    that lists the values asked for as graph outputs (protobuf merges the two records: the outputs
-    are appended to the file's): neither a copy of the model nor its re-serialization holds the
-    weights beside onnxruntime's own copy."""
+    Only the names of the model are kept (which node computes which value). A session that needs
+    values beyond the file's graph outputs is built from the file loaded again by ``onnx.load`` with
+    those values added as outputs, serialized, and both copies dropped once onnxruntime holds its own;
+    a session that asks for the file's outputs only is built from the file itself."""
 
-    def __init__(self, graph: Graph, proto: onnx.ModelProto, path: Path, from_file: bool = True) -> None:
+    def __init__(self, graph: Graph, proto: onnx.ModelProto, path: Path) -> None:
         self.graph = graph
         self.path = Path(path)
-        #: a model whose weights live in side files (external data, e.g. from another exporter) runs from
-        #: the loaded message instead: onnxruntime cannot find side files of a model given as bytes
-        self.proto = None if from_file else proto
         self._by_node = {n.name: list(n.output) for n in proto.graph.node}
         self._known = {o for outs in self._by_node.values() for o in outs} | {i.name for i in proto.graph.input}
         self._outputs = {o.name for o in proto.graph.output}
@@ -70,29 +65,26 @@ class OnnxRunner:
         if self._session is None or self._session[0] != key:
             self._session = None  # the previous session goes before the next is built
             extra = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in key if n not in self._outputs]
-            if self.proto is None:
-                self._session = (key, ort_session(with_outputs(self.path, extra)))
+            if not extra:
+                self._session = (key, ort_session(self.path))
             else:
-                outputs = self.proto.graph.output
-                kept = len(outputs)
-                try:
-                    outputs.extend(extra)
-                    self._session = (key, ort_session(self.proto))
-                finally:
-                    del outputs[kept:]
+                proto = read_model(self.path)  # side files (external data) are read in too
+                proto.graph.output.extend(extra)
+                data = proto.SerializeToString()
+                del proto
+                self._session = (key, ort_session(data))
         got = run_session(self._session[1], x, list(key))
         return {v: np.asarray(got[n], dtype=np.float32) for v, n in zip(values, names)}
 
 
 def load(path: Path, graph: Graph) -> OnnxRunner:
-    proto = read_model(path, external_data=False)
-    external = any(uses_external_data(t) for t in proto.graph.initializer)
-    if external:
-        try:
+    proto = read_model(path, external_data=False)  # the names only; weights are read when a session is built
+    if any(uses_external_data(t) for t in proto.graph.initializer):
+        try:  # a missing or short side file fails here, at load, as it would in onnx.load
             load_external_data_for_model(proto, str(Path(path).parent))
-        except Exception as exc:  # noqa: BLE001 - a missing or short side file
+        except Exception as exc:  # noqa: BLE001
             raise Caffe2xError(f"{Path(path).name} does not load with onnx.load: {one_line(exc)}") from None
-    return OnnxRunner(graph, proto, path, from_file=not external)
+    return OnnxRunner(graph, proto, path)
 
 
 def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
