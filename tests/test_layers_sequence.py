@@ -310,7 +310,7 @@ def test_crnn_keras_file_alone_runs_the_sequence_layers(tmp_path: Path) -> None:
 def test_crnn_at_another_batch_size_decodes_each_image_as_alone(tmp_path: Path) -> None:
     """After the Transpose the batch is axis 2, then axis 1: the Reshape applies the prototxt's rule to
     the shape it gets (as Caffe does), so a batch of 3 decodes each image as a batch of 1 would, in
-    the reference, torch and ONNX."""
+    the reference, torch, ONNX and Keras."""
     import torch
 
     graph = load("crnn", tmp_path)
@@ -328,3 +328,8 @@ def test_crnn_at_another_batch_size_decodes_each_image_as_alone(tmp_path: Path) 
     session = ort.InferenceSession(str(tmp_path / "crnn.onnx"), providers=["CPUExecutionProvider"])
     (decoded,) = session.run(None, {"data": images})
     assert max_rel_error(decoded, together["result"]) <= TOL
+    import keras
+
+    caffe2x.save(graph, tmp_path / "crnn.keras")
+    decoded = np.asarray(keras.models.load_model(tmp_path / "crnn.keras")(images.transpose(0, 2, 3, 1)))
+    assert max_rel_error(decoded.transpose(0, 3, 1, 2), together["result"]) <= TOL

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from ...errors import Caffe2xError
-from ...ir import Node
+from ...ir import Graph, Node
 from .ops import BuildContext, builder, keras_axis
 
 _NHWC = (0, 2, 3, 1)  # Keras axis i of a 4-D tensor holds Caffe axis _NHWC[i]
@@ -25,9 +26,56 @@ def layout(rank: int) -> tuple[int, ...]:
     return _NHWC if rank == 4 else tuple(range(rank))
 
 
+def batch_moved(graph: Graph, value: str) -> bool:
+    """Whether ``value`` descends from a Permute that moved the first axis (the OCR fork's Transpose):
+    the batch is then elsewhere, and a Reshape must follow Caffe's rule at run time."""
+    moved: set[str] = set()
+    for node in graph.nodes:
+        if (node.op == "Permute" and int(node.attrs["order"][0]) != 0) or any(v in moved for v in node.inputs):
+            moved.update(node.outputs)
+        if value in node.outputs:
+            break
+    return value in moved
+
+
+@keras.saving.register_keras_serializable(package="caffe2x")
+class CaffeRuleReshape(keras.layers.Layer):
+    """Caffe's Reshape rule applied to the run-time shape of a Caffe-ordered tensor: axes ``axis ..
+    axis + num_axes`` replaced by ``dims`` (0 copies the input's dim there, -1 is inferred). For a batch
+    that is no longer the first axis (after the OCR fork's Transpose), so the model follows any batch."""
+
+    def __init__(self, axis: int, num_axes: int, dims: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.axis, self.num_axes, self.dims = int(axis), int(num_axes), [int(d) for d in dims]
+
+    def _shape(self, shape: Any) -> list[Any]:
+        head, tail = list(shape[:self.axis]), list(shape[self.axis + self.num_axes:])
+        return head + [shape[self.axis + i] if d == 0 else d for i, d in enumerate(self.dims)] + tail
+
+    def call(self, x: Any) -> Any:
+        return ops.reshape(x, self._shape(ops.shape(x)))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        out = self._shape(tuple(input_shape))
+        if -1 in out:
+            known = [d for d in out if d != -1]
+            total = None if None in input_shape else int(np.prod(input_shape))
+            rest = None if None in known or total is None else total // int(np.prod(known))
+            out = [rest if d == -1 else d for d in out]
+        return tuple(out)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "num_axes": self.num_axes, "dims": self.dims}
+
+
 @builder("Reshape")
 def _reshape(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     x_shape, y_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
+    rule = node.attrs.get("caffe_rule")
+    if rule and batch_moved(ctx.graph, node.inputs[0]):
+        x = ctx.to_caffe_order(node, ins[0], len(x_shape))
+        y = CaffeRuleReshape(rule["axis"], rule["num_axes"], rule["dims"], name=ctx.name(node))(x)
+        return [ctx.from_caffe_order(node, y, len(y_shape))]
     if x_shape[0] != y_shape[0]:
         raise Caffe2xError(f"layer {node.name!r} (Reshape) changes the batch axis ({x_shape[0]} -> {y_shape[0]}), "
                            f"which a Keras model cannot")
