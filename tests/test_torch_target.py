@@ -411,3 +411,25 @@ def test_torchvision_profile_rejects_a_net_that_is_not_a_kaiming_resnet(name: st
 def test_torchvision_profile_and_emit_code_together_are_refused(tmp_path: Path) -> None:
     with pytest.raises(Caffe2xError, match="emit_code"):
         caffe2x.save(fixtures.graph("tiny"), tmp_path / "x.pt", profile="torchvision", emit_code=True)
+
+
+def test_runner_computes_with_one_thread_and_gives_the_callers_setting_back(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Validation runs one photo at a time; torch's spin-waiting threads made that 5x slower on a busy
+    2-core machine, so a runner computes with RUN_THREADS (1) and restores the caller's count."""
+    from caffe2x.targets import get
+
+    graph = caffe2x.load(*tiny_files)
+    path = tmp_path / "tiny.pt"
+    caffe2x.save(graph, path)
+    runner = get("torch").load(path, graph)
+    seen = []
+    module = runner.module(["fc10"])
+    module.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = np.zeros(graph.inputs["data"], np.float32)
+        runner.run(x, ["fc10"])
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
