@@ -343,6 +343,32 @@ layer { name: "detection_out" type: "DetectionOutput" bottom: "mbox_loc" bottom:
   detection_output_param { num_classes: 3 share_location: true background_label_id: 0
     nms_param { nms_threshold: 0.45 top_k: 100 } code_type: CENTER_SIZE keep_top_k: 40 confidence_threshold: 0.2 } }
 """,
+    # A CRNN text recogniser in miniature, as the OCR fork's (senlinuc/caffe_ocr) deploy nets: conv features
+    # pooled to one row, Transpose + Reshape into a sequence (T, N, C), a forward Lstm and a backward one
+    # between two Reverses, Concat, per-step InnerProduct, CTCGreedyDecoder (labels, -1 after the text)
+    "crnn_style": """
+input: "data" input_shape { dim: 1 dim: 3 dim: 16 dim: 48 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "conv1/bn" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "conv1/scale" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "conv2" type: "Convolution" bottom: "pool1" top: "conv2" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "relu2" type: "ReLU" bottom: "conv2" top: "conv2" }
+layer { name: "pool2" type: "Pooling" bottom: "conv2" top: "pool2"
+  pooling_param { pool: AVE kernel_h: 8 kernel_w: 1 stride_h: 1 stride_w: 1 } }
+layer { name: "pool2_transpose" type: "Transpose" bottom: "pool2" top: "pool2_transpose"
+  transpose_param { dim: 3 dim: 2 dim: 0 dim: 1 } }
+layer { name: "blstm_input" type: "Reshape" bottom: "pool2_transpose" top: "blstm_input"
+  reshape_param { shape { dim: -1 } axis: 1 num_axes: 2 } }
+layer { name: "lstm1" type: "Lstm" bottom: "blstm_input" top: "lstm1" lstm_param { num_output: 12 } }
+layer { name: "lstm1-reverse1" type: "Reverse" bottom: "blstm_input" top: "rlstm1_input" reverse_param { axis: 0 } }
+layer { name: "rlstm1" type: "Lstm" bottom: "rlstm1_input" top: "rlstm1-output" lstm_param { num_output: 12 } }
+layer { name: "lstm1-reverse2" type: "Reverse" bottom: "rlstm1-output" top: "rlstm1" reverse_param { axis: 0 } }
+layer { name: "blstm1" type: "Concat" bottom: "lstm1" bottom: "rlstm1" top: "blstm1" concat_param { axis: 2 } }
+layer { name: "fc1x" type: "InnerProduct" bottom: "blstm1" top: "fc1x" inner_product_param { num_output: 11 axis: 2 } }
+layer { name: "result" type: "CTCGreedyDecoder" bottom: "fc1x" top: "result" }
+""",
 }
 
 

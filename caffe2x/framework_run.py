@@ -162,7 +162,8 @@ def run_job(job: FrameworkJob, graph: Graph, x: np.ndarray, ref_logits: np.ndarr
             xb = x[start:stop]
             refs = job.spill.load(i) if job.spill is not None else {}
             if hasattr(runner, "use_reference"):  # optional: a runner that would only repeat the reference run
-                runner.use_reference(xb, {**refs, job.value: ref_logits[start:stop]})
+                whole = (start, stop) == (0, len(x))  # the logits' first axis need not be the batch (a CRNN's time)
+                runner.use_reference(xb, {**refs, job.value: ref_logits if whole else ref_logits[start:stop]})
             outs = runner.run(xb, wanted)
             if job.value not in outs:
                 raise Caffe2xError(f"returned no value {job.value!r}")

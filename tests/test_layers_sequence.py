@@ -333,3 +333,11 @@ def test_crnn_at_another_batch_size_decodes_each_image_as_alone(tmp_path: Path) 
     caffe2x.save(graph, tmp_path / "crnn.keras")
     decoded = np.asarray(keras.models.load_model(tmp_path / "crnn.keras")(images.transpose(0, 2, 3, 1)))
     assert max_rel_error(decoded.transpose(0, 3, 1, 2), together["result"]) <= TOL
+
+
+def test_validate_passes_the_crnn_fixture_on_its_time_first_scores(tmp_path: Path) -> None:
+    """The zoo's crnn_style with --outputs fc1x: the logits (T, N, C) have time, not the batch, first;
+    the four photos run as one batch and every framework (numpy included) matches the reference."""
+    model, deploy = fixtures.write_model("crnn_style", tmp_path)
+    report = caffe2x.validate(str(model), str(deploy), frameworks=["numpy", "torch", "onnx"], outputs=["fc1x"])
+    assert report.passed, report.table()

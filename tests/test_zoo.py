@@ -33,7 +33,7 @@ def _validate(name: str, directory: Path) -> None:
     assert {f.name for f in report.frameworks} >= {"torch", "keras", "onnx"}
 
 
-@pytest.mark.parametrize("name", ["squeezenet", "mobilenet", "fcn_style"])
+@pytest.mark.parametrize("name", ["squeezenet", "mobilenet", "fcn_style", "crnn_style"])
 def test_small_zoo_nets_convert_to_every_framework_and_validate(name: str, tmp_path: Path) -> None:
     _validate(name, tmp_path)
 
