@@ -137,7 +137,7 @@ def run_job(job: FrameworkJob, graph: Graph, x: np.ndarray, ref_logits: np.ndarr
     """Write (when asked), load back with the framework's own loader, run every slice, compare the layers
     as they come. A framework's failure is the outcome's ``reason``, never an exception (except memory
     exhaustion and interrupts)."""
-    from .targets import get
+    from .targets import get, write_then_load
 
     name = job.target
     out = FrameworkOutcome()
@@ -145,10 +145,11 @@ def run_job(job: FrameworkJob, graph: Graph, x: np.ndarray, ref_logits: np.ndarr
     try:
         say(f"{name}: writing and loading back")
         t = time.perf_counter()
-        if job.writer is not None:
-            convert.write(graph, job.artifact, job.writer, overwrite=True)
-        out.written = True
-        runner = get(name).load(job.artifact, graph)
+        with write_then_load():  # a target may reuse what its write built for this load
+            if job.writer is not None:
+                convert.write(graph, job.artifact, job.writer, overwrite=True)
+            out.written = True
+            runner = get(name).load(job.artifact, graph)
         out.loaded = True
         out.prepare_seconds = time.perf_counter() - t
         stage = "running"

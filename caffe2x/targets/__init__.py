@@ -14,11 +14,12 @@ entry-point loader calls for each, and what a script calls to add a target in-pr
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -250,6 +251,29 @@ def load_entry_points() -> None:
             register(ep.load())
         except Exception as exc:  # noqa: BLE001 - any failure of third-party code
             warnings.warn(f"caffe2x target entry point {ep.name!r} ({ep.value}) not loaded: {exc}", stacklevel=2)
+
+
+_handoff_depth = 0
+
+
+@contextlib.contextmanager
+def write_then_load() -> Iterator[None]:
+    """A write followed by a load of the same graph (what ``validate`` does per framework): inside this
+    block a target may keep what its write built for that load (Keras keeps the built layers, so a
+    validation builds them once; the load still zeroes every weight before the framework's own loader
+    fills it from the file). Outside it a write keeps nothing: ``caffe2x.save`` never holds a model's
+    weights in memory after it returns."""
+    global _handoff_depth
+    _handoff_depth += 1
+    try:
+        yield
+    finally:
+        _handoff_depth -= 1
+
+
+def handoff_allowed() -> bool:
+    """Whether a write may keep what it built for the next load (inside :func:`write_then_load`)."""
+    return _handoff_depth > 0
 
 
 def all_targets() -> list[Target]:

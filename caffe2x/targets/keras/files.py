@@ -15,6 +15,7 @@ from ...ir import Graph
 from ...numeric import round_to
 from .. import WriteOptions
 from .h5 import write_weights_h5
+from .. import handoff_allowed
 from .model import build_net, offer
 from .profiles import write_keras_applications
 
@@ -41,7 +42,8 @@ def write(graph: Graph, path: str | os.PathLike[str], options: WriteOptions) -> 
 
     net = build_net(graph)
     model = net.model(graph)
-    offer(graph, net, model)  # a load of this graph right after (validate's) reuses the layers
+    if handoff_allowed():  # validate's write-then-load: the load right after reuses the layers
+        offer(graph, net, model)
     notes: list[str] = []
     if options.dtype != "float32":
         _round_variables(model, options.dtype)
