@@ -70,3 +70,27 @@ def test_plain_safetensors_without_graph_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(Caffe2xError, match="not a valid safetensors"):
         caffe2x.load(path)
+
+
+def test_graph_equality_is_bit_identity_across_chunks(tiny_files) -> None:  # type: ignore[no-untyped-def]
+    """Graph.equals (the numpy target's 'same graph as the reference' check) compares bits without copying
+    whole tensors: -0.0 differs from 0.0, a NaN equals the same NaN, a difference past the first chunk
+    counts."""
+    from caffe2x.ir import _same_bytes
+
+    graph = caffe2x.load(*tiny_files)
+    key = next(iter(graph.tensors))
+    for change in ("negative zero", "nan"):
+        t = graph.tensors[key].copy()
+        if change == "negative zero":
+            t.reshape(-1)[0] = 0.0
+            other = t.copy()
+            other.reshape(-1)[0] = -0.0
+            assert not graph.copy({**graph.tensors, key: t}).equals(graph.copy({**graph.tensors, key: other}))
+        elif change == "nan":
+            t.reshape(-1)[0] = np.nan
+            assert graph.copy({**graph.tensors, key: t}).equals(graph.copy({**graph.tensors, key: t.copy()}))
+    big = np.zeros(3 << 20, np.float32)
+    late = big.copy()
+    late[-1] = 1.0
+    assert _same_bytes(big, big.copy(), chunk=1 << 20) and not _same_bytes(big, late, chunk=1 << 20)
