@@ -10,10 +10,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+from child_process import start_until_ready
 
 import caffe2x
 from caffe2x.errors import Caffe2xError
@@ -167,11 +167,7 @@ def test_signal_during_a_write_removes_the_temporary_file(work, tmp_path: Path, 
     out, ready = tmp_path / "o.safetensors", tmp_path / "ready"
     out.write_bytes(b"previous")
     script = SLOW_WRITER.format(model=str(model), deploy=str(deploy), out=str(out), ready=str(ready), body=body)
-    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.stderr else ""
-        time.sleep(0.05)
+    child = start_until_ready(script, ready)
     child.send_signal(sig)
     _, err = child.communicate(timeout=60)
     assert child.returncode == code, err
@@ -204,12 +200,7 @@ def test_sigterm_during_validate_leaves_no_temporary_directory(work, tmp_path: P
     tmp, ready = tmp_path / "tmp", tmp_path / "ready"
     tmp.mkdir()
     script = SLOW_ARTIFACT_CHECK.format(model=str(model), deploy=str(deploy), art=str(art), ready=str(ready))
-    child = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "TMPDIR": str(tmp)})
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.stderr else ""
-        time.sleep(0.05)
+    child = start_until_ready(script, ready, tmp)
     # caffe2x-expected-*, caffe2x-validate-* (converted files), caffe2x-validate-run-* (reference spill, child files)
     assert sorted(p.name.split("-")[1] for p in tmp.iterdir()) == ["expected", "validate", "validate"]
     child.send_signal(signal.SIGTERM)

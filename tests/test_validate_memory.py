@@ -166,21 +166,16 @@ def test_sigterm_during_an_isolated_run_stops_the_child_and_leaves_no_files(tiny
     """The validating process terminated while a framework's child process reports: the child is stopped
     (none is left running with the run's files on its command line) and every temporary directory goes
     (the converted files, the reference's spilled values, the child's files)."""
-    import os
     import signal
-    import time
+
+    from child_process import start_until_ready
 
     if not caffe2x.targets.get("onnx").available():
         pytest.skip("onnx not installed")
     tmp, ready = tmp_path / "tmp", tmp_path / "ready"
     tmp.mkdir()
     script = SIGTERM_DURING_ISOLATED_RUN.format(model=str(tiny_files[0]), deploy=str(tiny_files[1]), ready=str(ready))
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(tmp)})
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
+    proc = start_until_ready(script, ready, tmp)
     assert any(p.name.startswith("caffe2x-validate-run-") for p in tmp.iterdir())
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
