@@ -14,7 +14,7 @@ from ..._version import __version__
 from ...errors import Caffe2xError
 from ...ir import Graph
 from ...reference import resolve_outputs
-from .ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder
+from .ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder, batch_moved
 
 
 # --------------------------------------------------------------------------- model
@@ -77,6 +77,9 @@ def build(graph: Graph, outputs: str | Sequence[str] | None = None,
         shape = graph.shapes[v]
         if not shape:  # a 0-d blob (e.g. a Reduction over every axis)
             outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, []))
+            continue
+        if batch_moved(b, v):  # the batch is not axis 0 (after the OCR fork's Transpose): no dim is fixed
+            outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * len(shape)))
             continue
         lead = "N" if len(batches) == 1 and shape[0] in batches else None
         outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *shape[1:]]))
