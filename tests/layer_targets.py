@@ -69,3 +69,27 @@ def run_onnx(graph: Graph, feeds: dict[str, np.ndarray], outputs: list[str], tmp
 
 
 RUNNERS = {"torch": run_torch, "keras": run_keras, "onnx": run_onnx}
+
+
+def run_emitted_torch(graph: Graph, feeds: dict[str, np.ndarray], tmp_path: Path, monkeypatch) -> object:  # type: ignore[no-untyped-def]
+    """The net through the standalone ``--emit-code`` module alone (``caffe2x`` made unimportable while
+    it is loaded and run), with the ``.pt`` loaded by ``load_state_dict(strict=True)``: its raw output."""
+    import importlib.util
+    import sys
+
+    import torch
+
+    path = tmp_path / "net.pt"
+    caffe2x.save(graph, path, emit_code=True)
+    monkeypatch.setitem(sys.modules, "caffe2x", None)  # the generated file must stand alone
+    try:
+        spec = importlib.util.spec_from_file_location("net_model", tmp_path / "net_model.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        net = module.Net()
+        net.load_state_dict(torch.load(path, weights_only=True), strict=True)
+        with torch.no_grad():
+            return net(*(torch.from_numpy(feeds[k]) for k in graph.inputs))
+    finally:
+        monkeypatch.undo()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layer_targets import RUNNERS
+from layer_targets import RUNNERS, run_emitted_torch
 
 import caffe2x
 from caffe2x import fixtures
@@ -223,25 +223,9 @@ def _write(tmp_path: Path, text: str) -> Path:
 @pytest.mark.parametrize("name", ["ssd", "segnet", "interp", "psroi"])
 def test_emitted_torch_code_carries_the_layers_and_matches(name: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-    import sys
-
-    import torch
-
     graph, _, _ = load(name, tmp_path)
-    path = tmp_path / "net.pt"
-    caffe2x.save(graph, path, emit_code=True)
-    monkeypatch.setitem(sys.modules, "caffe2x", None)  # the generated file must stand alone
-    spec = importlib.util.spec_from_file_location("net_model", tmp_path / "net_model.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.Net()
-    net.load_state_dict(torch.load(path, weights_only=True), strict=True)
     feeds = feeds_for(graph)
-    with torch.no_grad():
-        out = net(*(torch.from_numpy(feeds[k]) for k in graph.inputs))
-    monkeypatch.undo()
+    out = run_emitted_torch(graph, feeds, tmp_path, monkeypatch)
     ref = execute(graph, feeds)
     value = graph.outputs[0]
     got = (out if not isinstance(out, dict) else out[graph.blob_name(value)]).numpy()

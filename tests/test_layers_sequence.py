@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from layer_targets import RUNNERS
+from layer_targets import RUNNERS, run_emitted_torch
 
 import caffe2x
 from caffe2x import fixtures
@@ -251,25 +251,9 @@ def test_every_target_matches_the_reference(framework: str, name: str, tmp_path:
 
 
 def test_emitted_torch_code_runs_the_crnn_standalone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-    import sys
-
-    import torch
-
     graph = load("crnn", tmp_path)
-    path = tmp_path / "net.pt"
-    caffe2x.save(graph, path, emit_code=True)
-    monkeypatch.setitem(sys.modules, "caffe2x", None)  # the generated file must stand alone
-    spec = importlib.util.spec_from_file_location("net_model", tmp_path / "net_model.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    net = module.Net()
-    net.load_state_dict(torch.load(path, weights_only=True), strict=True)
     feeds = feeds_for(graph)
-    with torch.no_grad():
-        out = net(torch.from_numpy(feeds["data"]))
-    monkeypatch.undo()
+    out = run_emitted_torch(graph, feeds, tmp_path, monkeypatch)
     assert max_rel_error(out.numpy(), execute(graph, feeds)["result"]) <= TOL
 
 
