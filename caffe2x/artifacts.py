@@ -281,6 +281,33 @@ def _tensor_messages(p: Path, result: ArtifactResult, rtol: float, atol: float) 
     result.messages[:0] = lines
 
 
+@dataclass
+class ArtifactJob:
+    """One ``--against`` check as a job :mod:`caffe2x.isolated` can run in a child process of its own
+    (picklable), so checking artifacts of several frameworks does not leave each framework (and its
+    model) in the validating process."""
+
+    path: Path
+    value: str
+    ref_topk: list[list[int]]
+    rtol: float
+    atol: float
+    written: dict[str, Path]
+    workdir: Path | None
+    profiles: tuple[str, ...] = ()
+    peak_rss_mb: float | None = None
+
+    def execute(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, say: object = None,
+                tick: object = None) -> ArtifactResult:
+        return check_artifact(self.path, graph, x, ref_logits, self.value, self.ref_topk, self.rtol, self.atol,
+                              self.written, self.workdir, profiles=self.profiles)
+
+    def failed(self, reason: str) -> ArtifactResult:
+        """The result of a check that could not report (its child process died)."""
+        return ArtifactResult(str(self.path), reader_for(self.path).name, FAIL,
+                              messages=[f"{self.path.name}: the check {reason}"])
+
+
 def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, logits_value: str,
                    ref_topk: list[list[int]], rtol: float, atol: float,
                    written: dict[str, Path] | None = None, workdir: Path | None = None,

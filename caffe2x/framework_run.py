@@ -106,6 +106,15 @@ class FrameworkJob:
     batches: list[tuple[int, int]]       # slices [start, stop) of the batch, run one after the other
     spill: RefSpill | None = None        # the reference's layer values per slice (per-layer runs)
 
+    def execute(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, say: Callable[[str], None],
+                tick: Callable[[int], None]) -> FrameworkOutcome:
+        """:func:`run_job` (the interface :mod:`caffe2x.isolated` runs a job through in a child)."""
+        return run_job(self, graph, x, ref_logits, say, tick)
+
+    def failed(self, reason: str) -> FrameworkOutcome:
+        """The outcome of a job that could not report (its child process died)."""
+        return FrameworkOutcome(reason=reason)
+
 
 @dataclass
 class FrameworkOutcome:

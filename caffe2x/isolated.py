@@ -14,6 +14,7 @@ memory, a segfault in a framework) is that framework's FAIL, not a crash of the 
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -23,11 +24,12 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 from pathlib import Path
 
 import numpy as np
 
-from .framework_run import FrameworkJob, FrameworkOutcome, run_job
+from .errors import one_line
 from .ir import Graph
 
 _BOOTSTRAP = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
@@ -49,12 +51,26 @@ def write_shared(path: Path, graph: Graph, x: np.ndarray, ref_logits: np.ndarray
     return path
 
 
-def run_isolated(job: FrameworkJob, shared: Path, scratch: Path, say: Callable[[str], None],
-                 tick: Callable[[int], None]) -> FrameworkOutcome:
-    """:func:`~caffe2x.framework_run.run_job` in a child process; its messages are passed to ``say`` and
-    ``tick`` as they come."""
-    job_file = scratch / f"job-{job.target}.pkl"
-    result_file = scratch / f"result-{job.target}.pkl"
+class Job(Protocol):
+    """A picklable piece of a validation: a framework's run (:class:`~caffe2x.framework_run.FrameworkJob`)
+    or an artifact's check (:class:`~caffe2x.artifacts.ArtifactJob`)."""
+
+    def execute(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, say: Callable[[str], None],
+                tick: Callable[[int], None]) -> Any: ...
+
+    def failed(self, reason: str) -> Any: ...
+
+
+_jobs = itertools.count()
+
+
+def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], None],
+                 tick: Callable[[int], None]) -> Any:
+    """``job.execute`` in a child process; its messages are passed to ``say`` and ``tick`` as they come,
+    its result comes back (``job.failed(why)`` when the child dies before reporting)."""
+    n = next(_jobs)
+    job_file = scratch / f"job-{n}.pkl"
+    result_file = scratch / f"result-{n}.pkl"
     result_file.unlink(missing_ok=True)
     with open(job_file, "wb") as f:
         pickle.dump((job, _logger_levels()), f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -80,7 +96,7 @@ def run_isolated(job: FrameworkJob, shared: Path, scratch: Path, say: Callable[[
         raise
     if rc == 0 and result_file.is_file():
         with open(result_file, "rb") as f:
-            outcome: FrameworkOutcome = pickle.load(f)
+            outcome = pickle.load(f)
         return outcome
     if rc < 0:
         try:
@@ -90,7 +106,7 @@ def run_isolated(job: FrameworkJob, shared: Path, scratch: Path, say: Callable[[
         why += " (out of memory?)" if -rc == signal.SIGKILL else ""
     else:
         why = f"exited with code {rc}"
-    return FrameworkOutcome(reason=f"its child process {why} before reporting")
+    return job.failed(f"its child process {why} before reporting")
 
 
 def _logger_levels() -> dict[str, int]:
@@ -150,14 +166,17 @@ def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> Non
     for name, level in levels.items():
         logging.getLogger(name).setLevel(level)
     try:
-        outcome = run_job(job, shared.graph, shared.x, shared.ref_logits, say=lambda m: send(say=m),
-                          tick=lambda i: send(tick=i))
+        outcome = job.execute(shared.graph, shared.x, shared.ref_logits, lambda m: send(say=m),
+                              lambda i: send(tick=i))
     except MemoryError:
-        outcome = FrameworkOutcome(written=False, reason="running failed: MemoryError")
+        outcome = job.failed("running failed: MemoryError")
+    except Exception as exc:  # noqa: BLE001 - reported as the job's failure, as a crash of the child would be
+        outcome = job.failed(f"failed: {type(exc).__name__}: {one_line(exc)}")
     import resource
 
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    outcome.peak_rss_mb = maxrss / 1e6 if sys.platform == "darwin" else maxrss * 1024 / 1e6  # bytes / KiB
+    if hasattr(outcome, "peak_rss_mb"):
+        outcome.peak_rss_mb = maxrss / 1e6 if sys.platform == "darwin" else maxrss * 1024 / 1e6  # bytes / KiB
     with open(result_file, "wb") as f:
         pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.close()

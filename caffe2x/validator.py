@@ -45,12 +45,11 @@ from typing import Any
 import numpy as np
 
 from ._version import __version__
-from .artifacts import artifact_stem, check_artifact, compare_tensors
+from .artifacts import ArtifactJob, artifact_stem, check_artifact, compare_tensors
 from .comparison import (DEFAULT_ATOL, DEFAULT_RTOL, TOPK, Comparison, compare_logits, comparison_problem,
                          logits_blob, topk, within)
 from .errors import Caffe2xError
-from .framework_run import (FrameworkJob, FrameworkOutcome, batches_for, layer_curve, release_memory, run_job,
-                            spill_reference)
+from .framework_run import FrameworkJob, FrameworkOutcome, batches_for, layer_curve, release_memory, spill_reference
 from .ir import Graph
 from .results import FAIL, PASS, SCHEMA, SKIP, ArtifactResult, FrameworkResult, Report, TensorDifference, num
 from .targets import Target, all_targets, get, names, reader_for, writer_of
@@ -271,8 +270,8 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
                 for art in against or ():
                     say(f"checking artifact {art}")
                     bar.set_postfix_str(Path(art).name)
-                    a = check_artifact(art, graph, x, ref_logits, value, ref_topk, rtol, atol, written, scratch,
-                                       profiles=profiles or ())
+                    job = ArtifactJob(Path(art), value, ref_topk, rtol, atol, written, scratch, tuple(profiles or ()))
+                    a = runs.run(reader_for(art), job, say, lambda _i: None)
                     artifacts.append(a)
                     bar.update()
                     say(f"  {a.status}" + (f": {a.messages[0]}" if a.messages else f" ({a.tensors_checked} tensors)"))
@@ -440,7 +439,8 @@ ISOLATE_BYTES = 32 << 20
 
 
 class _Runs:
-    """Runs each framework's :class:`~caffe2x.framework_run.FrameworkJob` here or in a child process."""
+    """Runs each framework's :class:`~caffe2x.framework_run.FrameworkJob` and each artifact's
+    :class:`~caffe2x.artifacts.ArtifactJob` here or in a child process."""
 
     def __init__(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, run_dir: Path,
                  isolate: bool | None) -> None:
@@ -460,11 +460,11 @@ class _Runs:
 
         return bool(self.isolate) or graph_bytes(self.graph) >= ISOLATE_BYTES
 
-    def run(self, target: Target, job: FrameworkJob, say: Callable[[str], None],
-            tick: Callable[[int], None]) -> FrameworkOutcome:
+    def run(self, target: Target, job: FrameworkJob | ArtifactJob, say: Callable[[str], None],
+            tick: Callable[[int], None]) -> Any:
         if not self.isolated(target):
             try:
-                return run_job(job, self.graph, self.x, self.ref_logits, say, tick)
+                return job.execute(self.graph, self.x, self.ref_logits, say, tick)
             finally:
                 release_memory()
         import pickle

@@ -178,14 +178,14 @@ def test_signal_during_a_write_removes_the_temporary_file(work, tmp_path: Path, 
 
 SLOW_ARTIFACT_CHECK = """
 import pathlib, sys, time
-import caffe2x.validator as validator
+import caffe2x.artifacts as artifacts
 from caffe2x.cli import main
 
 def slow(*args, **kwargs):
     pathlib.Path({ready!r}).write_text("checking")
     time.sleep(60)
 
-validator.check_artifact = slow
+artifacts.check_artifact = slow
 sys.exit(main(["validate", {model!r}, "-p", {deploy!r}, "--frameworks", "numpy", "--against", {art!r}, "-q"]))
 """
 

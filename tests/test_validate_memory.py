@@ -121,6 +121,42 @@ def test_an_isolated_validation_never_imports_the_framework_in_the_validating_pr
     assert out.stdout.strip() == "[]"
 
 
+AGAINST_ISOLATED = """
+import sys, caffe2x
+import onnx
+model, deploy, good, bad = sys.argv[1:5]
+r = caffe2x.validate(model, deploy, frameworks=['numpy'], against=[good, bad], isolate=True)
+print([a.status for a in r.artifacts], r.artifacts[1].messages[:1])
+print(sorted(m for m in ('onnxruntime',) if m in sys.modules))
+"""
+
+
+def test_artifacts_are_checked_in_child_processes_and_a_tampered_one_is_still_named(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """--against files go through the same isolation as the frameworks: the validating process never
+    runs onnxruntime (onnx itself is imported above only to tamper the file), and the child's check
+    names the changed tensor as it does in process."""
+    if not caffe2x.targets.get("onnx").available():
+        pytest.skip("onnx not installed")
+    import onnx
+    from onnx import numpy_helper
+
+    graph = caffe2x.load(*tiny_files)
+    good, bad = tmp_path / "good.onnx", tmp_path / "bad.onnx"
+    caffe2x.save(graph, good)
+    model = onnx.load(str(good))
+    init = next(t for t in model.graph.initializer if t.name == "fc10.weight")
+    arr = numpy_helper.to_array(init).copy()
+    arr.flat[3] += 0.5
+    init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    onnx.save_model(model, str(bad))
+    out = subprocess.run([sys.executable, "-c", AGAINST_ISOLATED, *map(str, tiny_files), str(good), str(bad)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    statuses, onnxruntime = out.stdout.strip().splitlines()
+    assert statuses.startswith("['PASS', 'FAIL']") and "fc10.weight" in statuses, statuses
+    assert onnxruntime == "[]"
+
+
 def test_onnx_runs_the_photos_one_at_a_time_with_one_session(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     if not caffe2x.targets.get("onnx").available():
         pytest.skip("onnx not installed")
