@@ -31,14 +31,16 @@ class OnnxRunner:
     """One ``InferenceSession`` kept for the values last asked for, so running a batch one image at a
     time builds it once.
 
-    Only the names of the model are kept (which node computes which value). A session that needs
-    values beyond the file's graph outputs is built from the file loaded again by ``onnx.load`` with
-    those values added as outputs, serialized, and both copies dropped once onnxruntime holds its own;
-    a session that asks for the file's outputs only is built from the file itself."""
+    The names of the model are kept (which node computes which value). A session that needs values
+    beyond the file's graph outputs is built from the model :func:`load` read (the file again with
+    ``onnx.load`` for any later such session) with those values added as outputs, serialized, and both
+    copies dropped once onnxruntime holds its own; a session that asks for the file's outputs only is
+    built from the file itself."""
 
     def __init__(self, graph: Graph, proto: onnx.ModelProto, path: Path) -> None:
         self.graph = graph
         self.path = Path(path)
+        self._proto: onnx.ModelProto | None = proto  # taken by the first session that adds outputs
         self._by_node = {n.name: list(n.output) for n in proto.graph.node}
         self._known = {o for outs in self._by_node.values() for o in outs} | {i.name for i in proto.graph.input}
         self._outputs = {o.name for o in proto.graph.output}
@@ -66,9 +68,10 @@ class OnnxRunner:
             self._session = None  # the previous session goes before the next is built
             extra = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in key if n not in self._outputs]
             if not extra:
+                self._proto = None  # not needed for this session: its weights need not stay in memory
                 self._session = (key, ort_session(self.path))
             else:
-                proto = read_model(self.path)  # side files (external data) are read in too
+                proto, self._proto = self._proto or read_model(self.path), None  # side files read in too
                 proto.graph.output.extend(extra)
                 data = proto.SerializeToString()
                 del proto
