@@ -39,20 +39,16 @@ class _Truncated(Exception):
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """Decode the varint at ``pos``: (value, position after it); raises :class:`_Truncated`."""
-    value = shift = 0
-    start = pos
-    while True:
-        if pos >= len(data):
-            raise _Truncated(start)
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError(f"varint too long at byte offset {start}")
+    """Decode the varint at ``pos``: (value, position after it); raises :class:`_Truncated` when the data
+    ends inside it, ``ValueError`` when it runs past 64 bits."""
+    from .wire import VarintError, read_varint
+
+    try:
+        return read_varint(data, pos, len(data))
+    except VarintError as exc:
+        if exc.truncated:
+            raise _Truncated(exc.offset) from None
+        raise ValueError(f"varint too long at byte offset {exc.offset}") from None
 
 
 def _layer_name(data: bytes, start: int, end: int) -> str | None:

@@ -75,17 +75,28 @@ class Plan:
         return sum(p is not None for layer in self.payloads for p in layer)
 
 
-def _varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
+class VarintError(_Unusual):
+    """A varint that ends at ``end`` (``truncated``) or runs past 64 bits, starting at ``offset``."""
+
+    def __init__(self, offset: int, truncated: bool) -> None:
+        super().__init__(offset)
+        self.offset, self.truncated = offset, truncated
+
+
+def read_varint(buf: Buffer, pos: int, end: int) -> tuple[int, int]:
+    """The protobuf varint at ``pos`` (value, position after it); :class:`VarintError` otherwise."""
     result = shift = 0
+    start = pos
     while True:
         if pos >= end or shift > 63:
-            raise _Unusual
+            raise VarintError(start, truncated=pos >= end)
         b = buf[pos]
         pos += 1
         result |= (b & 0x7F) << shift
         if b < 0x80:
             return result, pos
         shift += 7
+
 
 
 def _encode_varint(value: int) -> bytes:
@@ -102,15 +113,15 @@ def _fields(buf: Buffer, start: int, end: int):  # type: ignore[no-untyped-def]
     pos = start
     while pos < end:
         record = pos
-        key, pos = _varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise _Unusual
         if wire == _WIRE_VARINT:
             value = pos
-            _, pos = _varint(buf, pos, end)
+            _, pos = read_varint(buf, pos, end)
         elif wire == _WIRE_LEN:
-            size, value = _varint(buf, pos, end)
+            size, value = read_varint(buf, pos, end)
             pos = value + size
         elif wire == _WIRE_FIXED64:
             value, pos = pos, pos + 8
