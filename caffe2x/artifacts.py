@@ -295,7 +295,6 @@ class ArtifactJob:
     written: dict[str, Path]
     workdir: Path | None
     profiles: tuple[str, ...] = ()
-    peak_rss_mb: float | None = None
 
     def execute(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, say: object = None,
                 tick: object = None) -> ArtifactResult:
