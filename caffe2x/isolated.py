@@ -136,6 +136,18 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def _unraisable(info: Any) -> None:
+    """The child's ``sys.unraisablehook``. The exception the SIGTERM handler raises can land in a callback
+    (a weakref callback during an import, a ``__del__``), where Python only prints it with a traceback and
+    carries on; and once the parent stopped reading, closing the progress pipe fails the same way. Either
+    means this child is being stopped: exit at once, quietly (the parent removes the run's files)."""
+    from .fileio import Terminated
+
+    if isinstance(info.exc_value, (Terminated, BrokenPipeError)):
+        os._exit(128 + signal.SIGTERM)
+    sys.__unraisablehook__(info)
+
+
 def child_main(argv: Sequence[str]) -> None:
     """The child's side: run the job, send progress, pickle the outcome."""
     fd, shared_file, job_file, result_file = int(argv[0]), Path(argv[1]), Path(argv[2]), Path(argv[3])
@@ -146,6 +158,7 @@ def child_main(argv: Sequence[str]) -> None:
 
     signal.signal(signal.SIGTERM, terminated)  # a file being written is removed on the way out
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops this child
+    sys.unraisablehook = _unraisable
     try:
         _child(fd, shared_file, job_file, result_file)
     except Terminated:
@@ -156,8 +169,11 @@ def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> Non
     pipe = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
 
     def send(**msg: object) -> None:
-        pipe.write(json.dumps(msg) + "\n")
-        pipe.flush()
+        try:
+            pipe.write(json.dumps(msg) + "\n")
+            pipe.flush()
+        except BrokenPipeError:  # the parent is gone or stopping this child: nobody to tell
+            pass
 
     with open(shared_file, "rb") as f:
         shared: SharedInputs = pickle.load(f)

@@ -241,3 +241,30 @@ def test_a_child_process_that_dies_is_that_frameworks_failure_not_a_crash(tmp_pa
     outcome = run_isolated(job, shared, tmp_path, said.append, lambda i: None)
     assert outcome.reason == "its child process exited with code 1 before reporting"
     assert not outcome.written and outcome.logits is None and said == []
+
+
+LOST_TERMINATION = """
+import sys, weakref
+from caffe2x import isolated
+from caffe2x.fileio import Terminated
+
+sys.unraisablehook = isolated._unraisable
+
+class Thing:
+    pass
+
+def callback(_ref):
+    raise Terminated()  # what the SIGTERM handler raises, landing in a weakref callback
+
+thing = Thing()
+ref = weakref.ref(thing, callback)
+del thing
+print("carried on")
+"""
+
+
+def test_a_termination_lost_in_a_callback_stops_the_child_quietly() -> None:
+    """Python prints an exception raised inside a weakref callback and carries on; the child's hook stops
+    it instead (a flaky SIGTERM test showed the traceback of exactly this)."""
+    out = subprocess.run([sys.executable, "-c", LOST_TERMINATION], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 143 and out.stdout == "" and out.stderr == "", out
