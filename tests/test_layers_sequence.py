@@ -302,8 +302,11 @@ def test_crnn_at_another_batch_size_decodes_each_image_as_alone(tmp_path: Path) 
     images = rng.standard_normal((3, 3, 8, 12)).astype(np.float32)
     together = execute(graph, {"data": images})
     alone = [execute(graph, {"data": images[i:i + 1]}) for i in range(3)]
-    for blob, axis in (("fc", 1), ("result", 0)):
-        np.testing.assert_array_equal(together[blob], np.concatenate([a[blob] for a in alone], axis=axis))
+    # BLAS promises no bit-equality across batch sizes (GEMM blocking follows the matrix size): the
+    # scores agree to float rounding, the decoded labels exactly.
+    fc_alone = np.concatenate([a["fc"] for a in alone], axis=1)
+    assert max_rel_error(together["fc"], fc_alone) <= TOL
+    np.testing.assert_array_equal(together["result"], np.concatenate([a["result"] for a in alone], axis=0))
     with torch.no_grad():
         out = caffe2x.to_torch(graph)(torch.from_numpy(images))
     assert max_rel_error(out.numpy(), together["result"]) <= TOL
