@@ -108,10 +108,12 @@ def blob_array(blob: Any) -> np.ndarray:
     An array (a view of the payload from caffe2x.wire, or an HDF5 caffemodel's blob) is returned as it is."""
     if isinstance(blob, np.ndarray):
         return blob
+    legacy = ""
     if blob.HasField("shape"):
         shape = tuple(int(d) for d in blob.shape.dim)
     elif blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):
         shape = (blob.num, blob.channels, blob.height, blob.width)
+        legacy = " (legacy num, channels, height, width)"
     else:
         shape = (len(blob.data) or len(blob.double_data),)
     if len(blob.data):
@@ -120,8 +122,8 @@ def blob_array(blob: Any) -> np.ndarray:
         arr = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
     else:
         arr = np.zeros(0, dtype=np.float32)
-    if any(d < 0 for d in shape):
-        raise Caffe2xError(f"blob shape {list(shape)} has a negative dimension")
+    if any(d < 0 for d in shape):  # numpy would read one -1 as "infer it" and choke on two
+        raise Caffe2xError(f"blob shape {list(shape)}{legacy} has a negative dimension")
     count = math.prod(shape)
     if arr.size != count:
         raise Caffe2xError(f"blob of shape {list(shape)} holds {arr.size} values, expected {count}")
@@ -176,10 +178,7 @@ class BlobSource:
         if index >= len(self.blobs):
             raise Caffe2xError(f"layer {self.layer!r} has {len(self.blobs)} blob(s) in the caffemodel, "
                                f"needs blob {index} ({role}, shape {list(shape)})")
-        try:
-            arr = blob_array(self.blobs[index])
-        except Caffe2xError as exc:
-            raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}): {exc}") from None
+        arr = self.stored(index, role)
         if arr.shape == shape:
             return arr
         squeezed = arr.shape
@@ -189,6 +188,15 @@ class BlobSource:
             return arr.reshape(shape)
         raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}) has shape {list(arr.shape)} in the "
                            f"caffemodel, the net needs {list(shape)}")
+
+    def stored(self, index: int, role: str) -> np.ndarray:
+        """Blob ``index`` of the caffemodel in its stored shape; a blob whose dims are negative or do not
+        match its data is an error naming the layer, the blob and the dims."""
+        assert self.blobs is not None
+        try:
+            return blob_array(self.blobs[index])
+        except Caffe2xError as exc:
+            raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}) in the caffemodel: {exc}") from None
 
     def has(self, index: int) -> bool:
         return self.blobs is None or index < len(self.blobs)

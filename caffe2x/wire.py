@@ -26,6 +26,7 @@ signal ``SIGBUS`` on access to pages that no longer exist).
 """
 from __future__ import annotations
 
+import math
 import mmap
 import os
 from collections.abc import Callable
@@ -233,7 +234,9 @@ def _weights(buf: Buffer, net: Any, layout: Plan) -> dict[str, list[Any]]:
                 blobs.append(blob)
                 continue
             shape = blob_shape(blob, payload.count)
-            if (int(np.prod(shape)) if shape else 1) != payload.count:
+            # Python's product: numpy's wraps at 2**63, so huge dims could seem to match the payload; a
+            # negative dim (-16 x -8 multiplies to 128 too) is the plain path's error as well
+            if any(d < 0 for d in shape) or math.prod(shape) != payload.count:
                 start, end = payload.record  # let the plain path report the mismatch, if the net uses it
                 blobs.append(type(blob).FromString(bytes(buf[start:end])))
                 continue

@@ -39,6 +39,7 @@ Caffe's formulas (``normalize_layer.cpp``, ``prior_box_layer.cpp``, ``bbox_util.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ import numpy as np
 from ..errors import Caffe2xError
 from ..formulas import num_priors, prior_boxes
 from ..ir import Graph, Node, Shape, shape_function
-from ..reader import BlobSource, LayerSpec, blob_array, layer_handler
+from ..reader import BlobSource, LayerSpec, layer_handler
 from ..reference import op as reference_op
 
 f32 = np.float32
@@ -66,8 +67,8 @@ def sized_blob(blobs: BlobSource, index: int, shape: Shape, kind: str, role: str
     """Blob ``index`` reshaped to ``shape`` when it holds that many values (SSD stores a shared scale as
     a 0-d blob, other writers as ``(1,)``)."""
     if blobs.blobs is not None and index < len(blobs.blobs):
-        arr = blob_array(blobs.blobs[index])
-        if arr.size != int(np.prod(shape)):
+        arr = blobs.stored(index, role)
+        if arr.size != math.prod(shape):
             raise Caffe2xError(f"layer {layer!r} blob {index} ({role}) has shape {list(arr.shape)} in the "
                                f"caffemodel, the net needs {list(shape)}")
         return arr.reshape(shape)
