@@ -39,6 +39,7 @@ RELOCATIONS: tuple[Relocation, ...] = (
     Relocation(("BN",), "pspnet_bn_param", "bn_param", "PSPNetBNParameter", "PSPNet (152)"),
     Relocation(("Lstm",), "roi_pooling_param", "lstm_param", "LSTMParameter", "OCR fork (8266711)"),
     Relocation(("Interp",), "ocr_interp_param", "interp_param", "InterpParameter", "OCR fork (162)"),
+    Relocation(("Proposal",), "multibox_loss_param", "proposal_param", "ProposalParameter", "OpenCV (201)"),
 )
 
 

@@ -62,14 +62,32 @@ def needed_layers(layers: Sequence[Any], outputs: Sequence[str], inputs: Sequenc
     return kept[::-1]
 
 
-def python_layer_error(layer: Any, cut: bool) -> Caffe2xError:
-    """The error for a Python layer that computes something inside the (kept part of the) net."""
+def cut_before(layers: Sequence[Any], index: int, input_types: Sequence[str] = ("Input",)) -> list[str]:
+    """The ``--outputs`` that convert everything before ``layers[index]``: the blobs written by the
+    earlier layers (not net inputs) that it or any later layer reads, in the order first written."""
+    written: dict[str, None] = {}
+    for l in layers[:index]:
+        if l.type in input_types or not len(l.bottom):
+            continue
+        for t in l.top:
+            written.setdefault(t, None)
+    later = {b for l in layers[index:] for b in l.bottom}
+    return [b for b in written if b in later]
+
+
+def python_layer_error(layer: Any, cut: bool, suggestion: Sequence[str] = ()) -> Caffe2xError:
+    """The error for a Python layer that computes something inside the (kept part of the) net, naming
+    its module and class and (``suggestion``) the ``--outputs`` that convert everything before it."""
     p = layer.python_param
     where = f"module {p.module!r}, class {p.layer!r}" if p.module or p.layer else "no python_param"
-    hint = ("it is needed by the requested outputs; cut the net before it with a different --outputs"
-            if cut else "cut the net before it with --outputs BLOB[,BLOB...] (e.g. the backbone's last blob)")
-    return Caffe2xError(f"layer {layer.name!r} is a Python layer ({where}): caffe2x cannot convert Python code; "
-                        f"{hint}, or register a handler for it with caffe2x.register_layer")
+    if cut:
+        hint = "it is needed by the requested outputs; cut the net before it with a different --outputs"
+    elif suggestion:
+        hint = f"convert everything before it with --outputs {','.join(suggestion)}"
+    else:
+        hint = "cut the net before it with --outputs BLOB[,BLOB...] (e.g. the backbone's last blob)"
+    return Caffe2xError(f"layer {layer.name!r} is a Python layer ({where}) caffe2x does not know: caffe2x cannot "
+                        f"convert Python code; {hint}, or register a handler for it with caffe2x.register_layer")
 
 
 def prune_graph(graph: Any, outputs: Sequence[str]) -> Any:

@@ -32,7 +32,7 @@ from .forkfix import fix_fork_fields
 from .hdf5weights import is_hdf5, read_hdf5_weights
 from .upgrade import V1_TYPES, upgrade  # noqa: F401  (V1_TYPES: re-exported)
 from .ir import Graph, Node, Shape
-from .netcut import needed_layers, prune_graph, python_layer_error
+from .netcut import cut_before, needed_layers, prune_graph, python_layer_error
 from .registry import Registry
 from .wire import map_file, split
 
@@ -257,6 +257,18 @@ layer_handler = LAYERS.register
 #: Layers that feed or score training and mean nothing at inference: their data tops become net
 #: inputs (a shape must come from --input-shape), label-consuming layers are dropped.
 DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python"}
+#: (python_param.module, python_param.layer) of the Python layers a family reads as a built-in op
+#: (filled by :mod:`caffe2x.layers`; the ``Python`` handler then dispatches on them)
+KNOWN_PYTHON_LAYERS: set[tuple[str, str]] = set()
+
+
+def is_data_layer(layer: Any) -> bool:
+    """A layer whose tops are net inputs: a data layer type (a Python layer only without bottoms)."""
+    return layer.type in DATA_LAYERS and not (layer.type == "Python" and len(layer.bottom))
+
+
+def _known_python_layer(layer: Any) -> bool:
+    return (str(layer.python_param.module), str(layer.python_param.layer)) in KNOWN_PYTHON_LAYERS
 DROPPED_LAYERS = {"Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
                   "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Silence"}
 
@@ -317,14 +329,16 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         used = {b for l in layers for b in l.bottom} | {o.partition("@")[0] for o in outputs}
         declared = {name: shape for name, shape in declared.items() if name in used}
     for l in layers:
-        if l.type == "Python" and len(l.bottom):
-            raise python_layer_error(l, cut=outputs is not None)
+        if l.type == "Python" and len(l.bottom) and not _known_python_layer(l):
+            index = next(i for i, m in enumerate(all_layers) if m is l)
+            raise python_layer_error(l, cut=outputs is not None,
+                                     suggestion=cut_before(all_layers, index, ("Input", *DATA_LAYERS)))
         if l.type == "Input":
             shapes = list(l.input_param.shape)
             for i, top in enumerate(l.top):
                 s = shapes[i] if i < len(shapes) else (shapes[0] if shapes else None)
                 declared[top] = tuple(s.dim) if s is not None else None
-        elif l.type in DATA_LAYERS and l.top:
+        elif is_data_layer(l) and l.top:
             declared.setdefault(l.top[0], None)
     produced = set(declared) | {t for l in layers for t in l.top}
     if not declared:  # net declares no input: the bottoms nothing produces are inputs
@@ -356,7 +370,7 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         if l.type == "Input" or (l.type in DATA_LAYERS and not len(l.bottom)):
             for top in l.top[:1] if l.type != "Input" else l.top:
                 writes[top] = 1
-        elif l.type not in ("Input", "Split") and l.type not in DATA_LAYERS and l.type not in DROPPED_LAYERS:
+        elif l.type not in ("Input", "Split") and not is_data_layer(l) and l.type not in DROPPED_LAYERS:
             for top in l.top:
                 writes[top] = writes.get(top, 0) + 1
     graph = Graph(name=net.name or "net", inputs=dict(declared), nodes=[], tensors={})  # type: ignore[arg-type]
@@ -370,7 +384,7 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
 
         iterator = tqdm(layers, desc="reading layers", unit="layer", leave=False)
     for layer in iterator:
-        if layer.type in ("Input",) or layer.type in DATA_LAYERS:
+        if layer.type in ("Input",) or is_data_layer(layer):
             if layer.type in DATA_LAYERS:
                 dropped_blobs.update(layer.top[1:])
             continue

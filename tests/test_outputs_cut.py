@@ -7,7 +7,7 @@ import pytest
 import caffe2x
 from caffe2x import Caffe2xError, reader
 
-#: A Faster R-CNN shaped net: a conv trunk, then a Python proposal layer that needs `im_info`.
+#: A Faster R-CNN shaped net: a conv trunk, then a Python layer caffe2x does not know that needs `im_info`.
 FRCNN_LIKE = """
 name: "frcnn_like"
 input: "data"
@@ -22,14 +22,14 @@ layer { name: "conv2" type: "Convolution" bottom: "conv1" top: "conv2"
 layer { name: "rpn_score" type: "Convolution" bottom: "conv2" top: "rpn_score"
         convolution_param { num_output: 2 kernel_size: 1 } }
 layer { name: "proposal" type: "Python" bottom: "rpn_score" bottom: "im_info" top: "rois"
-        python_param { module: "rpn.proposal_layer" layer: "ProposalLayer" } }
+        python_param { module: "my.proposal_layer" layer: "MyProposalLayer" } }
 layer { name: "head" type: "InnerProduct" bottom: "rois" top: "cls" inner_product_param { num_output: 4 } }
 """
 
 
 def test_python_layer_inside_the_net_is_named_with_module_and_class() -> None:
-    with pytest.raises(Caffe2xError, match=r"layer 'proposal' is a Python layer \(module 'rpn.proposal_layer', "
-                                           r"class 'ProposalLayer'\).*--outputs"):
+    with pytest.raises(Caffe2xError, match=r"layer 'proposal' is a Python layer \(module 'my.proposal_layer', "
+                                           r"class 'MyProposalLayer'\).*--outputs rpn_score"):
         reader.graph_from_text(FRCNN_LIKE)
 
 

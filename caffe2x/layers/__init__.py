@@ -26,9 +26,9 @@ Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 from __future__ import annotations
 
 from . import core  # noqa: F401  (first: families extend some core handlers)
-from . import (broadcast, channels, detection, elementwise, embedding, normalization, pyramid,  # noqa: F401
-               recurrent, reduction, resample, roi, sequence, shape)
+from . import (broadcast, channels, detection, elementwise, embedding, normalization, proposal,  # noqa: F401
+               pyramid, recurrent, reduction, resample, roi, sequence, shape)
 
 #: the family modules (importing each registers it)
 FAMILIES = ("core", "elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
-            "detection", "resample", "roi", "recurrent", "sequence", "pyramid")
+            "detection", "resample", "roi", "proposal", "recurrent", "sequence", "pyramid")

@@ -17,6 +17,7 @@ OP_FAMILIES: tuple[str, ...] = (
     "detection",
     "resample",
     "roi",
+    "proposal",
     "recurrent",
     "sequence",
     "elementwise",
