@@ -101,7 +101,8 @@ NETS: dict[str, Net] = {
                      _layer("sig", "Sigmoid", "pool"),
                      _layer("conv", "Convolution", "data", "convolution_param { num_output: 3 kernel_size: 1 }"),
                      _layer("axpy", "Axpy", ["sig", "conv", "data"])),
-                opencv=False, why="OpenCV has no Axpy layer (SENet fork)"),
+                opencv=False, why="OpenCV's Axpy takes the two blob bottoms in the other order "
+                                  "(tests/test_oracle_opencv.py feeds them swapped)"),
     # ------------------------------------------------------------------ shape
     "reshape": Net(_net(S4, _layer("r1", "Reshape", "data", "reshape_param { shape { dim: 0 dim: -1 dim: 10 } }"),
                         _layer("r2", "Reshape", "r1", "reshape_param { shape { dim: 2 dim: 3 } axis: 1 num_axes: 1 }"))),

@@ -111,3 +111,29 @@ def test_the_oracle_passes_what_opencv_implements_and_never_fails_on_what_it_doe
             assert result["deviations"] and result["reason"].startswith("not judged: layers ")
     expected = {"PASS"} if net.opencv else {"NOT_JUDGED", "SKIP"}
     assert set(statuses.values()) <= expected, statuses
+
+
+def test_opencv_axpy_computes_caffes_numbers_once_fed_the_blob_bottoms_swapped(tmp_path: Path) -> None:
+    """OpenCV 4.x's Axpy is ``a * bottom[2] + bottom[1]`` (SENet's: ``a * bottom[1] + bottom[2]``): as
+    written OpenCV differs; the oracle's deploy swaps the two blob bottoms and OpenCV agrees (one
+    image: OpenCV's Axpy fails on larger batches)."""
+    from caffe2x.numeric import max_rel_error
+    from caffe2x.oracles.deploy import deploy_text
+
+    net = NETS["axpy"]
+    deploy, model = tmp_path / "net.prototxt", tmp_path / "net.caffemodel"
+    deploy.write_text(net.text)
+    model.write_bytes(fixtures.synthesize(net.text))
+    graph = load(model, deploy)
+    (x,) = net.inputs(dict(graph.inputs)).values()
+    x = x[:1]  # OpenCV's Axpy (a two-bottom Scale inside) fails on a batch of more than one image
+    value = graph.value("axpy")
+    ref = execute(graph, x, keep={value})[value]
+    as_written = cv2.dnn.readNetFromCaffe(str(deploy), str(model))
+    as_written.setInput(x)
+    assert max_rel_error(as_written.forward("axpy"), ref) > 1e-2
+    swapped = tmp_path / "swapped.prototxt"
+    swapped.write_text(deploy_text(model, deploy, graph, value, len(x), for_opencv=True))
+    assert 'bottom: "sig"\n  bottom: "data"\n  bottom: "conv"' in swapped.read_text()
+    result = run_opencv(model, deploy, graph, x, value, ref, topk(ref), 1e-4, 0.0, {})
+    assert result["status"] == "PASS" and result["max_rel"] < 1e-5, result["reason"]

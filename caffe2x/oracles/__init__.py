@@ -72,7 +72,8 @@ def run_opencv(model: Any, prototxt: PathLike | None, graph: Graph, x: np.ndarra
     (input_name,) = graph.inputs
     try:
         with tempfile.TemporaryDirectory(prefix="caffe2x-opencv-") as tmp:
-            deploy = write_deploy(Path(tmp) / "deploy.prototxt", caffemodel, prototxt, graph, value, len(x))
+            deploy = write_deploy(Path(tmp) / "deploy.prototxt", caffemodel, prototxt, graph, value, len(x),
+                                  for_opencv=True)
             got = opencv.forward_isolated(deploy, caffemodel, input_name, x, producer.name,
                                           producer.outputs.index(value), Path(tmp))
         if got.size != ref_logits.size:

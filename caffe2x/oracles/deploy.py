@@ -5,7 +5,8 @@ else the caffemodel's own net (its structure only: :func:`caffe2x.wire.plan` cut
 out, so the weights are not parsed), it is normalised the way caffe2x reads it: TEST-phase layers
 only, cut to the layers the compared blob needs (:func:`caffe2x.netcut.needed_layers`, which also
 leaves loss and accuracy layers behind), data layers replaced by ``input`` + ``input_shape`` with the
-validation batch's shape. Nothing framework-specific: any Caffe importer can read the result.
+validation batch's shape. Any Caffe importer can read the result; ``for_opencv`` adds the one
+rewrite OpenCV needs to compute what Caffe computes (:func:`opencv_bottoms`).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from ..errors import Caffe2xError
 from ..ir import Graph
 from ..netcut import needed_layers
-from ..reader import DATA_LAYERS, _in_test_phase, _read_file, _read_text, parse_caffemodel_bytes, parse_prototxt_text
+from ..reader import _in_test_phase, _read_file, _read_text, is_data_layer, parse_caffemodel_bytes, parse_prototxt_text
 
 PathLike = str | os.PathLike[str]
 
@@ -34,8 +35,21 @@ def _definition(model: PathLike, prototxt: PathLike | None) -> Any:
     return net
 
 
-def deploy_text(model: PathLike, prototxt: PathLike | None, graph: Graph, value: str, batch: int) -> str:
-    """Text ``NetParameter`` computing ``value`` (a graph value) from ``graph``'s inputs, batch ``batch``."""
+def opencv_bottoms(layers: list[Any]) -> None:
+    """Rewrite ``layers`` in place so that OpenCV 4.x computes Caffe's numbers where it reads a layer
+    differently: its Axpy computes ``a * bottom[2] + bottom[1]`` where SENet's ``axpy_layer.cpp``
+    computes ``a * bottom[1] + bottom[2]``, so the two blob bottoms are swapped."""
+    for layer in layers:
+        if layer.type == "Axpy" and len(layer.bottom) == 3:
+            a, x, y = list(layer.bottom)
+            del layer.bottom[:]
+            layer.bottom.extend([a, y, x])
+
+
+def deploy_text(model: PathLike, prototxt: PathLike | None, graph: Graph, value: str, batch: int,
+                for_opencv: bool = False) -> str:
+    """Text ``NetParameter`` computing ``value`` (a graph value) from ``graph``'s inputs, batch ``batch``
+    (with ``for_opencv``, rewritten by :func:`opencv_bottoms`)."""
     from google.protobuf import text_format
 
     net = _definition(model, prototxt)
@@ -45,9 +59,11 @@ def deploy_text(model: PathLike, prototxt: PathLike | None, graph: Graph, value:
     names = {layer.name for layer in layers}
     request = f"{blob}@{producer}" if producer in names else blob
     kept = [layer for layer in needed_layers(layers, [request], inputs=list(graph.inputs))
-            if layer.type != "Input" and layer.type not in DATA_LAYERS]
+            if layer.type != "Input" and not is_data_layer(layer)]
     if not kept:
         raise Caffe2xError(f"no layer of the net computes {blob!r}")
+    if for_opencv:
+        opencv_bottoms(kept)
     del net.layer[:]
     net.layer.extend(kept)
     del net.input[:]
@@ -59,6 +75,7 @@ def deploy_text(model: PathLike, prototxt: PathLike | None, graph: Graph, value:
     return text_format.MessageToString(net)
 
 
-def write_deploy(path: Path, model: PathLike, prototxt: PathLike | None, graph: Graph, value: str, batch: int) -> Path:
-    Path(path).write_text(deploy_text(model, prototxt, graph, value, batch), encoding="utf-8")
+def write_deploy(path: Path, model: PathLike, prototxt: PathLike | None, graph: Graph, value: str, batch: int,
+                 for_opencv: bool = False) -> Path:
+    Path(path).write_text(deploy_text(model, prototxt, graph, value, batch, for_opencv), encoding="utf-8")
     return Path(path)
