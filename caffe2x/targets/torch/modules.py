@@ -32,25 +32,35 @@ from ...ir import pool_output_size
 # Everything in this section is copied verbatim into generated model code (see codegen.py), so it
 # may use only torch, nn, F, math, pool_window and pool_output_size.
 
-class CaffeBatchNorm(nn.Module):
+class CaffeBatchNorm(nn.BatchNorm2d):
     """Caffe's BatchNorm at inference: ``(x - mean) / sqrt(var + eps)``, per channel (axis 1).
 
-    Caffe keeps the affine part in a separate Scale layer, so there is no weight or bias here, and the
-    stored statistics are always used (Caffe's ``use_global_stats``), even in ``train()`` mode.
+    A real ``nn.BatchNorm2d`` (``affine=False``, ``track_running_stats=True``), so torch's own tools see
+    it: ``nn.SyncBatchNorm.convert_sync_batchnorm``, ``torch.nn.utils.fusion.fuse_conv_bn_eval``, and
+    every ``isinstance(m, nn.modules.batchnorm._BatchNorm)`` check. The statistics are Caffe's with the
+    moving-average factor already divided out, ``eps`` is Caffe's (added to the variance), and
+    ``momentum`` is ``1 - moving_average_fraction`` (used only where torch's batch statistics are, e.g.
+    after conversion to SyncBatchNorm). Caffe keeps the affine part in a separate Scale layer, so there
+    is no weight or bias here, and the stored statistics are always used (Caffe's
+    ``use_global_stats``), even in ``train()`` mode. Caffe stores no batch count: ``num_batches_tracked``
+    is ``None``, so the state_dict holds ``running_mean`` and ``running_var`` only.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.001) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=False, track_running_stats=True)
+        self.register_buffer("num_batches_tracked", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - self.running_mean.view(shape)) / torch.sqrt(self.running_var.view(shape) + self.eps)
+        return F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):  # type: ignore[no-untyped-def]
+        # nn.Module's own loading: _NormBase's would add a num_batches_tracked key the module does not have
+        nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                                        unexpected_keys, error_msgs)
 
     def extra_repr(self) -> str:
-        return f"{self.running_mean.numel()}, eps={self.eps}"
+        return f"{self.num_features}, eps={self.eps}"
 
 
 class CaffeScale(nn.Module):

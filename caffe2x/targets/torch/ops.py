@@ -100,7 +100,9 @@ def _deconv(node: Node, graph: Graph) -> LayerSpec:
 @builder("BatchNorm")
 def _batchnorm(node: Node, graph: Graph) -> LayerSpec:
     c = int(graph.param(node, "running_mean").shape[0])
-    return LayerSpec(CaffeBatchNorm, {"num_features": c, "eps": float(node.attrs["eps"])}, _tensors(node, graph))
+    maf = float(node.attrs.get("moving_average_fraction", 0.999))  # Caffe's default
+    return LayerSpec(CaffeBatchNorm, {"num_features": c, "eps": float(node.attrs["eps"]), "momentum": 1.0 - maf},
+                     _tensors(node, graph))
 
 
 @builder("Scale")

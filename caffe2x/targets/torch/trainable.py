@@ -34,14 +34,14 @@ class TrainableBatchNorm(CaffeBatchNorm):
     ones otherwise, with the same buffers (and keys) as :class:`CaffeBatchNorm`."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 1 - DEFAULT_MOVING_AVERAGE_FRACTION) -> None:
-        super().__init__(num_features, eps)
-        self.momentum = momentum
+        super().__init__(num_features, eps, momentum)
         self.frozen = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # both branches spelled out (no super().forward): torch.jit.script compiles this method alone
         if self.training and not self.frozen:
             return F.batch_norm(x, self.running_mean, self.running_var, None, None, True, self.momentum, self.eps)
-        return super().forward(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", momentum={self.momentum:g}" + (", frozen" if self.frozen else "")
