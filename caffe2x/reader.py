@@ -28,6 +28,7 @@ import numpy as np
 
 from . import checks
 from .errors import Caffe2xError
+from .datalayers import data_layer_shape
 from .forkfix import fix_fork_fields
 from .hdf5weights import is_hdf5, read_hdf5_weights
 from .upgrade import V1_TYPES, upgrade  # noqa: F401  (V1_TYPES: re-exported)
@@ -256,7 +257,7 @@ layer_handler = LAYERS.register
 
 #: Layers that feed or score training and mean nothing at inference: their data tops become net
 #: inputs (a shape must come from --input-shape), label-consuming layers are dropped.
-DATA_LAYERS = {"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python"}
+DATA_LAYERS = {"Data", "ImageData", "DenseImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python"}
 #: (python_param.module, python_param.layer) of the Python layers a family reads as a built-in op
 #: (filled by :mod:`caffe2x.layers`; the ``Python`` handler then dispatches on them)
 KNOWN_PYTHON_LAYERS: set[tuple[str, str]] = set()
@@ -328,6 +329,7 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         layers = needed_layers(all_layers, outputs, inputs=list(declared))
         used = {b for l in layers for b in l.bottom} | {o.partition("@")[0] for o in outputs}
         declared = {name: shape for name, shape in declared.items() if name in used}
+    data_heads: dict[str, Any] = {}  # input blob -> the data layer it is the top of
     for l in layers:
         if l.type == "Python" and len(l.bottom) and not _known_python_layer(l):
             index = next(i for i, m in enumerate(all_layers) if m is l)
@@ -338,8 +340,8 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
             for i, top in enumerate(l.top):
                 s = shapes[i] if i < len(shapes) else (shapes[0] if shapes else None)
                 declared[top] = tuple(s.dim) if s is not None else None
-        elif is_data_layer(l) and l.top:
-            declared.setdefault(l.top[0], None)
+        elif is_data_layer(l) and l.top and l.top[0] not in declared:
+            declared[l.top[0]], data_heads[l.top[0]] = data_layer_shape(l)[0], l
     produced = set(declared) | {t for l in layers for t in l.top}
     if not declared:  # net declares no input: the bottoms nothing produces are inputs
         for l in layers:
@@ -359,7 +361,10 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         declared[first] = given
     for name, shape in declared.items():
         if shape is None:
-            raise Caffe2xError(f"no shape for input {name!r}: pass --input-shape N,C,H,W (or a deploy prototxt)")
+            head = data_heads.get(name)
+            where = "" if head is None else (f" (the top of {head.type} layer {head.name!r}: "
+                                             f"{data_layer_shape(head)[1]})")
+            raise Caffe2xError(f"no shape for input {name!r}{where}: pass --input-shape N,C,H,W (or a deploy prototxt)")
         if not shape or any(d <= 0 for d in shape):
             raise Caffe2xError(f"input {name!r} has an invalid shape {list(shape)}")
         budget.value(None, name, shape)
