@@ -26,3 +26,8 @@ def one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+class DuplicateLayerNameWarning(UserWarning):
+    """A net names two layers alike (HED's two ``crop`` layers): Caffe allows it; caffe2x follows Caffe's
+    weight copying and renames the later ones (:mod:`caffe2x.layernames`)."""

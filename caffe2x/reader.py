@@ -30,6 +30,7 @@ from . import checks
 from .errors import Caffe2xError
 from .datalayers import data_layer_shape
 from .forkfix import fix_fork_fields
+from .layernames import renamed_duplicates
 from .hdf5weights import is_hdf5, read_hdf5_weights
 from .upgrade import V1_TYPES, upgrade  # noqa: F401  (V1_TYPES: re-exported)
 from .ir import Graph, Node, Shape
@@ -167,6 +168,8 @@ class BlobSource:
         self.blobs = blobs
         self.budget = budget
         self.rng = np.random.default_rng([seed or 0, zlib.crc32(layer.encode())]) if blobs is None else None
+        #: appended to the error for a blob the caffemodel does not have
+        self.missing = ""
 
     def get(self, index: int, shape: Shape, kind: InitKind, role: str) -> np.ndarray:
         shape = tuple(int(d) for d in shape)
@@ -178,7 +181,7 @@ class BlobSource:
             return _init(self.rng, shape, kind)  # type: ignore[arg-type]
         if index >= len(self.blobs):
             raise Caffe2xError(f"layer {self.layer!r} has {len(self.blobs)} blob(s) in the caffemodel, "
-                               f"needs blob {index} ({role}, shape {list(shape)})")
+                               f"needs blob {index} ({role}, shape {list(shape)}){self.missing}")
         arr = self.stored(index, role)
         if arr.shape == shape:
             return arr
@@ -318,8 +321,16 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
     those blobs need (:mod:`caffe2x.netcut`) and makes them the graph's outputs.
 
     Each layer is checked (:func:`caffe2x.checks.output_shapes`) before its shape rule runs, and every
-    new value and seeded tensor is counted against ``budget`` before anything is allocated.
+    new value and seeded tensor is counted against ``budget`` before anything is allocated. Layers that
+    share a name are renamed as :mod:`caffe2x.layernames` says (Caffe's weight-copying rule).
     """
+    with renamed_duplicates([l for l in net.layer if _in_test_phase(l)]) as renamed:
+        return _build_graph(net, weights, input_shape, seed, progress, outputs, budget, renamed)
+
+
+def _build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape: Sequence[int] | None,
+                 seed: int | None, progress: bool, outputs: Sequence[str] | None,
+                 budget: checks.SizeBudget | None, renamed: dict[str, str]) -> Graph:
     budget = budget or checks.SizeBudget(checks.max_bytes())
     _require_text(net)
     declared = _declared_inputs(net)
@@ -415,6 +426,11 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
         inputs = [current[b] for b in layer.bottom]
         if weights is None:
             source = BlobSource(layer.name, None, seed, budget)
+        elif layer.name in renamed:  # Caffe copies trained blobs to the first layer of a name only
+            source = BlobSource(layer.name, [], None)
+            source.missing = (f" (it is a later layer named {renamed[layer.name]!r}: Caffe copies the caffemodel's "
+                              f"blobs of that name to the first such layer only, so Caffe runs this one with "
+                              f"untrained values)")
         else:
             source = BlobSource(layer.name, weights.get(layer.name, []), None)
         try:
