@@ -90,7 +90,7 @@ def ensure_model(name: str, directory: Path) -> tuple[Path, Path]:
 
 
 #: caffe2x's generated schema module, run by the plain script as a file of its own
-PB2 = str(Path(__file__).resolve().parent.parent / "caffe2x" / "proto" / "caffe_pb2.py")
+PB2 = str(Path(__file__).resolve().parent.parent / "caffe2x" / "caffe" / "proto" / "caffe_pb2.py")
 
 
 def cases(model: Path, deploy: Path, out: Path) -> dict[str, list[str]]:

@@ -50,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # synthesise in a child process: a forked child's peak RSS includes the parent's pages
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "caffe2x.cli", "fixture", "resnet50", "-o", tmp, "-q"], check=True,
+        subprocess.run([sys.executable, "-m", "caffe2x", "fixture", "resnet50", "-o", tmp, "-q"], check=True,
                        stdout=subprocess.DEVNULL)
         model, deploy = Path(tmp) / "resnet50.caffemodel", Path(tmp) / "resnet50-deploy.prototxt"
         print(f"synthetic ResNet-50: {model.stat().st_size / 1e6:.1f} MB written in {time.perf_counter() - t:.1f}s")

@@ -58,9 +58,9 @@ def _tree_rss_mb(root: int) -> float:
 
 def run(args: list[str]) -> tuple[float, float, float, float, int, str]:
     """(wall seconds, peak tree RSS MB (sampled), largest single process's peak RSS MB (wait4), CPU seconds
-    of the tree (user + system, wait4), exit code, stderr) of ``python -m caffe2x.cli ARGS``."""
+    of the tree (user + system, wait4), exit code, stderr) of ``python -m caffe2x ARGS``."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "caffe2x.cli", *args], stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "caffe2x", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     peak = [0.0]
     done = threading.Event()
@@ -102,7 +102,7 @@ def bench_model(name: str, directory: Path, scratch: Path, opts: argparse.Namesp
     model, deploy = directory / f"{name}.caffemodel", directory / f"{name}-deploy.prototxt"
     if not (model.exists() and deploy.exists()):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "caffe2x.cli", "fixture", name, "-o", str(directory), "-q"], check=True,
+        subprocess.run([sys.executable, "-m", "caffe2x", "fixture", name, "-o", str(directory), "-q"], check=True,
                        stdout=subprocess.DEVNULL)
         print(f"generated {name}: {model.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f}s")
     print(f"\n{name}: {model.stat().st_size / 1e6:.1f} MB; {os.cpu_count()} CPU(s)")

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._version import __version__
-from .errors import Caffe2xError, UnsupportedLayerError
-from .ir import Graph, Node
+from caffe2x._version import __version__
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Graph, Node
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -41,7 +41,7 @@ def _out_of_memory_is_an_error(doing: str) -> Iterator[None]:
     try:
         yield
     except MemoryError:
-        from .checks import MAX_BYTES_ENV, SizeLimitError
+        from caffe2x.graph.checks import MAX_BYTES_ENV, SizeLimitError
 
         raise SizeLimitError(f"out of memory {doing}; lower {MAX_BYTES_ENV} (or max_bytes=) to what this "
                              f"machine has, so oversized nets are refused up front") from None
@@ -60,15 +60,15 @@ def load(model: PathLike | None = None, prototxt: PathLike | None = None,
     ``proto``: the fork's own ``caffe.proto`` when the model comes from a Caffe fork caffe2x's schema
     does not know (compiled at run time with grpcio-tools; ``docs/forks.md``).
 
-    Every graph is checked (:mod:`caffe2x.checks`) before it is returned; ``max_bytes`` (default
+    Every graph is checked (:mod:`caffe2x.graph.checks`) before it is returned; ``max_bytes`` (default
     ``$CAFFE2X_MAX_BYTES`` or 4 GiB) bounds what building it and one forward pass may allocate.
     """
-    from .reader import read
+    from caffe2x.loading import read_model
 
     if isinstance(outputs, str):
         outputs = [o for o in outputs.split(",") if o]
     with _out_of_memory_is_an_error("reading the model"):
-        return read(model, prototxt, input_shape, progress=progress, outputs=outputs, proto=proto,
+        return read_model(model, prototxt, input_shape, progress=progress, outputs=outputs, proto=proto,
                     max_bytes=max_bytes)
 
 
@@ -81,7 +81,7 @@ def save(graph: Graph, path: PathLike, to: str | None = None, *, dtype: str = "f
     ``overwrite=True``. Returns notes for the user, such as the measured logit change of a reduced
     ``dtype`` or a naming profile.
     """
-    from .convert import write
+    from caffe2x.convert import write
 
     with _out_of_memory_is_an_error(f"writing {path}"):
         return write(graph, path, to, dtype=dtype, profile=profile, fold_bn=fold_bn, overwrite=overwrite, **extra)
@@ -89,11 +89,11 @@ def save(graph: Graph, path: PathLike, to: str | None = None, *, dtype: str = "f
 
 def run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
         outputs: str | Sequence[str] | None = None, *, max_bytes: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
-    """Run the numpy reference executor (NCHW input); see :func:`caffe2x.reference.run`.
+    """Run the numpy reference executor (NCHW input); see :func:`caffe2x.graph.reference.run`.
 
     A forward pass that would allocate more than ``max_bytes`` (default ``$CAFFE2X_MAX_BYTES`` or
     4 GiB) is refused before it starts."""
-    from .reference import run as _run
+    from caffe2x.graph.reference import run as _run
 
     with _out_of_memory_is_an_error("running the net"):
         return _run(graph, x, outputs, max_bytes=max_bytes)
@@ -107,13 +107,13 @@ def to_torch(graph: Graph, outputs: str | Sequence[str] | None = None, *, share_
     ``trainable=True``: BatchNorm uses batch statistics and updates its running ones in ``train()`` mode
     (momentum ``1 - moving_average_fraction``); eval mode is unchanged (see ``caffe2x.targets.torch.trainable``).
     """
-    from .targets.torch import to_module
+    from caffe2x.targets.torch import to_module
 
     if trainable and share_memory:
         raise Caffe2xError("trainable=True updates the weights, so it needs its own copy: drop share_memory")
     module = to_module(graph, outputs, share_memory=share_memory)
     if trainable:
-        from .targets.torch import make_trainable
+        from caffe2x.targets.torch import make_trainable
 
         make_trainable(module, graph)
     return module
@@ -125,19 +125,19 @@ def to_keras(graph: Graph, outputs: str | Sequence[str] | None = None, *, traina
     ``trainable=True``: BatchNormalization momentum becomes Caffe's ``moving_average_fraction`` (see
     ``caffe2x.targets.keras.trainable``); inference (``training=False``) is unchanged.
     """
-    from .targets.keras import to_model
+    from caffe2x.targets.keras import to_model
 
     model = to_model(graph, outputs)
     if trainable:
-        from .targets.keras import make_trainable
+        from caffe2x.targets.keras import make_trainable
 
         make_trainable(model, graph)
     return model
 
 
 def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -> Any:
-    """Convert, reload with each framework's own loader, run and compare; see :mod:`caffe2x.validator`."""
-    from .validator import validate as _validate
+    """Convert, reload with each framework's own loader, run and compare; see :mod:`caffe2x.validation.validator`."""
+    from caffe2x.validation.validator import validate as _validate
 
     return _validate(model, prototxt, **kwargs)
 
@@ -145,5 +145,5 @@ def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -
 # Last, so every module above exists: registers the layer families (reader handlers, shape rules, numpy
 # references) before any submodule of caffe2x can be used -- see caffe2x/layers/__init__.py for why the
 # package, not reader/reference, imports them.
-from . import layers as _layers  # noqa: E402,F401
-from .plugins import register_layer  # noqa: E402
+from caffe2x import layers as _layers  # noqa: E402,F401
+from caffe2x.plugins import register_layer  # noqa: E402

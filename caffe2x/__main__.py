@@ -1,6 +1,6 @@
 """``python -m caffe2x …`` is the ``caffe2x`` command."""
 import sys
 
-from .cli import main
+from caffe2x.cli.main import main
 
 sys.exit(main())

@@ -11,11 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Caffe2xError
-from .fileio import atomic_output, output_path
-from .ir import Graph
-from .numeric import max_rel_error
-from .targets import WriteOptions, all_targets, get, names, target_for, writer_for_suffix
+from caffe2x.errors import Caffe2xError
+from caffe2x.fileio import atomic_output, output_path
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.numeric import max_rel_error
+from caffe2x.targets import WriteOptions, all_targets, get, names, target_for, writer_for_suffix
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -85,7 +85,7 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
         writer.implementation()  # a missing framework is reported before any work is done
     notes: list[str] = []
     if fold_bn:
-        from .transforms import fold_bn_report
+        from caffe2x.graph.transforms import fold_bn_report
 
         graph, folds = fold_bn_report(graph)
         notes.append(folds.describe())
@@ -120,8 +120,8 @@ def output_in(directory: str | os.PathLike[str], model: str | os.PathLike[str], 
 
 def dtype_note(graph: Graph, dtype: str, seed: int = 0) -> str:
     """Measure what rounding the tensors to ``dtype`` does to the net's outputs (numpy reference)."""
-    from .reference import run
-    from .transforms import rounded
+    from caffe2x.graph.reference import run
+    from caffe2x.graph.transforms import rounded
 
     rng = np.random.default_rng(seed)
     x = {name: rng.standard_normal((1, *shape[1:])).astype(np.float32) for name, shape in graph.inputs.items()}

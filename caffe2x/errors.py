@@ -30,4 +30,4 @@ def one_line(exc: BaseException) -> str:
 
 class DuplicateLayerNameWarning(UserWarning):
     """A net names two layers alike (HED's two ``crop`` layers): Caffe allows it; caffe2x follows Caffe's
-    weight copying and renames the later ones (:mod:`caffe2x.layernames`)."""
+    weight copying and renames the later ones (:mod:`caffe2x.caffe.layernames`)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from .errors import Caffe2xError
+from caffe2x.errors import Caffe2xError
 
 
 class OutputExistsError(Caffe2xError):

@@ -9,9 +9,8 @@ each one, a user (or a package) registers it::
 
 Each side is the function that side's registry holds for built-in ops (see ``docs/forks.md`` for the
 signatures and a complete worked example). Framework sides are *pending* until their target is imported,
-so registering a torch builder never imports torch: a target package applies its pending builders with
-:func:`apply_pending` when it is imported, and :func:`register_layer` registers directly into targets
-already imported.
+so registering a torch builder never imports torch (:func:`caffe2x.targets.families.add_builder` keeps
+them for the target package, which adopts them when it is imported).
 
 Packages can ship layers without the user calling anything: an entry point in the group
 ``caffe2x.layers`` names a function (called with no arguments) or a module (imported) that registers
@@ -23,18 +22,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .errors import Caffe2xError
-from .ir import SHAPE_FUNCTIONS
-from .reader import LAYERS
-from .reference import OPS as REFERENCE_OPS
-from .registry import Registry
+from caffe2x.caffe.reader import LAYERS
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import SHAPE_FUNCTIONS
+from caffe2x.graph.reference import OPS as REFERENCE_OPS
+from caffe2x.graph.registry import Registry
+from caffe2x.targets.families import add_builder
 
 #: entry-point group of third-party layer packages
 ENTRY_POINT_GROUP = "caffe2x.layers"
 
-#: target name -> (op -> builder) waiting for that target's package to be imported
-_pending: dict[str, dict[str, Callable[..., Any]]] = {}
-_registries: dict[str, Registry[Any]] = {}  # target name -> its op registry, once the target is imported
 _entry_points_loaded = False
 #: every op :func:`register_layer` gave a shape, reference or target function (``validate`` keeps nets
 #: using one in its own process: a fresh process would not know a function registered in this one)
@@ -46,7 +43,7 @@ def register_layer(layer_type: str, *, reader: Callable[..., Any], shape: Callab
                    **targets: Callable[..., Any]) -> None:
     """Teach caffe2x the Caffe layer type ``layer_type``.
 
-    ``reader(layer, input_shapes, blobs) -> caffe2x.reader.LayerSpec`` turns the Caffe layer into a graph
+    ``reader(layer, input_shapes, blobs) -> caffe2x.caffe.reader.LayerSpec`` turns the Caffe layer into a graph
     op (``op``, default ``layer_type``) with attributes and tensors. ``shape(node, input_shapes, graph)``
     and ``reference(node, inputs, graph)`` are the op's shape rule and numpy reference (required for a
     new op; omit both to map the layer onto an op caffe2x already has). Keyword arguments named after a
@@ -78,18 +75,7 @@ def register_layer(layer_type: str, *, reader: Callable[..., Any], shape: Callab
     if reference is not None:
         REFERENCE_OPS[op] = reference
     for target, fn in targets.items():
-        if target in _registries:
-            _registries[target][op] = fn
-        else:
-            _pending.setdefault(target, {})[op] = fn
-
-
-def apply_pending(target: str, registry: Registry[Any]) -> None:
-    """Called by a target package when it is imported: adopt the builders registered for it so far and
-    receive later ones directly."""
-    _registries[target] = registry
-    for op, fn in _pending.pop(target, {}).items():
-        registry[op] = fn
+        add_builder(target, op, fn)
 
 
 def load_entry_points() -> bool:

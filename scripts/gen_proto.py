@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Regenerate ``caffe2x/proto/caffe_pb2.py`` from ``proto/caffe.proto``.
+"""Regenerate ``caffe2x/caffe/proto/caffe_pb2.py`` from ``proto/caffe.proto``.
 
 Runs the protoc bundled with ``grpcio-tools``, so no system protoc is needed. The output depends
 only on the .proto file and the grpcio-tools version.
@@ -17,19 +17,19 @@ it cannot live in the project's test environment next to protobuf 7 / TensorFlow
 throwaway venv instead (this script needs only the standard library and grpc_tools)::
 
     python3.12 -m venv /tmp/gt && /tmp/gt/bin/pip install grpcio-tools==1.65.5
-    /tmp/gt/bin/python scripts/gen_proto.py      # rewrites caffe2x/proto/caffe_pb2.py
+    /tmp/gt/bin/python scripts/gen_proto.py      # rewrites caffe2x/caffe/proto/caffe_pb2.py
 
-The schema is registered as ``caffe2x/proto/caffe.proto`` in package ``caffe2x_caffe`` (see
+The schema is registered as ``caffe2x/caffe/proto/caffe.proto`` in package ``caffe2x_caffe`` (see
 :func:`generate`), never as pycaffe's ``caffe.proto`` / ``caffe``.
 
-``tests/test_proto.py`` compares a regeneration byte-for-byte with the committed module when
+``tests/caffe/test_proto.py`` compares a regeneration byte-for-byte with the committed module when
 grpcio-tools 1.65.5 is the one installed (and skips that test otherwise), and with any installed
 grpcio-tools compares the schema: the serialized ``FileDescriptorProto`` embedded in the module,
 which every protoc version writes the same.
 
 Usage::
 
-    python scripts/gen_proto.py                 # rewrites caffe2x/proto/caffe_pb2.py
+    python scripts/gen_proto.py                 # rewrites caffe2x/caffe/proto/caffe_pb2.py
     python scripts/gen_proto.py --out-dir /tmp/x
 """
 from __future__ import annotations
@@ -42,11 +42,11 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO_ROOT / "proto"
 PROTO_FILE = PROTO_DIR / "caffe.proto"
-DEFAULT_OUT_DIR = REPO_ROOT / "caffe2x" / "proto"
+DEFAULT_OUT_DIR = REPO_ROOT / "caffe2x" / "caffe" / "proto"
 # The grpcio-tools release whose protoc made the committed caffe_pb2.py (see the docstring).
 GRPCIO_TOOLS_VERSION = "1.65.5"
-# The directory the schema is compiled under: its registered file name is caffe2x/proto/caffe.proto.
-PRIVATE_PREFIX = ("caffe2x", "proto")
+# The directory the schema is compiled under: its registered file name is caffe2x/caffe/proto/caffe.proto.
+PRIVATE_PREFIX = ("caffe2x", "caffe", "proto")
 
 
 def installed_grpcio_tools_version() -> str | None:
@@ -62,11 +62,11 @@ def installed_grpcio_tools_version() -> str | None:
 def generate(out_dir: Path = DEFAULT_OUT_DIR, proto_file: Path = PROTO_FILE) -> Path:
     """Compile ``proto_file`` into ``out_dir`` and return the path of the generated ``*_pb2.py``.
 
-    The file is compiled under the private name ``caffe2x/proto/<stem>.proto`` (a copy staged in a
+    The file is compiled under the private name ``caffe2x/caffe/proto/<stem>.proto`` (a copy staged in a
     temporary directory), so the module registers that name, not ``caffe.proto``, in protobuf's
     default descriptor pool: pycaffe's own ``caffe_pb2`` registers ``caffe.proto`` and the two must
     coexist in one process. The name also makes the generated classes' ``__module__``
-    ``caffe2x.proto.<stem>_pb2``, where they live.
+    ``caffe2x.caffe.proto.<stem>_pb2``, where they live.
 
     Raises ``RuntimeError`` if protoc reports an error, and ``ImportError`` if grpcio-tools is
     missing.

@@ -1,6 +1,6 @@
 """The commands and code README.md promises, pulled out so that tests and CI run exactly those.
 
-One reader for three users: ``tests/test_readme.py`` (the set-up commands, and every Python block run
+One reader for three users: ``tests/e2e/test_readme.py`` (the set-up commands, and every Python block run
 against the session's fixture model), and ``scripts/fresh_venv_check.py`` (the install lines, the
 set-up command and the snippet in a fresh venv). A Python block runs unless the line before it is
 ``<!-- readme-test: no-run (why) -->``.

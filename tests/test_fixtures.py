@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from caffe2x import fixtures, reader
-from caffe2x.inspect import caffe_parameter_count
+from caffe2x import fixtures
+from caffe2x.caffe import reader
+from caffe2x.cli.inspect import caffe_parameter_count
 
 # sha256 of the canonical layer summary (name|type|bottoms|tops|params, one line per layer) of the public
 # deploy prototxts ResNet-{50,101,152}-deploy.prototxt (KaimingHe/deep-residual-networks, a7026cb),

@@ -1,5 +1,5 @@
 """Fuzzing: mutated caffemodels, prototxts and graph JSON end in success or one Caffe2xError, never
-another exception, never past the memory bound, never leaving a file (see tests/fuzz_inputs.py).
+another exception, never past the memory bound, never leaving a file (see tests/helpers/fuzz_inputs.py).
 
 The default run is derandomised and small (a fixed set of cases, ~15 s); set CAFFE2X_FUZZ_EXAMPLES
 for more, or run the slow-marked long mode / ``python bench/fuzz.py`` (random seeds) nightly.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-DRIVER = Path(__file__).with_name("fuzz_inputs.py")
+DRIVER = Path(__file__).parent / "helpers" / "fuzz_inputs.py"
 #: address space for the child; CAFFE2X_MAX_BYTES keeps what a case may allocate far below it
 ADDRESS_SPACE = 1536 << 20
 

@@ -1,12 +1,15 @@
 """The import structure of caffe2x, read with ``ast`` (nothing is imported to check it).
 
-Two rules (issue 13):
+Three rules:
 
 * a framework (torch, tensorflow, keras, onnx, onnxruntime) is imported only by its own target package
-  ``caffe2x/targets/<fw>/``, so converting to safetensors never pulls in torch and the validator stays
-  framework-free;
+  ``caffe2x/targets/<fw>/`` (and its fine-tuning helpers, ``caffe2x/finetune/<fw>.py``), so converting to
+  safetensors never pulls in torch and the validator stays framework-free;
 * no import cycle among caffe2x modules, counting imports inside functions too (a function-level
-  import is how a cycle hides until the day someone moves it to the top).
+  import is how a cycle hides until the day someone moves it to the top);
+* the folders are the pipeline and data flows one way: each stage imports only the stages below it
+  (``STAGE_MAY_IMPORT``, drawn in docs/architecture.md), no cycle between stages, and nothing inside
+  the package imports the package root.
 
 Imports under ``if TYPE_CHECKING:`` never run and are left out. ``from pkg import name`` counts as an
 import of ``pkg.name`` when that is a module, else of ``pkg``; a package's ``__init__`` running before
@@ -21,14 +24,15 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "caffe2x"
 
-#: framework import name -> the only target package allowed to import it
+#: framework import name -> the only modules (or packages) allowed to import it
 FRAMEWORK_OWNERS = {
-    "torch": "caffe2x.targets.torch",
-    "tensorflow": "caffe2x.targets.keras",
-    "keras": "caffe2x.targets.keras",
-    "onnx": "caffe2x.targets.onnx",
-    "onnxruntime": "caffe2x.targets.onnx",
-    "cv2": "caffe2x.oracles.opencv",  # OpenCV's Caffe importer, the optional `validate --oracle opencv`
+    "torch": ("caffe2x.targets.torch", "caffe2x.finetune.torch"),
+    "tensorflow": ("caffe2x.targets.keras", "caffe2x.finetune.keras"),
+    "keras": ("caffe2x.targets.keras", "caffe2x.finetune.keras"),
+    "onnx": ("caffe2x.targets.onnx",),
+    "onnxruntime": ("caffe2x.targets.onnx",),
+    # OpenCV's Caffe importer, the optional `validate --oracle opencv`
+    "cv2": ("caffe2x.validation.oracles.opencv",),
 }
 
 
@@ -98,8 +102,8 @@ def all_imports() -> list[Import]:
     return [imp for name, path in files.items() for imp in imports_of(name, path, names)]
 
 
-def _owner_ok(module: str, owner: str) -> bool:
-    return module == owner or module.startswith(owner + ".")
+def _owner_ok(module: str, owners: tuple[str, ...]) -> bool:
+    return any(module == owner or module.startswith(owner + ".") for owner in owners)
 
 
 def test_only_a_frameworks_own_target_package_imports_it() -> None:
@@ -108,7 +112,7 @@ def test_only_a_frameworks_own_target_package_imports_it() -> None:
         top = imp.target.split(".")[0]
         owner = FRAMEWORK_OWNERS.get(top)
         if owner is not None and not _owner_ok(imp.module, owner):
-            offenders.append(f"{imp.where()} imports {imp.target} (only {owner} may)")
+            offenders.append(f"{imp.where()} imports {imp.target} (only {' and '.join(owner)} may)")
     assert offenders == [], "framework imported outside its target package:\n  " + "\n  ".join(offenders)
 
 
@@ -204,8 +208,8 @@ def test_import_walker_sees_function_level_and_relative_imports(tmp_path: Path) 
 
 
 #: the modules that orchestrate conversion and validation: they reach frameworks only through targets
-FRAMEWORK_FREE = ("validator", "comparison", "results", "artifacts", "report", "convert", "cli_validate",
-                  "framework_run", "isolated")
+FRAMEWORK_FREE = ("validation/validator", "validation/comparison", "validation/results", "validation/artifacts",
+                  "validation/report", "convert", "cli/validate", "validation/framework_run", "validation/isolated")
 
 
 def test_validation_and_conversion_modules_do_not_even_name_a_framework() -> None:
@@ -214,3 +218,93 @@ def test_validation_and_conversion_modules_do_not_even_name_a_framework() -> Non
             for i, line in enumerate((PACKAGE_DIR / f"{name}.py").read_text(encoding="utf-8").splitlines(), 1)
             if pattern.search(line)]
     assert hits == [], "a framework named where only targets should know it:\n  " + "\n  ".join(hits)
+
+
+#: root modules every stage may use: they know no stage
+BASE = {"errors", "fileio", "_version"}
+#: each stage (a package under caffe2x/, or a root module) and the stages it may import besides
+#: itself and BASE; docs/architecture.md draws the same picture
+STAGE_MAY_IMPORT: dict[str, set[str]] = {
+    **{base: set() for base in BASE},
+    "graph": set(),
+    "caffe": {"graph"},
+    "layers": {"caffe", "graph"},
+    "targets": {"graph"},
+    # root modules that span stages: the model file of either kind, plugin registration, conversion
+    "loading": {"caffe", "layers", "graph", "targets"},
+    "plugins": {"caffe", "graph", "targets"},
+    "convert": {"graph", "targets"},
+    "validation": {"caffe", "layers", "graph", "targets", "loading", "plugins", "convert"},
+    # the public API above the stages
+    "fixtures": {"caffe", "layers", "graph", "loading"},
+    "finetune": {"graph", "targets", "validation"},
+    "__init__": {"caffe", "layers", "graph", "targets", "validation", "loading", "plugins", "convert", "finetune"},
+    "cli": {"caffe", "layers", "graph", "targets", "validation", "loading", "plugins", "convert", "fixtures"},
+    "__main__": {"cli"},
+}
+
+
+def stage_of(module: str) -> str:
+    """``caffe2x.graph.ir`` -> ``graph``; ``caffe2x.loading`` -> ``loading``; ``caffe2x`` -> ``__init__``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def stage_violations(imports: list[Import]) -> list[str]:
+    broken = []
+    for imp in imports:
+        if imp.target.split(".")[0] != "caffe2x":
+            continue
+        own, theirs = stage_of(imp.module), stage_of(imp.target)
+        allowed = STAGE_MAY_IMPORT.get(own)
+        if allowed is None:
+            broken.append(f"{imp.where()}: stage {own!r} is not in STAGE_MAY_IMPORT (add it, and to the docs)")
+        elif imp.target == "caffe2x":
+            if own != "__main__":
+                broken.append(f"{imp.where()} imports the package root")
+        elif theirs != own and theirs not in BASE and theirs not in allowed:
+            broken.append(f"{imp.where()} ({own}) imports {imp.target} ({theirs})")
+    return broken
+
+
+def test_each_stage_imports_only_the_stages_below_it() -> None:
+    broken = stage_violations(all_imports())
+    assert broken == [], "imports against the layout (docs/architecture.md):\n  " + "\n  ".join(broken)
+
+
+def test_the_stage_rule_reports_upward_lazy_and_root_imports(tmp_path: Path) -> None:
+    cases = {"caffe2x.graph.fake": "def f():\n    from caffe2x.validation import comparison\n",
+             "caffe2x.targets.fake": "from ..caffe.reader import read\n",
+             "caffe2x.caffe.fake": "import caffe2x\n",
+             "caffe2x.caffe.fine": "from caffe2x.graph.ir import Graph\nfrom . import wire\n"}
+    imports = []
+    for i, (module, source) in enumerate(cases.items()):
+        (tmp_path / f"m{i}.py").write_text(source)
+        imports += imports_of(module, tmp_path / f"m{i}.py", {"caffe2x.validation.comparison", "caffe2x.caffe.wire"})
+    assert stage_violations(imports) == [
+        "caffe2x/graph/fake.py:2 (graph) imports caffe2x.validation.comparison (validation)",
+        "caffe2x/targets/fake.py:1 (targets) imports caffe2x.caffe.reader (caffe)",
+        "caffe2x/caffe/fake.py:1 imports the package root",
+    ]
+
+
+def test_no_import_cycle_between_stages() -> None:
+    edges: dict[str, set[str]] = {}
+    for imp in all_imports():
+        if imp.target.split(".")[0] == "caffe2x" and imp.target != "caffe2x":
+            own, theirs = stage_of(imp.module), stage_of(imp.target)
+            if own != theirs:
+                edges.setdefault(own, set()).add(theirs)
+    cycles = [c for _, c in find_cycles({k: {v: 1 for v in vs} for k, vs in edges.items()})]
+    assert cycles == [], f"stages in an import cycle: {cycles}"
+
+
+def test_the_root_holds_the_api_and_few_modules_beside_the_stage_packages() -> None:
+    modules = sorted(p.stem for p in PACKAGE_DIR.glob("*.py"))
+    assert len(modules) <= 9, modules
+    packages = {p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").exists()}
+    assert {"caffe", "graph", "layers", "targets", "validation", "cli"} <= packages
+    tests = Path(__file__).resolve().parent
+    assert all(any((tests / stage).glob("test_*.py")) for stage in ("caffe", "graph", "layers", "targets",
+                                                                       "validation", "cli", "e2e"))
+    assert len(list(tests.glob("test_*.py"))) <= 8

@@ -10,13 +10,15 @@ import numpy as np
 import pytest
 
 import caffe2x
-from caffe2x import Caffe2xError, UnsupportedLayerError, plugins, reader
-from caffe2x.ir import SHAPE_FUNCTIONS
-from caffe2x.reference import OPS as REFERENCE_OPS
+from caffe2x import Caffe2xError, UnsupportedLayerError, plugins
+from caffe2x.caffe import reader
+from caffe2x.graph.ir import SHAPE_FUNCTIONS
+from caffe2x.graph.reference import OPS as REFERENCE_OPS
+from caffe2x.targets import families
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent / "helpers"
 sys.path.insert(0, str(HERE))
-import scaled_tanh_plugin  # noqa: E402
+import tests.helpers.scaled_tanh_plugin as scaled_tanh_plugin  # noqa: E402
 
 NET = """
 name: "fork_net"
@@ -33,8 +35,8 @@ layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 @pytest.fixture()
 def clean_registries(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Undo every registration a test makes (the registries are process-wide)."""
-    saved = [(r, dict(r)) for r in (reader.LAYERS, SHAPE_FUNCTIONS, REFERENCE_OPS, *plugins._registries.values())]
-    monkeypatch.setattr(plugins, "_pending", {})
+    saved = [(r, dict(r)) for r in (reader.LAYERS, SHAPE_FUNCTIONS, REFERENCE_OPS, *families._registries.values())]
+    monkeypatch.setattr(families, "_pending", {})
     yield
     for registry, content in saved:
         registry.clear()

@@ -1,7 +1,7 @@
 """Fine-tuning a converted Caffe model in the user's framework: new head, freezing by Caffe layer name.
 
 ``caffe2x.finetune.torch`` and ``caffe2x.finetune.keras`` (implemented in the target packages,
-``caffe2x/targets/torch/finetune.py`` and ``caffe2x/targets/keras/finetune.py``, the only places that
+``caffe2x/finetune/torch.py`` and ``caffe2x/finetune/keras.py``, the only places that
 import their framework) each offer ``prepare(model, num_classes, head=None, freeze="all-but-head", softmax=False)`` and the Caffe
 input pipeline as a framework object. This package itself imports neither; it holds what both share: how
 a ``freeze`` specification names layers, and the error for a name that is not in the net.
@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Sequence
 
-from ..errors import Caffe2xError
+from caffe2x.errors import Caffe2xError
 
 __all__ = ["FreezeSpec", "UP_TO", "frozen_layers", "resolve_layer"]
 

@@ -1,14 +1,14 @@
 """Caffe layer types, one family per module: :mod:`.core` (the reader handlers of the core types, whose
-shape rules and references are in :mod:`caffe2x.ir` / :mod:`caffe2x.reference`) and the families beyond
+shape rules and references are in :mod:`caffe2x.graph.ir` / :mod:`caffe2x.graph.reference`) and the families beyond
 it.
 
 One module per family (``elementwise``, ``broadcast``, ``shape``, ``normalization``, ``channels``, …),
 named for what it holds. Each module registers, for every layer type it covers, the three numpy-side
 pieces with the registries' own decorators (see :mod:`caffe2x.layers.base`):
 
-* the reader handler (:data:`caffe2x.reader.LAYERS`: Caffe layer -> graph op, attributes, tensors),
-* the shape rule (:data:`caffe2x.ir.SHAPE_FUNCTIONS`),
-* the numpy reference (:data:`caffe2x.reference.OPS`, Caffe's CPU semantics).
+* the reader handler (:data:`caffe2x.caffe.reader.LAYERS`: Caffe layer -> graph op, attributes, tensors),
+* the shape rule (:data:`caffe2x.graph.ir.SHAPE_FUNCTIONS`),
+* the numpy reference (:data:`caffe2x.graph.reference.OPS`, Caffe's CPU semantics).
 
 Target ops live in ``caffe2x/targets/<framework>/<family>.py`` and register with that target's op
 registry.
@@ -17,17 +17,17 @@ Why the families are always registered, without an import cycle: a family import
 registries it fills (``reader``, ``ir``, ``reference``), so those modules cannot import the families
 back. Instead the *package* ``caffe2x/__init__.py`` imports this package at its end. Python runs a
 package's ``__init__`` before any of its submodules can be used, so whoever touches
-``caffe2x.reader``, ``caffe2x.reference`` or ``caffe2x.ir`` -- by ``import caffe2x``, ``from caffe2x
+``caffe2x.caffe.reader``, ``caffe2x.graph.reference`` or ``caffe2x.graph.ir`` -- by ``import caffe2x``, ``from caffe2x
 import reader`` or ``python -m caffe2x`` -- finds every family registered, and no caffe2x module imports
-a module that imports it (``tests/test_layer_families.py`` pins both facts).
+a module that imports it (``tests/layers/test_layer_families.py`` pins both facts).
 
 Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 """
 from __future__ import annotations
 
-from . import core  # noqa: F401  (first: families extend some core handlers)
-from . import (broadcast, channels, detection, elementwise, embedding, normalization, proposal,  # noqa: F401
-               pyramid, recurrent, reduction, resample, roi, sequence, shape)
+from caffe2x.layers import core  # noqa: F401  (first: families extend some core handlers)
+from caffe2x.layers import (broadcast, channels, detection, elementwise, embedding, normalization, proposal,
+                            pyramid, recurrent, reduction, resample, roi, sequence, shape)  # noqa: F401
 
 #: the family modules (importing each registers it)
 FAMILIES = ("core", "elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",

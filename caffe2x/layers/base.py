@@ -1,7 +1,7 @@
 """What a layer family module needs, from one place.
 
 A family registers one reader handler per Caffe type (``@layer_handler("Power")``: Caffe layer ->
-:class:`~caffe2x.reader.LayerSpec` naming the graph op, its attributes and tensors), one shape rule
+:class:`~caffe2x.caffe.reader.LayerSpec` naming the graph op, its attributes and tensors), one shape rule
 per graph op (``@shape_function``) and one numpy reference per graph op (``@reference_op``). This
 module only re-exports those decorators and a few checks the families share; it imports nothing that
 imports the families (see :mod:`caffe2x.layers`).
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import Caffe2xError, UnsupportedLayerError
-from ..ir import Graph, Node, Shape, normalize_axis, shape_function
-from ..reader import LAYERS, BlobSource, LayerSpec, layer_handler
-from ..reference import op as reference_op
+from caffe2x.caffe.reader import LAYERS, BlobSource, LayerSpec, layer_handler
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Graph, Node, Shape, normalize_axis, shape_function
+from caffe2x.graph.reference import op as reference_op
 
 __all__ = ["Caffe2xError", "UnsupportedLayerError", "Graph", "Node", "Shape", "LayerSpec", "BlobSource",
            "LAYERS", "layer_handler", "shape_function", "reference_op", "normalize_axis", "one_input",

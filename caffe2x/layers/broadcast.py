@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from ..reader import LAYERS
-from .base import BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, broadcast_shape, expect_tensor, inputs, \
-    layer_handler, normalize_axis, reference_op, shape_function
+from caffe2x.caffe.reader import LAYERS
+from caffe2x.layers.base import (BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, broadcast_shape,
+                                 expect_tensor, inputs, layer_handler, normalize_axis, reference_op,
+                                 shape_function)
 
 #: the reader's handler for the one-input Scale (kept; this module adds the two-input form)
 _scale_one_input = LAYERS["Scale"]

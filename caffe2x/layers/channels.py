@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..reader import LAYERS
-from .base import BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, layer_handler, one_input, reference_op, \
-    shape_function
+from caffe2x.caffe.reader import LAYERS
+from caffe2x.layers.base import (BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, layer_handler, one_input,
+                                 reference_op, shape_function)
 
 
 @layer_handler("ShuffleChannel")

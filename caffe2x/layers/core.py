@@ -4,8 +4,8 @@ Flatten.
 
 Each handler turns one Caffe layer into a graph op with Caffe's defaults spelled out (explicit ``[h, w]``
 kernels, strides and pads; BatchNorm statistics with the moving-average factor divided out), so no
-target has to know Caffe. Their shape rules live in :mod:`caffe2x.ir` and their numpy references in
-:mod:`caffe2x.reference`; other layer types are families beside this module. Imported first by
+target has to know Caffe. Their shape rules live in :mod:`caffe2x.graph.ir` and their numpy references in
+:mod:`caffe2x.graph.reference`; other layer types are families beside this module. Imported first by
 :mod:`caffe2x.layers`, since families extend some of these handlers (two-input Scale, BatchNorm with
 batch statistics).
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Caffe2xError, UnsupportedLayerError
-from ..ir import Shape, normalize_axis
-from ..forkfix import has_field
-from ..reader import BlobSource, LayerSpec, _pb2, layer_handler
+from caffe2x.caffe.forkfix import has_field
+from caffe2x.caffe.reader import BlobSource, LayerSpec, _pb2, layer_handler
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Shape, normalize_axis
 
 
 def _pair(layer: Any, p: Any, name: str, default: int) -> list[int]:

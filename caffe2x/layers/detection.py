@@ -44,11 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Caffe2xError
-from ..formulas import num_priors, prior_boxes
-from ..ir import Graph, Node, Shape, shape_function
-from ..reader import BlobSource, LayerSpec, layer_handler
-from ..reference import op as reference_op
+from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.formulas import num_priors, prior_boxes
+from caffe2x.graph.ir import Graph, Node, Shape, shape_function
+from caffe2x.graph.reference import op as reference_op
 
 f32 = np.float32
 #: Caffe's -FLT_MAX, the confidence threshold when none is given

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from ..formulas import power_constant
-from .base import Caffe2xError, Graph, LayerSpec, Node, Shape, BlobSource, layer_handler, one_input, \
-    reference_op, same_shape, shape_function
+from caffe2x.graph.formulas import power_constant
+from caffe2x.layers.base import (Caffe2xError, Graph, LayerSpec, Node, Shape, BlobSource, layer_handler, one_input,
+                                 reference_op, same_shape, shape_function)
 
 OPS = ("Power", "AbsVal", "BNLL", "Exp", "Log", "Threshold", "Clip", "Swish")
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, expect_tensor, layer_handler, \
-    one_input, reference_op, shape_function
+from caffe2x.layers.base import (BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, expect_tensor,
+                                 layer_handler, one_input, reference_op, shape_function)
 
 
 @layer_handler("Embed")

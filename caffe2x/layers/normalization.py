@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from ..reader import LAYERS
-from .base import BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, expect_tensor, layer_handler, \
-    one_input, reference_op, shape_function
+from caffe2x.caffe.reader import LAYERS
+from caffe2x.layers.base import (BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, expect_tensor,
+                                 layer_handler, one_input, reference_op, shape_function)
 
 #: the reader's BatchNorm handler (stored statistics); this module adds use_global_stats: false
 _batchnorm_global = LAYERS["BatchNorm"]

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..reader import Composite, SubLayer, _pb2
-from .base import BlobSource, Caffe2xError, LayerSpec, Shape, UnsupportedLayerError, layer_handler, one_input
+from caffe2x.caffe.reader import Composite, SubLayer, _pb2
+from caffe2x.layers.base import (BlobSource, Caffe2xError, LayerSpec, Shape, UnsupportedLayerError, layer_handler,
+                                 one_input)
 
 
 def spp_level(level: int, height: int, width: int) -> tuple[list[int], list[int]]:

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Caffe2xError, UnsupportedLayerError
-from ..ir import Graph, Node, Shape, couples_samples, shape_function
-from ..reader import BlobSource, LayerSpec, layer_handler
-from ..reference import op as reference_op
+from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Graph, Node, Shape, couples_samples, shape_function
+from caffe2x.graph.reference import op as reference_op
 
 couples_samples("LSTM", "RNN")  # axis 0 is time: one step alone is not the sequence
 

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import Caffe2xError
-from ..formulas import interp_axis
-from ..ir import SHAPE_FUNCTIONS, Graph, Node, Shape, shape_function
-from ..reader import BlobSource, LayerSpec, layer_handler
-from ..reference import op as reference_op
+from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.formulas import interp_axis
+from caffe2x.graph.ir import SHAPE_FUNCTIONS, Graph, Node, Shape, shape_function
+from caffe2x.graph.reference import op as reference_op
 
 f32 = np.float32
 

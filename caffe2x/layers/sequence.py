@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import Caffe2xError, UnsupportedLayerError
-from ..ir import Graph, Node, Shape, couples_samples, shape_function
-from ..reader import BlobSource, LayerSpec, layer_handler
-from ..reference import op as reference_op
-from .base import inputs, one_input, same_shape
+from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Graph, Node, Shape, couples_samples, shape_function
+from caffe2x.graph.reference import op as reference_op
+from caffe2x.layers.base import inputs, one_input, same_shape
 
 # axis 0 of their input is time, not the batch: one step alone is not the sequence (Reverse along axis 0
 # says so by its attribute, the Lstm is the LSTM op, declared by .recurrent)

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, inputs, layer_handler, normalize_axis, \
-    one_input, reference_op, shape_function
+from caffe2x.layers.base import (BlobSource, Caffe2xError, Graph, LayerSpec, Node, Shape, inputs, layer_handler,
+                                 normalize_axis, one_input, reference_op, shape_function)
 
 
 # --------------------------------------------------------------------------- Reshape

@@ -26,8 +26,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from ..errors import Caffe2xError
-from ..ir import Graph
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
 
 #: the entry-point group third-party targets register under
 ENTRY_POINT_GROUP = "caffe2x.targets"

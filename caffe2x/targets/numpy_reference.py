@@ -1,4 +1,4 @@
-"""The ``numpy`` target: caffe2x's numpy reference executor (:mod:`caffe2x.reference`, Caffe's exact
+"""The ``numpy`` target: caffe2x's numpy reference executor (:mod:`caffe2x.graph.reference`, Caffe's exact
 numbers) as a target like the others.
 
 Its file is a ``.safetensors`` written by the ``safetensors`` target (so it writes nothing itself):
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Caffe2xError
-from ..ir import Graph
-from ..reference import execute
-from . import StoredTensor
-from .safetensors import read_graph, read_tensors
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.reference import execute
+from caffe2x.targets import StoredTensor
+from caffe2x.targets.safetensors import read_graph, read_tensors
 
 
 @dataclass

@@ -11,7 +11,7 @@ BatchNorm      ``<layer>.running_mean``, ``<layer>.running_var`` (moving-average
 Scale          ``<layer>.weight`` (gamma), ``<layer>.bias`` (beta)
 =============  =========================================================
 
-``__metadata__`` holds ``caffe2x.graph`` (the graph's JSON, see :meth:`caffe2x.ir.Graph.structure`), so :func:`read_graph` rebuilds the exact graph with no caffemodel at hand: the
+``__metadata__`` holds ``caffe2x.graph`` (the graph's JSON, see :meth:`caffe2x.graph.ir.Graph.structure`), so :func:`read_graph` rebuilds the exact graph with no caffemodel at hand: the
 neutral graph is itself a file format. Written and read by the safetensors library (``save_file`` from
 the graph's arrays, views of the mapped caffemodel: no copy; ``safe_open`` for the metadata,
 ``deserialize`` for the tensors); no torch or tensorflow is imported.
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import Caffe2xError
-from ..ir import Graph
-from ..numeric import from_bfloat16_bits
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.numeric import from_bfloat16_bits
 
 SUFFIXES = (".safetensors",)
 
@@ -66,14 +66,14 @@ def read_graph(path: str | Path, max_bytes: int | None = None) -> Graph:
     """The graph stored in a caffe2x safetensors file (tensors come back as float32).
 
     The metadata is untrusted: its JSON nesting is measured before parsing, its structure and then
-    the whole graph go through :mod:`caffe2x.checks` like a graph read from Caffe, and every tensor
+    the whole graph go through :mod:`caffe2x.graph.checks` like a graph read from Caffe, and every tensor
     the graph names must be in the file with the shape the graph records.
     """
     import json
 
     from safetensors import SafetensorError, deserialize, safe_open
 
-    from .. import checks
+    from caffe2x.graph import checks
 
     p = Path(path)
     if not p.is_file():

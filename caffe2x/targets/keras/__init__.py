@@ -44,20 +44,21 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from .quiet import quiet_import  # noqa: E402
+from caffe2x.targets.keras.quiet import quiet_import  # noqa: E402
 
 with quiet_import():  # TensorFlow's import-time oneDNN/absl lines off (see .quiet)
     import keras  # noqa: E402,F401
 
-from .. import BUILTIN  # noqa: E402
-from .files import SUFFIXES, write  # noqa: E402
-from .h5 import write_weights_h5  # noqa: E402
-from .layers import CUSTOM_OBJECTS, CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale  # noqa: E402
-from .model import to_model  # noqa: E402
-from ..families import OP_FAMILIES, load_op_families  # noqa: E402
-from .ops import BUILDERS, NCHW_TO_NHWC, OPS, BuildContext, builder, keras_axis, keras_name, set_weights  # noqa: E402
-from .profiles import write_keras_applications  # noqa: E402
-from .trainable import make_trainable  # noqa: E402
+from caffe2x.targets import BUILTIN  # noqa: E402
+from caffe2x.targets.families import OP_FAMILIES, load_op_families  # noqa: E402
+from caffe2x.targets.keras.files import SUFFIXES, write  # noqa: E402
+from caffe2x.targets.keras.h5 import write_weights_h5  # noqa: E402
+from caffe2x.targets.keras.layers import (CUSTOM_OBJECTS, CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale)  # noqa: E402
+from caffe2x.targets.keras.model import to_model  # noqa: E402
+from caffe2x.targets.keras.ops import (BUILDERS, NCHW_TO_NHWC, OPS, BuildContext, builder, keras_axis, keras_name,
+                                       set_weights)  # noqa: E402
+from caffe2x.targets.keras.profiles import write_keras_applications  # noqa: E402
+from caffe2x.targets.keras.trainable import make_trainable  # noqa: E402
 
 #: this package's :class:`~caffe2x.targets.Target` (declared in :data:`caffe2x.targets.BUILTIN`, so that
 #: listing targets imports no framework; its write / load / stored_tensors live in :mod:`.target`)

@@ -15,9 +15,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...errors import Caffe2xError
-from ...ir import Node
-from .ops import BuildContext, builder, set_weights
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.ops import BuildContext, builder, set_weights
 
 
 def param_layout(p: np.ndarray, axis: int, rank: int, layer: str) -> np.ndarray:

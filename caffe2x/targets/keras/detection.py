@@ -16,10 +16,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...ir import Node
-from ...formulas import prior_boxes
-from .layers import CUSTOM_OBJECTS
-from .ops import BuildContext, builder, set_weights
+from caffe2x.graph.formulas import prior_boxes
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.layers import CUSTOM_OBJECTS
+from caffe2x.targets.keras.ops import BuildContext, builder, set_weights
 
 _PACKAGE = "caffe2x"
 
@@ -63,7 +63,7 @@ class CaffePriorBox(keras.layers.Layer):
         return ops.convert_to_tensor(prior_boxes(self.prior, h, w))
 
     def compute_output_shape(self, input_shape: Any, *image: Any) -> tuple[int, ...]:
-        from ...formulas import num_priors
+        from caffe2x.graph.formulas import num_priors
 
         return (1, 2, int(input_shape[1]) * int(input_shape[2]) * num_priors(self.prior) * 4)
 

@@ -10,14 +10,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ...errors import Caffe2xError
-from ...ir import Graph
-from ...numeric import round_to
-from .. import WriteOptions
-from .h5 import write_weights_h5
-from .. import handoff_allowed
-from .model import build_net, offer
-from .profiles import write_keras_applications
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.numeric import round_to
+from caffe2x.targets import WriteOptions
+from caffe2x.targets import handoff_allowed
+from caffe2x.targets.keras.h5 import write_weights_h5
+from caffe2x.targets.keras.model import build_net, offer
+from caffe2x.targets.keras.profiles import write_keras_applications
 
 SUFFIXES = (".h5", ".keras")
 

@@ -27,8 +27,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from ...ir import pool_output_size  # noqa: E402
-from ...reference import pool_geometry  # noqa: E402
+from caffe2x.graph.ir import pool_output_size  # noqa: E402
+from caffe2x.graph.reference import pool_geometry  # noqa: E402
 
 _PACKAGE = "caffe2x"
 
@@ -44,9 +44,9 @@ def _pair(v: Any) -> tuple[int, int]:
 class CaffePooling2D(keras.layers.Layer):
     """Caffe Pooling (MAX or AVE) on NHWC input with Caffe's geometry.
 
-    The output size is :func:`caffe2x.ir.pool_output_size` (ceil by default, last window dropped when
+    The output size is :func:`caffe2x.graph.ir.pool_output_size` (ceil by default, last window dropped when
     it would start in the right padding). MAX pads with -inf; AVE pads with zeros and divides each
-    window sum by Caffe's divisor from :func:`caffe2x.reference.pool_geometry`. The divisor depends on
+    window sum by Caffe's divisor from :func:`caffe2x.graph.reference.pool_geometry`. The divisor depends on
     the spatial size, so the layer needs static H and W (Caffe nets have them).
     """
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import keras
 
-from ...ir import Graph
-from ...reference import resolve_outputs
-from .ops import OPS, BuildContext, keras_name
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.reference import resolve_outputs
+from caffe2x.targets.keras.ops import OPS, BuildContext, keras_name
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from ...ir import Node
-from .ops import BuildContext, builder, keras_axis, set_weights
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.ops import BuildContext, builder, keras_axis, set_weights
 
 
 @keras.saving.register_keras_serializable(package="caffe2x")

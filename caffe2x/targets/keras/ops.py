@@ -12,10 +12,10 @@ from typing import Any
 import keras
 import numpy as np
 
-from ...errors import Caffe2xError, UnsupportedLayerError
-from ...ir import Graph, Node
-from ...registry import Registry
-from .layers import CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.graph.registry import Registry
+from caffe2x.targets.keras.layers import CaffeEltwiseSum, CaffeLRN, CaffePooling2D, CaffeScale
 
 #: Caffe NCHW axis -> Keras NHWC axis, for 4-D blobs
 NCHW_TO_NHWC = {0: 0, 1: 3, 2: 1, 3: 2}

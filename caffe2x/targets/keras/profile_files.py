@@ -12,10 +12,11 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ...errors import Caffe2xError, one_line
-from ...ir import Graph
-from .. import RecordedProfile
-from .profiles import BOUND_ATTR, PROFILE_ATTR, _keras_application, _resnet_units, measure_input
+from caffe2x.errors import Caffe2xError, one_line
+from caffe2x.graph.ir import Graph
+from caffe2x.targets import RecordedProfile
+from caffe2x.targets.keras.profiles import (BOUND_ATTR, PROFILE_ATTR, _keras_application, _resnet_units,
+                                            measure_input)
 
 PROFILE = "keras-applications"
 
@@ -75,7 +76,7 @@ class ApplicationsRunner:
 def load_profile(path: Path, graph: Graph, profile: str) -> ApplicationsRunner:
     if profile != PROFILE:
         raise Caffe2xError(f"unknown Keras naming profile {profile!r}; the Keras target knows {PROFILE!r}")
-    from ...bounds import check_h5, graph_bytes
+    from caffe2x.graph.bounds import check_h5, graph_bytes
 
     check_h5(path, graph_bytes(graph))
     return ApplicationsRunner(graph, path)

@@ -9,11 +9,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ...errors import Caffe2xError
-from ...ir import Graph, Node
-from ...numeric import max_rel_error, round_to
-from ...reference import run as reference_run
-from .h5 import _write_h5_layers
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.graph.numeric import max_rel_error, round_to
+from caffe2x.graph.reference import run as reference_run
+from caffe2x.targets.keras.h5 import _write_h5_layers
 
 # --------------------------------------------------------------------------- keras.applications profile
 _RESNET_LAYER = re.compile(r"^res(\d)([a-z])(\d*)_branch(1|2a|2b|2c)$")

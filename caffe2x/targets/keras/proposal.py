@@ -19,9 +19,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...ir import Node
-from .layers import CUSTOM_OBJECTS
-from .ops import BuildContext, builder
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.layers import CUSTOM_OBJECTS
+from caffe2x.targets.keras.ops import BuildContext, builder
 
 
 @keras.saving.register_keras_serializable(package="caffe2x")

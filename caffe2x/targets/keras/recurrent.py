@@ -10,9 +10,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...ir import Node
-from .layers import CUSTOM_OBJECTS
-from .ops import BuildContext, builder, set_weights
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.layers import CUSTOM_OBJECTS
+from caffe2x.targets.keras.ops import BuildContext, builder, set_weights
 
 _PACKAGE = "caffe2x"
 

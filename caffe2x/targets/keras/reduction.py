@@ -9,8 +9,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from ...ir import Node
-from .ops import BuildContext, builder
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.ops import BuildContext, builder
 
 
 @keras.saving.register_keras_serializable(package="caffe2x")

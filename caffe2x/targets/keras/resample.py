@@ -15,10 +15,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...ir import Node
-from ...formulas import interp_axis, pool_window
-from .layers import CUSTOM_OBJECTS
-from .ops import BuildContext, builder
+from caffe2x.graph.formulas import interp_axis, pool_window
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.layers import CUSTOM_OBJECTS
+from caffe2x.targets.keras.ops import BuildContext, builder
 
 _PACKAGE = "caffe2x"
 

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...ir import Node
-from .ops import BuildContext, builder
+from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.ops import BuildContext, builder
 
 
 def _c_round(v: Any) -> Any:

@@ -14,9 +14,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from ...errors import Caffe2xError
-from ...ir import Graph, Node
-from .ops import BuildContext, builder, keras_axis
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.targets.keras.ops import BuildContext, builder, keras_axis
 
 _NHWC = (0, 2, 3, 1)  # Keras axis i of a 4-D tensor holds Caffe axis _NHWC[i]
 

@@ -14,13 +14,13 @@ import h5py
 import keras
 import numpy as np
 
-from ...errors import Caffe2xError, one_line
-from ...ir import Graph
-from .. import StoredTensor
-from .files import write
-from .model import take, to_model
-from .ops import BuildContext, assign_in_slices
-from .profile_files import load_profile, recorded_profile
+from caffe2x.errors import Caffe2xError, one_line
+from caffe2x.graph.ir import Graph
+from caffe2x.targets import StoredTensor
+from caffe2x.targets.keras.files import write
+from caffe2x.targets.keras.model import take, to_model
+from caffe2x.targets.keras.ops import BuildContext, assign_in_slices
+from caffe2x.targets.keras.profile_files import load_profile, recorded_profile
 
 #: Keras variable name -> graph param role, per op (the variables the builders in ops.py create)
 KERAS_ROLES: dict[str, dict[str, str]] = {
@@ -142,7 +142,7 @@ class KerasRunner:
 
 
 def load(path: Path, graph: Graph) -> KerasRunner:
-    from ...bounds import check_h5, check_zip_archive, graph_bytes
+    from caffe2x.graph.bounds import check_h5, check_zip_archive, graph_bytes
 
     if Path(path).suffix.lower() == ".keras":  # a zip holding an HDF5 file: its entries' declared sizes
         check_zip_archive(path, graph_bytes(graph))
@@ -193,9 +193,9 @@ def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
     """Every weight of a Keras HDF5 file (weights or full model) or ``.keras`` file, in Keras' layout,
     by graph key.
 
-    Sizes are checked from the file's directory first (:mod:`caffe2x.bounds`: HDF5 dataset headers, the
+    Sizes are checked from the file's directory first (:mod:`caffe2x.graph.bounds`: HDF5 dataset headers, the
     ``.keras`` zip's entries); names an HDF5 file lists but does not hold are an error, not a KeyError."""
-    from ...bounds import check_h5, check_zip_archive, graph_bytes
+    from caffe2x.graph.bounds import check_h5, check_zip_archive, graph_bytes
 
     if Path(path).suffix.lower() == ".keras":
         check_zip_archive(path, graph_bytes(graph))

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import keras
 
-from ...ir import Graph
-from .ops import BuildContext
+from caffe2x.graph.ir import Graph
+from caffe2x.targets.keras.ops import BuildContext
 
 __all__ = ["DEFAULT_MOVING_AVERAGE_FRACTION", "make_trainable"]
 

@@ -34,7 +34,7 @@ Scale           ``Mul`` (and ``Add``) by the parameters reshaped to ``shape[axis
 ReLU            ``Relu``, or ``LeakyRelu(alpha=negative_slope)``
 Sigmoid, TanH   ``Sigmoid``, ``Tanh``;  Dropout: ``Identity``
 Pooling         Caffe's ceil-mode window rule made explicit: ``Pad`` (``-inf`` for MAX, 0 for AVE)
-                by ``pad`` on the left and by :func:`~caffe2x.reference.pool_geometry`'s amount on
+                by ``pad`` on the left and by :func:`~caffe2x.graph.reference.pool_geometry`'s amount on
                 the right, then ``MaxPool``/``AveragePool`` with no pads and ``ceil_mode=0``
                 (ONNX's own ceil mode clips windows differently when ``pad > 0``). AVE then
                 multiplies by a constant ``k_h*k_w / divisor`` map, the divisor being Caffe's
@@ -66,10 +66,10 @@ family is a module ``caffe2x/targets/onnx/<family>.py`` importing only from ``.o
 from __future__ import annotations
 
 
-from .. import BUILTIN
-from .model import run_onnx, to_onnx, write
-from ..families import OP_FAMILIES, load_op_families
-from .ops import CONVERTERS, IR_VERSION, OPS, OPSET, Builder, converter
+from caffe2x.targets import BUILTIN
+from caffe2x.targets.families import OP_FAMILIES, load_op_families
+from caffe2x.targets.onnx.model import run_onnx, to_onnx, write
+from caffe2x.targets.onnx.ops import CONVERTERS, IR_VERSION, OPS, OPSET, Builder, converter
 
 
 #: this package's :class:`~caffe2x.targets.Target` (declared in :data:`caffe2x.targets.BUILTIN`, so that

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from ...ir import Node
-from .ops import Builder
+from caffe2x.graph.ir import Node
+from caffe2x.targets.onnx.ops import Builder
 
 f32 = np.float32
 

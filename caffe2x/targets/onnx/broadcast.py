@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir import Node
-from .ops import Builder, converter
+from caffe2x.graph.ir import Node
+from caffe2x.targets.onnx.ops import Builder, converter
 
 
 def _operand(b: Builder, node: Node, value: str, operand_rank: int, x_rank: int, axis: int) -> str:

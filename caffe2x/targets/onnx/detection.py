@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from ...ir import Node
-from ...formulas import prior_boxes
-from .adaptive_nms import adaptive_nms
-from .ops import Builder, converter
+from caffe2x.graph.formulas import prior_boxes
+from caffe2x.graph.ir import Node
+from caffe2x.targets.onnx.adaptive_nms import adaptive_nms
+from caffe2x.targets.onnx.ops import Builder, converter
 
 f32 = np.float32
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from ...ir import Node
-from ...formulas import power_constant
-from .ops import Builder, converter
+from caffe2x.graph.formulas import power_constant
+from caffe2x.graph.ir import Node
+from caffe2x.targets.onnx.ops import Builder, converter
 
 
 def _scalar(b: Builder, node: Node, what: str, value: float) -> str:

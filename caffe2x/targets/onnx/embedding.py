@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from onnx import TensorProto
 
-from ...ir import Node
-from .ops import Builder, converter
+from caffe2x.graph.ir import Node
+from caffe2x.targets.onnx.ops import Builder, converter
 
 
 @converter("Embed")

@@ -10,11 +10,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ..._version import __version__
-from ...errors import Caffe2xError
-from ...ir import Graph
-from ...reference import resolve_outputs
-from .ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder, batch_moved
+from caffe2x._version import __version__
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.reference import resolve_outputs
+from caffe2x.targets.onnx.ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder, batch_moved
 
 
 # --------------------------------------------------------------------------- model

@@ -11,11 +11,11 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ...errors import Caffe2xError, UnsupportedLayerError
-from ...ir import Graph, Node
-from ...numeric import to_bfloat16_bits
-from ...reference import pool_geometry
-from ...registry import Registry
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.graph.numeric import to_bfloat16_bits
+from caffe2x.graph.reference import pool_geometry
+from caffe2x.graph.registry import Registry
 
 #: ONNX operator set the models are written against
 OPSET = 17

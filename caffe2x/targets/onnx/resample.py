@@ -17,10 +17,10 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper
 
-from ...ir import Node
-from ...formulas import interp_axis
-from ...reference import pool_geometry
-from .ops import Builder, converter
+from caffe2x.graph.formulas import interp_axis
+from caffe2x.graph.ir import Node
+from caffe2x.graph.reference import pool_geometry
+from caffe2x.targets.onnx.ops import Builder, converter
 
 i64 = np.int64
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir import Node
-from .ops import Builder, converter
+from caffe2x.graph.ir import Node
+from caffe2x.targets.onnx.ops import Builder, converter
 
 _INT64_MIN = np.iinfo(np.int64).min
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
-from ...ir import Node
-from .ops import Builder, batch_moved, converter
+from caffe2x.graph.ir import Node
+from caffe2x.targets.onnx.ops import Builder, batch_moved, converter
 
 
 def _ints(values: list[int]) -> np.ndarray:

@@ -12,11 +12,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
-from ...errors import Caffe2xError, one_line
-from ...ir import Graph
-from ...numeric import from_bfloat16_bits
-from .. import StoredTensor
-from .model import ort_session, run_session, write
+from caffe2x.errors import Caffe2xError, one_line
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.numeric import from_bfloat16_bits
+from caffe2x.targets import StoredTensor
+from caffe2x.targets.onnx.model import ort_session, run_session, write
 
 
 def read_model(path: Path, external_data: bool = True) -> onnx.ModelProto:

@@ -19,15 +19,16 @@ A new op family is a module ``caffe2x/targets/torch/<family>.py`` that imports o
 from __future__ import annotations
 
 
-from .. import BUILTIN
-from .files import DTYPES, code_path, final_path, state_dict, write
-from .model import CaffeNet, Step, module_names, node_module_names, resolve_outputs, sanitize, to_module
-from .modules import (HELPER_CLASSES, CaffeBatchNorm, CaffeConcat, CaffeEltwise, CaffeInnerProduct, CaffeLRN,
-                      CaffePooling, CaffeScale, helper_source)
-from ..families import OP_FAMILIES, load_op_families
-from .ops import BUILDERS, OPS, Builder, LayerSpec, builder, layer_spec
-from .profiles import TorchvisionProfile, TorchvisionResNet, torchvision_profile
-from .trainable import TrainableBatchNorm, make_trainable
+from caffe2x.targets import BUILTIN
+from caffe2x.targets.families import OP_FAMILIES, load_op_families
+from caffe2x.targets.torch.files import DTYPES, code_path, final_path, state_dict, write
+from caffe2x.targets.torch.model import (CaffeNet, Step, module_names, node_module_names, resolve_outputs,
+                                         sanitize, to_module)
+from caffe2x.targets.torch.modules import (HELPER_CLASSES, CaffeBatchNorm, CaffeConcat, CaffeEltwise,
+                                           CaffeInnerProduct, CaffeLRN, CaffePooling, CaffeScale, helper_source)
+from caffe2x.targets.torch.ops import BUILDERS, OPS, Builder, LayerSpec, builder, layer_spec
+from caffe2x.targets.torch.profiles import TorchvisionProfile, TorchvisionResNet, torchvision_profile
+from caffe2x.targets.torch.trainable import TrainableBatchNorm, make_trainable
 
 
 #: this package's :class:`~caffe2x.targets.Target` (declared in :data:`caffe2x.targets.BUILTIN`, so that

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...ir import Graph, Node
-from .ops import LayerSpec, builder
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.targets.torch.ops import LayerSpec, builder
 
 
 class CaffeBias(nn.Module):

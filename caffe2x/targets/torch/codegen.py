@@ -14,11 +14,11 @@ import builtins
 import keyword
 import re
 
-from ..._version import __version__
-from ...ir import Graph
-from .model import node_module_names, resolve_outputs
-from .modules import HELPER_CLASSES, helper_source
-from .ops import layer_spec
+from caffe2x._version import __version__
+from caffe2x.graph.ir import Graph
+from caffe2x.targets.torch.model import node_module_names, resolve_outputs
+from caffe2x.targets.torch.modules import HELPER_CLASSES, helper_source
+from caffe2x.targets.torch.ops import layer_spec
 
 #: names a local variable in generated ``forward`` must not take
 _RESERVED_LOCALS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(

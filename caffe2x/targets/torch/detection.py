@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...ir import Graph, Node
-from .ops import LayerSpec, _tensors, builder
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.targets.torch.ops import LayerSpec, _tensors, builder
 
 
 class CaffeNormalize(nn.Module):

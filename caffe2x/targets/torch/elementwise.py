@@ -7,9 +7,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...ir import Graph, Node
-from ...formulas import power_constant
-from .ops import LayerSpec, builder
+from caffe2x.graph.formulas import power_constant
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.targets.torch.ops import LayerSpec, builder
 
 
 class CaffePower(nn.Module):

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from ...errors import Caffe2xError
-from ...ir import Graph
-from .. import WriteOptions
-from .model import node_module_names, to_module
-from .profiles import torchvision_profile
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
+from caffe2x.targets import WriteOptions
+from caffe2x.targets.torch.model import node_module_names, to_module
+from caffe2x.targets.torch.profiles import torchvision_profile
 
 #: ``WriteOptions.dtype`` -> torch dtype of the floating-point tensors written
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -82,8 +82,8 @@ def write(graph: Graph, path: str | Path, options: WriteOptions) -> list[str]:
         raise Caffe2xError(f"unknown profile {options.profile!r} for the torch target (available: torchvision)")
     torch.save(_cast(state, options.dtype), path)
     if options.extra.get("emit_code"):
-        from ...fileio import atomic_output
-        from .codegen import generate
+        from caffe2x.fileio import atomic_output
+        from caffe2x.targets.torch.codegen import generate
 
         target = code_path(path, options)
         weights = final_path(path, options)

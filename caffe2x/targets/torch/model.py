@@ -22,9 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...errors import Caffe2xError
-from ...ir import Graph
-from .ops import layer_spec
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
+from caffe2x.targets.torch.ops import layer_spec
 
 
 # =========================================================================== naming
@@ -163,7 +163,7 @@ def _plan(graph: Graph, modules: Sequence[str], keep: set[str]) -> list[Step]:
 
 def resolve_outputs(graph: Graph, outputs: str | Sequence[str] | None) -> tuple[list[str], bool]:
     """Caffe blob names to return, and whether the result is a single tensor (``reference.run``'s rule)."""
-    from ...reference import resolve_outputs as _resolve
+    from caffe2x.graph.reference import resolve_outputs as _resolve
 
     names = _resolve(graph, outputs)
     single = isinstance(outputs, str) or (outputs is None and len(names) == 1)
@@ -181,7 +181,7 @@ def to_module(graph: Graph, outputs: str | Sequence[str] | None = None, *, share
     caffemodel behind it) never changes. ``share_memory=True`` makes every parameter a view of the
     graph's array (``torch.from_numpy``, no copy), which is what writing a ``.pt`` uses; an in-place
     update of such a module (an optimizer step) then changes the graph's tensors too (never the file:
-    the caffemodel is mapped copy-on-write, see :mod:`caffe2x.wire`).
+    the caffemodel is mapped copy-on-write, see :mod:`caffe2x.caffe.wire`).
     """
     names = node_module_names(graph)
     out_names, single = resolve_outputs(graph, outputs)

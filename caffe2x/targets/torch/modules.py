@@ -10,7 +10,7 @@ size with Caffe's drop-last-window rule, MAX padded with -inf, AVE divided by Ca
 size), :class:`CaffeBatchNorm` (always the stored statistics, eps added to the variance, no affine part,
 no ``num_batches_tracked``), :class:`CaffeScale`, :class:`CaffeInnerProduct` (``nn.Linear`` that flattens
 from ``axis`` in C, H, W order), :class:`CaffeEltwise`, :class:`CaffeConcat` and :class:`CaffeLRN`.
-Those helper classes depend on nothing but torch and :func:`~caffe2x.ir.pool_output_size`, because
+Those helper classes depend on nothing but torch and :func:`~caffe2x.graph.ir.pool_output_size`, because
 ``--emit-code`` copies their source verbatim into the generated ``model.py``: the generated net and this
 module run the very same code.
 
@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...formulas import pool_window
-from ...ir import pool_output_size
+from caffe2x.graph.formulas import pool_window
+from caffe2x.graph.ir import pool_output_size
 
 
 # =========================================================================== Caffe layers as modules

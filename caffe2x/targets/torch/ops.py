@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import Caffe2xError, UnsupportedLayerError
-from ...ir import Graph, Node
-from ...registry import Registry
-from .modules import CaffeBatchNorm, CaffeConcat, CaffeEltwise, CaffeInnerProduct, CaffeLRN, CaffePooling, CaffeScale
+from caffe2x.errors import Caffe2xError, UnsupportedLayerError
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.graph.registry import Registry
+from caffe2x.targets.torch.modules import (CaffeBatchNorm, CaffeConcat, CaffeEltwise, CaffeInnerProduct, CaffeLRN,
+                                           CaffePooling, CaffeScale)
 
 
 @dataclass

@@ -5,7 +5,7 @@ the same keys as ``torchvision.models.resnetNN()``), so the numbers that run are
 A ``.pt`` is a plain state_dict (it must keep loading into torchvision with ``strict=True``), so it
 records neither its profile nor the logit difference its conversion printed: the validator asks for
 ``--profile torchvision`` instead and re-derives that bound from the model (:func:`recorded_profile`
-is therefore absent here; see :mod:`caffe2x.artifacts`).
+is therefore absent here; see :mod:`caffe2x.validation.artifacts`).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from ...errors import Caffe2xError, one_line
-from ...ir import Graph
-from .profiles import TorchvisionResNet, measure_input, torchvision_profile
+from caffe2x.errors import Caffe2xError, one_line
+from caffe2x.graph.ir import Graph
+from caffe2x.targets.torch.profiles import TorchvisionResNet, measure_input, torchvision_profile
 
 
 class TorchvisionRunner:

@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import Caffe2xError
-from ...ir import Graph, Node
-from .ops import as_tensor
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.targets.torch.ops import as_tensor
 
 
 #: torchvision ResNet constructor by blocks per stage
@@ -125,7 +125,7 @@ class TorchvisionProfile:
     def measure(self, graph: Graph, seed: int = 0) -> str:
         """Run the torchvision architecture and the numpy reference on one seeded image-like input
         (uniform 0-255 pixels minus the ImageNet BGR means, Caffe's preprocessing); describe the gap."""
-        from ...reference import run
+        from caffe2x.graph.reference import run
 
         x = measure_input(graph, seed)
         ref = np.asarray(run(graph, x, outputs=self.logits), dtype=np.float64)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...formulas import pool_window
-from ...ir import Graph, Node
-from .ops import LayerSpec, builder
+from caffe2x.graph.formulas import pool_window
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.targets.torch.ops import LayerSpec, builder
 
 
 class CaffeMaxPoolWithMask(nn.Module):

@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from ...ir import Graph, Node
-from .ops import LayerSpec, builder
+from caffe2x.graph.ir import Graph, Node
+from caffe2x.targets.torch.ops import LayerSpec, builder
 
 
 class CaffeReshape(nn.Module):

@@ -13,21 +13,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import Caffe2xError, one_line
-from ...ir import Graph
-from .. import StoredTensor
-from .files import write
-from .model import CaffeNet, node_module_names, to_module
+from caffe2x.errors import Caffe2xError, one_line
+from caffe2x.graph.ir import Graph
+from caffe2x.targets import StoredTensor
+from caffe2x.targets.torch.files import write
+from caffe2x.targets.torch.model import CaffeNet, node_module_names, to_module
 
 
 def read_state(path: Path, graph: Graph | None = None, *, mapped: bool = False) -> dict[str, torch.Tensor]:
     """A flat state_dict, read the safe way (``weights_only=True``), after the archive's declared
-    sizes were checked (:func:`caffe2x.bounds.check_zip_archive`: against ``graph``'s tensors when given).
+    sizes were checked (:func:`caffe2x.graph.bounds.check_zip_archive`: against ``graph``'s tensors when given).
 
     ``mapped``: the tensors are maps of the file (``torch.load(mmap=True)``, private copy-on-write,
     POSIX only) instead of copies read into memory; an archive torch cannot map (the legacy format) is
     read the ordinary way."""
-    from ...bounds import check_zip_archive, graph_bytes
+    from caffe2x.graph.bounds import check_zip_archive, graph_bytes
 
     check_zip_archive(path, graph_bytes(graph) if graph is not None else None)
     try:
@@ -117,7 +117,7 @@ def stored_tensors(path: Path, graph: Graph) -> dict[str, StoredTensor]:
 
 def load_profile(path: Path, graph: Graph, profile: str) -> Any:
     """A ``--profile torchvision`` file in torchvision's architecture (:mod:`.profile_files`)."""
-    from .profile_files import profile_runner
+    from caffe2x.targets.torch.profile_files import profile_runner
 
     return profile_runner(read_state(path, graph), graph, profile, Path(path).name)
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...ir import Graph
-from .model import CaffeNet, node_module_names
-from .modules import CaffeBatchNorm
+from caffe2x.graph.ir import Graph
+from caffe2x.targets.torch.model import CaffeNet, node_module_names
+from caffe2x.targets.torch.modules import CaffeBatchNorm
 
 __all__ = ["TrainableBatchNorm", "DEFAULT_MOVING_AVERAGE_FRACTION", "make_trainable"]
 

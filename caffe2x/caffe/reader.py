@@ -1,0 +1,788 @@
+"""The Caffe side: read ``.caffemodel`` / ``.prototxt`` / ``.binaryproto`` into a :class:`~caffe2x.graph.ir.Graph`.
+
+Handles the current ``layer`` format, the old V1 and V0 ``layers`` formats (upgraded the way Caffe's
+``upgrade_proto.cpp`` does, :mod:`caffe2x.caffe.upgrade`), legacy blob
+dims (``num/channels/height/width``) and blobs stored as ``data`` or ``double_data``.
+
+When a prototxt is given it defines the net and the caffemodel only supplies blobs, matched by layer
+name (that is how Caffe's ``CopyTrainedLayersFrom`` works). Without one the caffemodel's own layers are
+the net. Without any caffemodel (``model=None``) the net is weightless and gets seeded, calibrated
+random tensors (see :mod:`caffe2x.fixtures`).
+
+Each Caffe layer type is one handler registered in :data:`LAYERS` by a module of :mod:`caffe2x.layers`
+(the core types in :mod:`caffe2x.layers.core`); an unregistered type is an error naming the layer and
+the type.
+"""
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from functools import partial
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caffe2x.caffe.datalayers import data_layer_shape
+from caffe2x.caffe.forkfix import fix_fork_fields
+from caffe2x.caffe.hdf5weights import is_hdf5, read_hdf5_weights
+from caffe2x.caffe.layernames import renamed_duplicates
+from caffe2x.caffe.netcut import cut_before, needed_layers, python_layer_error
+from caffe2x.caffe.upgrade import V1_TYPES, upgrade  # noqa: F401  (V1_TYPES: re-exported)
+from caffe2x.caffe.wire import map_file, split
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph import checks
+from caffe2x.graph.ir import Graph, Node, Shape
+from caffe2x.graph.registry import Registry
+
+# --------------------------------------------------------------------------- protobuf parsing
+
+
+def _pb2():  # type: ignore[no-untyped-def]
+    from caffe2x.caffe.proto import caffe_pb2
+
+    return caffe_pb2
+
+
+def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel", schema: Any = None) -> Any:
+    """Binary ``NetParameter`` (upgraded to the ``layer`` format); ``schema``: a fork's (:mod:`.schema`)."""
+    from google.protobuf.message import DecodeError
+
+    from caffe2x.caffe.sniff import looks_like_text, text_model_message, truncation
+
+    if not data:
+        raise Caffe2xError(f"{source} is empty")
+    if looks_like_text(data):
+        raise Caffe2xError(text_model_message(source))
+    if schema is not None:
+        from caffe2x.caffe.schema import parse_binary, to_caffe2x
+
+        net = to_caffe2x(parse_binary(schema, data, source), source)
+    else:
+        net = _pb2().NetParameter()
+        try:
+            net.ParseFromString(data)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            cut = truncation(data)
+            if cut is not None:
+                raise Caffe2xError(f"{source} is {cut}") from None
+            raise Caffe2xError(f"{source} is not a Caffe model (protobuf decoding failed: {exc})") from None
+    net = upgrade(net, source)
+    if not net.layer:
+        raise Caffe2xError(f"{source} holds no Caffe layers (is it a caffemodel?)")
+    if schema is None:  # a fork's own schema has its own numbers: nothing collides
+        fix_fork_fields(net, _pb2(), data)
+    return net
+
+
+def parse_prototxt_text(text: str, source: str = "prototxt", schema: Any = None) -> Any:
+    """Text ``NetParameter`` (upgraded). Fields the schema does not know are an error naming them."""
+    from google.protobuf import text_format
+
+    if schema is not None:
+        from caffe2x.caffe.schema import parse_text, to_caffe2x
+
+        net = to_caffe2x(parse_text(schema, text, source), source)
+    else:
+        net = _pb2().NetParameter()
+        try:
+            text_format.Parse(text, net)
+        except text_format.ParseError as exc:
+            raise Caffe2xError(f"{source} is not a valid Caffe prototxt: {_parse_error_text(exc, net)}") from None
+    net = upgrade(net, source)
+    if not net.layer and not net.input:
+        raise Caffe2xError(f"{source} defines no layers")
+    return net
+
+
+def _parse_error_text(exc: Exception, net: Any) -> str:
+    """protobuf's message as ``line L, column C: ...``, without the schema's private package name."""
+    from caffe2x.caffe.schema import describe_parse_error
+
+    return describe_parse_error(exc, net.DESCRIPTOR.file.package)
+
+
+def blob_array(blob: Any) -> np.ndarray:
+    """A ``BlobProto`` as a float32 array in its stored shape (modern ``shape`` or legacy 4-D dims).
+    An array (a view of the payload from caffe2x.caffe.wire, or an HDF5 caffemodel's blob) is returned as it is."""
+    if isinstance(blob, np.ndarray):
+        return blob
+    legacy = ""
+    if blob.HasField("shape"):
+        shape = tuple(int(d) for d in blob.shape.dim)
+    elif blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):
+        shape = (blob.num, blob.channels, blob.height, blob.width)
+        legacy = " (legacy num, channels, height, width)"
+    else:
+        shape = (len(blob.data) or len(blob.double_data),)
+    if len(blob.data):
+        arr = np.array(blob.data, dtype=np.float32)
+    elif len(blob.double_data):
+        arr = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
+    else:
+        arr = np.zeros(0, dtype=np.float32)
+    if any(d < 0 for d in shape):  # numpy would read one -1 as "infer it" and choke on two
+        raise Caffe2xError(f"blob shape {list(shape)}{legacy} has a negative dimension")
+    count = math.prod(shape)
+    if arr.size != count:
+        raise Caffe2xError(f"blob of shape {list(shape)} holds {arr.size} values, expected {count}")
+    return arr.reshape(shape)
+
+
+def read_mean(path: str | Path) -> np.ndarray:
+    """A ``.binaryproto`` mean file (BlobProto) as a float32 ``(C, H, W)`` array."""
+    from google.protobuf.message import DecodeError
+
+    data = _read_file(path)
+    blob = _pb2().BlobProto()
+    try:
+        blob.ParseFromString(data)
+        arr = blob_array(blob)
+    except (DecodeError, RuntimeError, ValueError, Caffe2xError) as exc:
+        raise Caffe2xError(f"{path} is not a Caffe mean file (BlobProto): {exc}") from None
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.size == 0:
+        raise Caffe2xError(f"{path}: a mean file needs a (1,) C x H x W blob, got shape {list(arr.shape)}")
+    return arr
+
+
+# --------------------------------------------------------------------------- blob access
+InitKind = str  # 'he' | 'bias' | 'mean' | 'var' | 'gamma' | 'beta' | 'factor' | 'slope'
+
+
+class BlobSource:
+    """Hands a layer handler its blobs, checked against the shapes the net needs.
+
+    With a caffemodel, blob ``i`` of the layer must exist and have the expected shape (a legacy 4-D
+    blob matches when it is the expected shape padded with leading 1s, e.g. InnerProduct's
+    ``1 x 1 x out x in``). Weightless, it makes a seeded tensor of the requested kind instead.
+    """
+
+    def __init__(self, layer: str, blobs: Sequence[Any] | None, seed: int | None,
+                 budget: checks.SizeBudget | None = None) -> None:
+        self.layer = layer
+        self.blobs = blobs
+        self.budget = budget
+        self.rng = np.random.default_rng([seed or 0, zlib.crc32(layer.encode())]) if blobs is None else None
+        #: appended to the error for a blob the caffemodel does not have
+        self.missing = ""
+
+    def get(self, index: int, shape: Shape, kind: InitKind, role: str) -> np.ndarray:
+        shape = tuple(int(d) for d in shape)
+        if self.blobs is None:
+            if self.budget is not None:  # refuse a huge seeded tensor before allocating it
+                self.budget.tensor(self.layer, role, shape)
+            elif any(d < 0 for d in shape):
+                raise Caffe2xError(f"layer {self.layer!r} {role} has the impossible shape {list(shape)}")
+            return _init(self.rng, shape, kind)  # type: ignore[arg-type]
+        if index >= len(self.blobs):
+            raise Caffe2xError(f"layer {self.layer!r} has {len(self.blobs)} blob(s) in the caffemodel, "
+                               f"needs blob {index} ({role}, shape {list(shape)}){self.missing}")
+        arr = self.stored(index, role)
+        if arr.shape == shape:
+            return arr
+        squeezed = arr.shape
+        while len(squeezed) > len(shape) and squeezed[0] == 1:
+            squeezed = squeezed[1:]
+        if squeezed == shape:
+            return arr.reshape(shape)
+        raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}) has shape {list(arr.shape)} in the "
+                           f"caffemodel, the net needs {list(shape)}")
+
+    def stored(self, index: int, role: str) -> np.ndarray:
+        """Blob ``index`` of the caffemodel in its stored shape; a blob whose dims are negative or do not
+        match its data is an error naming the layer, the blob and the dims."""
+        assert self.blobs is not None
+        try:
+            return blob_array(self.blobs[index])
+        except Caffe2xError as exc:
+            raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}) in the caffemodel: {exc}") from None
+
+    def has(self, index: int) -> bool:
+        return self.blobs is None or index < len(self.blobs)
+
+
+def _init(rng: np.random.Generator, shape: Shape, kind: InitKind) -> np.ndarray:
+    if kind == "he":
+        fan_in = int(np.prod(shape[1:])) or 1
+        arr = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+    elif kind in ("bias", "beta", "mean"):
+        arr = rng.standard_normal(shape) * 0.1
+    elif kind in ("var", "gamma"):
+        arr = rng.uniform(0.5, 1.5, shape)
+    elif kind == "factor":
+        arr = np.ones(shape)
+    elif kind == "slope":
+        arr = rng.uniform(0.05, 0.3, shape)
+    else:  # pragma: no cover - programming error
+        raise ValueError(kind)
+    return arr.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- layer handlers
+@dataclass
+class LayerSpec:
+    """What a handler makes of one Caffe layer."""
+
+    op: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class SubLayer:
+    """One node of a layer that Caffe itself computes with internal layers (SPP: a pooling and a flatten
+    per pyramid level, then a concat). ``inputs`` name the layer's bottoms by position (int) or an
+    earlier part's ``suffix`` (str); the node is called ``<layer>/<suffix>``."""
+
+    suffix: str
+    spec: LayerSpec
+    inputs: list[int | str]
+
+
+@dataclass
+class Composite:
+    """What a handler returns for such a layer: its parts in order; the last one (named as the layer)
+    writes the layer's tops and must take no parameters (the parts are plain ops every target has)."""
+
+    parts: list[SubLayer]
+
+
+Handler = Callable[[Any, list[Shape], BlobSource], "LayerSpec | Composite"]
+#: Caffe layer type -> handler
+LAYERS: Registry[Handler] = Registry("layer type")
+layer_handler = LAYERS.register
+
+
+#: Layers that feed or score training and mean nothing at inference: their data tops become net
+#: inputs (a shape must come from --input-shape), label-consuming layers are dropped.
+DATA_LAYERS = {"Data", "ImageData", "DenseImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python"}
+#: (python_param.module, python_param.layer) of the Python layers a family reads as a built-in op
+#: (filled by :mod:`caffe2x.layers`; the ``Python`` handler then dispatches on them)
+KNOWN_PYTHON_LAYERS: set[tuple[str, str]] = set()
+
+
+def is_data_layer(layer: Any) -> bool:
+    """A layer whose tops are net inputs: a data layer type (a Python layer only without bottoms)."""
+    return layer.type in DATA_LAYERS and not (layer.type == "Python" and len(layer.bottom))
+
+
+def _known_python_layer(layer: Any) -> bool:
+    return (str(layer.python_param.module), str(layer.python_param.layer)) in KNOWN_PYTHON_LAYERS
+DROPPED_LAYERS = {"Accuracy", "SoftmaxWithLoss", "EuclideanLoss", "HingeLoss", "InfogainLoss",
+                  "MultinomialLogisticLoss", "SigmoidCrossEntropyLoss", "ContrastiveLoss", "Silence"}
+
+
+# --------------------------------------------------------------------------- graph building
+def _declared_inputs(net: Any) -> dict[str, Shape | None]:
+    inputs: dict[str, Shape | None] = {}
+    names = list(net.input)
+    for i, name in enumerate(names):
+        if len(net.input_shape) > i:
+            inputs[name] = tuple(net.input_shape[i].dim)
+        elif len(net.input_dim) >= 4 * (i + 1):
+            inputs[name] = tuple(net.input_dim[4 * i:4 * i + 4])
+        else:
+            inputs[name] = None
+    return inputs
+
+
+def _in_test_phase(layer: Any) -> bool:
+    """Caffe's NetStateRule filtering for a deploy (TEST phase) net."""
+    test = _pb2().TEST
+    if layer.include:
+        return any(not r.HasField("phase") or r.phase == test for r in layer.include)
+    return not any(r.HasField("phase") and r.phase == test for r in layer.exclude)
+
+
+def _require_text(net: Any) -> None:
+    """Names must be text: protobuf hands out ``bytes`` for a string field that is not valid UTF-8."""
+    def bad(value: Any) -> bool:
+        return not isinstance(value, str)
+
+    if bad(net.name) or any(bad(v) for v in net.input):
+        raise checks.GraphError("the net's name or input names are not valid UTF-8 text")
+    for i, l in enumerate(net.layer):
+        if bad(l.name) or bad(l.type) or any(bad(v) for v in (*l.bottom, *l.top)):
+            raise checks.GraphError(f"layer {i} ({l.name!r}) has a name, type, bottom or top that is not valid "
+                                    f"UTF-8 text")
+
+
+def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape: Sequence[int] | None = None,
+                seed: int | None = None, progress: bool = False, outputs: Sequence[str] | None = None,
+                budget: checks.SizeBudget | None = None) -> Graph:
+    """Make the graph of ``net``; ``weights`` maps layer name to its blobs (None: weightless, seeded).
+
+    ``outputs`` (blob names, or ``blob@layer`` for one write of a rewritten blob) keeps only the layers
+    those blobs need (:mod:`caffe2x.caffe.netcut`) and makes them the graph's outputs.
+
+    Each layer is checked (:func:`caffe2x.graph.checks.output_shapes`) before its shape rule runs, and every
+    new value and seeded tensor is counted against ``budget`` before anything is allocated. Layers that
+    share a name are renamed as :mod:`caffe2x.caffe.layernames` says (Caffe's weight-copying rule).
+    """
+    budget = budget or checks.SizeBudget(checks.max_bytes())
+    _require_text(net)
+    all_layers = [l for l in net.layer if _in_test_phase(l)]
+    with renamed_duplicates(all_layers) as renamed:
+        layers, declared = _select_layers(net, all_layers, outputs)
+        declared = _input_shapes(layers, declared, input_shape, budget)
+        graph = Graph(name=net.name or "net", inputs=dict(declared), nodes=[], tensors={})  # type: ignore[arg-type]
+        builder = _GraphBuilder(graph, _count_writes(net, all_layers, declared), weights, seed, budget,
+                                input_shape, renamed)
+        iterator: Any = layers
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(layers, desc="reading layers", unit="layer", leave=False)
+        for layer in iterator:
+            builder.add(layer)
+        return builder.finish(outputs)
+
+
+def _select_layers(net: Any, all_layers: list[Any],
+                   outputs: Sequence[str] | None) -> tuple[list[Any], dict[str, Shape | None]]:
+    """The TEST-phase layers that run (all, or what ``outputs`` needs) and the inputs the net declares
+    that they use; an unknown Python layer among them is refused here, naming its module and class and
+    the ``--outputs`` that converts everything before it."""
+    declared = _declared_inputs(net)
+    layers = all_layers
+    if outputs is not None:
+        layers = needed_layers(all_layers, outputs, inputs=list(declared))
+        used = {b for l in layers for b in l.bottom} | {o.partition("@")[0] for o in outputs}
+        declared = {name: shape for name, shape in declared.items() if name in used}
+    for l in layers:
+        if l.type == "Python" and len(l.bottom) and not _known_python_layer(l):
+            index = next(i for i, m in enumerate(all_layers) if m is l)
+            raise python_layer_error(l, cut=outputs is not None,
+                                     suggestion=cut_before(all_layers, index, ("Input", *DATA_LAYERS)))
+    return layers, declared
+
+
+def _input_shapes(layers: list[Any], declared: dict[str, Shape | None], input_shape: Sequence[int] | None,
+                  budget: checks.SizeBudget) -> dict[str, Shape]:
+    """Every input blob with its shape: declared by the net (``input:``, ``Input`` layers), the first
+    top of a data layer (shaped from its parameters where Caffe's ``DataLayerSetUp`` fixes it), or the
+    bottoms nothing produces; ``--input-shape`` replaces the first one's."""
+    data_heads: dict[str, Any] = {}  # input blob -> the data layer it is the top of
+    for l in layers:
+        if l.type == "Input":
+            shapes = list(l.input_param.shape)
+            for i, top in enumerate(l.top):
+                s = shapes[i] if i < len(shapes) else (shapes[0] if shapes else None)
+                declared[top] = tuple(s.dim) if s is not None else None
+        elif is_data_layer(l) and l.top and l.top[0] not in declared:
+            declared[l.top[0]], data_heads[l.top[0]] = data_layer_shape(l)[0], l
+    produced = set(declared) | {t for l in layers for t in l.top}
+    if not declared:  # net declares no input: the bottoms nothing produces are inputs
+        for l in layers:
+            for b in l.bottom:
+                if b not in produced:
+                    declared[b] = None
+                    produced.add(b)
+    if input_shape is not None:
+        if not declared:
+            raise Caffe2xError("the net has no input blob to give --input-shape to")
+        first = next(iter(declared))
+        given = tuple(int(d) for d in input_shape)
+        if declared[first] is not None and len(declared[first]) != len(given):  # type: ignore[arg-type]
+            raise Caffe2xError(f"--input-shape {','.join(map(str, given))} has {len(given)} dimensions, but "
+                               f"input {first!r} is {len(declared[first])}-D "  # type: ignore[arg-type]
+                               f"{list(declared[first])} in the prototxt")  # type: ignore[arg-type]
+        declared[first] = given
+    for name, shape in declared.items():
+        if shape is None:
+            head = data_heads.get(name)
+            where = "" if head is None else (f" (the top of {head.type} layer {head.name!r}: "
+                                             f"{data_layer_shape(head)[1]})")
+            raise Caffe2xError(f"no shape for input {name!r}{where}: pass --input-shape N,C,H,W (or a deploy prototxt)")
+        if not shape or any(d <= 0 for d in shape):
+            raise Caffe2xError(f"input {name!r} has an invalid shape {list(shape)}")
+        budget.value(None, name, shape)
+    return declared  # type: ignore[return-value]
+
+
+def _count_writes(net: Any, all_layers: list[Any], declared: dict[str, Shape]) -> dict[str, int]:
+    """How often each blob is written, counted over the whole net so that value names (``blob`` for a
+    blob written once, ``blob@layer`` for each write of a rewritten one) do not depend on a cut."""
+    writes: dict[str, int] = {name: 1 for name in [*_declared_inputs(net), *declared]}
+    for l in all_layers:
+        if l.type == "Input" or (l.type in DATA_LAYERS and not len(l.bottom)):
+            for top in l.top[:1] if l.type != "Input" else l.top:
+                writes[top] = 1
+        elif l.type not in ("Input", "Split") and not is_data_layer(l) and l.type not in DROPPED_LAYERS:
+            for top in l.top:
+                writes[top] = writes.get(top, 0) + 1
+    return writes
+
+
+@dataclass
+class _GraphBuilder:
+    """Adds a net's layers to ``graph`` one at a time, following which value each blob name holds."""
+
+    graph: Graph
+    writes: dict[str, int]
+    weights: dict[str, Sequence[Any]] | None
+    seed: int | None
+    budget: checks.SizeBudget
+    input_shape: Sequence[int] | None
+    renamed: dict[str, str]  # a later layer of a shared name -> that name (caffe2x.caffe.layernames)
+    shapes: dict[str, Shape] = field(init=False)
+    current: dict[str, str] = field(init=False)  # blob -> its current value
+    dropped: set[str] = field(default_factory=set)  # label tops and what train-only layers write
+    silenced: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.shapes = dict(self.graph.inputs)
+        self.current = {name: name for name in self.graph.inputs}
+
+    def add(self, layer: Any) -> None:
+        if layer.type == "Input" or is_data_layer(layer):
+            if layer.type in DATA_LAYERS:
+                self.dropped.update(layer.top[1:])
+            return
+        if layer.type == "Silence":  # consumes its bottoms, so Caffe does not report them as outputs
+            self.silenced.update(self.current[b] for b in layer.bottom if b in self.current)
+        if layer.type in DROPPED_LAYERS or any(b in self.dropped for b in layer.bottom):
+            self.dropped.update(layer.top)
+            return
+        if len(layer.bottom) == 0 or len(layer.top) == 0:
+            raise checks.GraphError(f"layer {layer.name!r} ({layer.type}) has no "
+                                    f"{'bottom' if not layer.bottom else 'top'} blob")
+        if layer.type == "Split":  # every top is the bottom
+            self._check_bottoms(layer, layer.bottom[:1])
+            for top in layer.top:
+                self.current[top] = self.current[layer.bottom[0]]
+            return
+        handler = LAYERS.lookup(layer.type, layer.name)
+        self._check_bottoms(layer, layer.bottom)
+        inputs = [self.current[b] for b in layer.bottom]
+        spec = self._spec(layer, handler, inputs)
+        if isinstance(spec, Composite):  # internal nodes first, the last part is the layer itself
+            spec, inputs = self._add_parts(layer, spec, inputs)
+        self._add_node(layer, spec, inputs)
+
+    def _check_bottoms(self, layer: Any, bottoms: Sequence[str]) -> None:
+        for b in bottoms:
+            if b not in self.current:
+                raise Caffe2xError(f"layer {layer.name!r} reads blob {b!r}, which no earlier layer produces")
+
+    def _blobs(self, layer: Any) -> BlobSource:
+        if self.weights is None:
+            return BlobSource(layer.name, None, self.seed, self.budget)
+        if layer.name in self.renamed:  # Caffe copies trained blobs to the first layer of a name only
+            source = BlobSource(layer.name, [], None)
+            source.missing = (f" (it is a later layer named {self.renamed[layer.name]!r}: Caffe copies the "
+                              f"caffemodel's blobs of that name to the first such layer only, so Caffe runs this "
+                              f"one with untrained values)")
+            return source
+        return BlobSource(layer.name, self.weights.get(layer.name, []), None)
+
+    def _spec(self, layer: Any, handler: Handler, inputs: list[str]) -> "LayerSpec | Composite":
+        """What the layer type's handler makes of the layer, its errors naming the layer."""
+        try:
+            spec = handler(layer, [self.shapes[v] for v in inputs], self._blobs(layer))
+        except Caffe2xError as exc:
+            if self.input_shape is None or type(exc) is not Caffe2xError or \
+                    not set(layer.bottom) & set(self.graph.inputs):
+                raise
+            raise Caffe2xError(f"{exc} (input shape {list(self.input_shape)} from --input-shape)") from None
+        except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
+            # last resort: a handler tripped over parameters no check above anticipated
+            raise checks.GraphError(f"layer {layer.name!r} ({layer.type}) has parameters caffe2x cannot use "
+                                    f"({type(exc).__name__}: {exc})") from None
+        if hasattr(type(layer), "check_fork_fields_read"):  # a --proto layer with fork-only fields
+            layer.check_fork_fields_read()
+        return spec
+
+    def _add_parts(self, layer: Any, spec: Composite, inputs: list[str]) -> tuple[LayerSpec, list[str]]:
+        """Add a composite's internal nodes (``<layer>/<suffix>``); return its last part and that part's inputs."""
+        inner: dict[str, str] = {}
+        for part in spec.parts[:-1]:
+            value = f"{layer.name}/{part.suffix}"
+            if value in self.shapes or value in self.current:
+                raise Caffe2xError(f"layer {layer.name!r}: its internal value {value!r} clashes with a blob")
+            ins_ = [inputs[i] if isinstance(i, int) else inner[i] for i in part.inputs]
+            sub = Node(value, part.spec.op, ins_, [value], part.spec.attrs, {})
+            (sub_shape,) = checks.output_shapes(sub, [self.shapes[v] for v in ins_], self.graph)
+            self.budget.value(layer.name, value, sub_shape)
+            self.shapes[value] = tuple(int(d) for d in sub_shape)
+            inner[part.suffix] = value
+            self.graph.nodes.append(sub)
+        last = spec.parts[-1]
+        return last.spec, [inputs[i] if isinstance(i, int) else inner[i] for i in last.inputs]
+
+    def _add_node(self, layer: Any, spec: LayerSpec, inputs: list[str]) -> None:
+        # a blob written once is its own value; each write of a rewritten blob is `blob@layer`
+        values = [top if self.writes[top] == 1 else f"{top}@{layer.name}" for top in layer.top]
+        params = {}
+        for role, arr in spec.params.items():
+            key = f"{layer.name}.{role}"
+            self.graph.tensors[key] = np.ascontiguousarray(arr, dtype=np.float32)
+            params[role] = key
+        node = Node(layer.name, spec.op, inputs, values, spec.attrs, params)
+        out_shapes = checks.output_shapes(node, [self.shapes[v] for v in inputs], self.graph)
+        for top, value, s in zip(layer.top, values, out_shapes):
+            if any(d <= 0 for d in s):
+                raise Caffe2xError(f"layer {layer.name!r} gives blob {top!r} the empty shape {list(s)}")
+            self.budget.value(layer.name, top, s)
+            self.shapes[value] = tuple(int(d) for d in s)
+            self.current[top] = value
+        self.graph.nodes.append(node)
+
+    def finish(self, outputs: Sequence[str] | None) -> Graph:
+        """The graph with its shapes, blob map and outputs (the requested ones, else the values nothing
+        reads that no Silence consumed)."""
+        graph, current = self.graph, self.current
+        if not graph.nodes:
+            raise Caffe2xError("the net has no layers caffe2x can run")
+        seen_names: set[str] = set()
+        for n in graph.nodes:
+            if n.name in seen_names:
+                raise Caffe2xError(f"two layers are called {n.name!r}")
+            seen_names.add(n.name)
+        graph.shapes = self.shapes
+        graph.blobs = dict(current)
+        if outputs is not None:
+            missing = [o for o in outputs if o.partition("@")[0] not in current]
+            if missing:
+                raise Caffe2xError(f"the requested output {missing[0]!r} is not computed at inference (a train-only blob)")
+            graph.outputs = [current[o] if "@" not in o else (o if self.writes.get(o.partition("@")[0], 0) > 1
+                                                              else o.partition("@")[0]) for o in outputs]
+        else:
+            consumed = {v for n in graph.nodes for v in n.inputs}
+            graph.outputs = [v for v in current.values() if v not in consumed and v not in graph.inputs]
+            # a silenced blob is no output -- unless silencing left the net with none, which would convert
+            # to nothing at all
+            graph.outputs = [v for v in graph.outputs if v not in self.silenced] or graph.outputs
+        graph.outputs = list(dict.fromkeys(graph.outputs))
+        return graph
+
+
+def _calibration_input(shape: Shape, rng: np.random.Generator, block: int = 16) -> np.ndarray:
+    """Unit-scale calibration input: white noise, plus a smooth image-like sample for 4-D inputs."""
+    if len(shape) != 4 or min(shape[2:]) < 2 * block:
+        return rng.standard_normal(shape)
+    _, c, h, w = shape
+    white = rng.standard_normal((1, c, h, w))
+    coarse = rng.standard_normal((1, c, -(-h // block), -(-w // block)))
+    smooth = np.kron(coarse, np.ones((1, 1, block, block)))[:, :, :h, :w] + 0.2 * rng.standard_normal((1, c, h, w))
+    return np.concatenate([white, smooth])
+
+
+def calibrate(graph: Graph, seed: int = 0, input_scale: float = 50.0, *, progress: bool = False) -> None:
+    """Set every BatchNorm's statistics from what reaches it on a seeded input (see :mod:`fixtures`).
+
+    The input has standard deviation ``input_scale`` (50: about what a mean-subtracted BGR image in
+    [0, 255] looks like, which is what Caffe zoo nets are fed). For image-shaped inputs it is a batch
+    of two: white noise, and a blocky smooth field with a little noise on top, since photos are mostly
+    smooth and a net calibrated on white noise alone would see photos as far out of range.
+
+    Runs the net node by node with the reference executor, so each BatchNorm sees activations
+    already normalised upstream: a weightless net behaves like a trained one, 50 layers deep.
+    """
+    from caffe2x.graph.reference import OPS
+
+    # Residual branches end in a Scale feeding an Eltwise after the shortcut; trained ResNets keep
+    # those gammas small, and without that a random net amplifies float rounding block after block.
+    residual_ends = {v for n in graph.nodes if n.op == "Eltwise" for v in n.inputs[1:]}
+    for node in graph.nodes:
+        if node.op == "Scale" and node.outputs[0] in residual_ends:
+            key = node.params["weight"]
+            graph.tensors[key] = (graph.tensors[key] * np.float32(0.25)).astype(np.float32)
+    rng = np.random.default_rng(seed + 1)
+    values = {name: (_calibration_input(shape, rng) * input_scale).astype(np.float32)
+              for name, shape in graph.inputs.items()}
+    nodes: Any = graph.nodes
+    if progress:
+        from tqdm import tqdm
+
+        nodes = tqdm(nodes, desc="calibrating BatchNorm", unit="layer", leave=False)
+    for node in nodes:
+        ins = [values[v] for v in node.inputs]
+        if node.op == "BatchNorm":
+            x = ins[0]
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            mean = x.mean(axis=axes)
+            # floor near-dead channels: a variance of ~0 would make the BatchNorm amplify float
+            # rounding by up to 1/sqrt(eps), which trained nets do not do
+            var = np.maximum(x.var(axis=axes), 0.05 * float(np.median(x.var(axis=axes))) + 1e-3)
+            jitter = np.random.default_rng([seed, zlib.crc32(node.name.encode())])
+            graph.tensors[node.params["running_mean"]] = (mean + 0.05 * np.sqrt(var) * jitter.standard_normal(mean.shape)).astype(np.float32)
+            graph.tensors[node.params["running_var"]] = (var * jitter.uniform(0.8, 1.25, var.shape)).astype(np.float32)
+        try:
+            outs = OPS[node.op](node, ins, graph)
+        except Caffe2xError:
+            # noise is not a valid input everywhere (region rows naming images, unpooling masks):
+            # BatchNorms from here on keep their seeded statistics
+            break
+        for name, val in zip(node.outputs, outs):
+            values[name] = val
+
+
+# --------------------------------------------------------------------------- entry points
+def _read_file(path: str | Path) -> bytes:
+    p = Path(path)
+    if not p.exists():
+        raise Caffe2xError(f"{p}: no such file")
+    if p.is_dir():
+        raise Caffe2xError(f"{p} is a directory, not a file")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise Caffe2xError(f"cannot read {p}: {exc.strerror or exc}") from None
+
+
+def _read_text(path: str | Path) -> str:
+    from caffe2x.caffe.sniff import binary_prototxt_message, looks_like_text
+
+    data = _read_file(path)
+    if data and not looks_like_text(data):
+        raise Caffe2xError(binary_prototxt_message(str(path)))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Caffe2xError(f"{path} is not a text prototxt (not UTF-8 at byte offset {exc.start})") from None
+
+
+def weights_by_layer(net: Any) -> dict[str, Sequence[Any]]:
+    return {l.name: l.blobs for l in net.layer if len(l.blobs)}
+
+
+def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shape: Sequence[int] | None = None,
+               *, seed: int = 0, progress: bool = False, model_name: str = "caffemodel",
+               prototxt_name: str = "prototxt", outputs: Sequence[str] | None = None) -> Graph:
+    """Build a graph from in-memory caffemodel bytes and/or prototxt text."""
+    weights_net, weights = split(model, model_name, parse_caffemodel_bytes) if model is not None else (None, None)
+    definition = parse_prototxt_text(prototxt_text, prototxt_name) if prototxt_text is not None else None
+    source = prototxt_name if prototxt_text is not None else model_name
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
+                           weights=weights, source=source)
+
+
+def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape: Sequence[int] | None = None,
+                    *, seed: int = 0, progress: bool = False, outputs: Sequence[str] | None = None,
+                    weights: dict[str, Sequence[Any]] | None = None, max_bytes: int | None = None,
+                    source: str | None = None) -> Graph:
+    """The graph of ``definition`` (or of ``weights_net`` alone) with ``weights_net``'s blobs (or
+    ``weights``, the blobs by layer name that :func:`caffe2x.caffe.wire.split` took out of it).
+
+    The graph passes :func:`caffe2x.graph.checks.check_graph`; a weightless net's calibration forward pass
+    is checked against the size limit before it runs. ``source`` names the file in errors (default:
+    ``prototxt`` when a definition is given, else ``caffemodel``, as :func:`read_bytes` says).
+    """
+    source = source or ("prototxt" if definition is not None else "caffemodel")
+    definition = definition if definition is not None else weights_net
+    if definition is None:
+        raise Caffe2xError("give a caffemodel, a prototxt, or both")
+    if weights is None and weights_net is not None:
+        weights = weights_by_layer(weights_net)
+    limit = checks.max_bytes(max_bytes)
+    try:
+        graph = build_graph(definition, weights, input_shape, seed=seed, progress=progress, outputs=outputs,
+                            budget=checks.SizeBudget(limit, source))
+    except Caffe2xError as exc:
+        _name_source(exc, source)
+        raise
+    checks.check_graph(graph, source, limit=limit)
+    if weights is None:
+        batch = 2 if any(len(s) == 4 for s in graph.inputs.values()) else None
+        need = checks.tensor_bytes(graph) + checks.forward_bytes(graph, batch)
+        if need > limit:
+            raise checks.SizeLimitError(f"{source}: seeding the weightless net {graph.name!r} runs a forward pass "
+                                        f"that needs {checks.human(need)}, over the {checks.human(limit)} limit "
+                                        f"(raise it with {checks.MAX_BYTES_ENV}=… or max_bytes=)")
+        calibrate(graph, seed, progress=progress)
+    return graph
+
+
+def _name_source(exc: Exception, source: str) -> None:
+    """Prefix an error's one-line message with the file it is about (class and attributes kept)."""
+    msg = str(exc)
+    if source not in msg:
+        exc.args = (f"{source}: {msg}",)
+
+
+def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int] | None = None, *,
+                    progress: bool = False) -> Graph:
+    """A weightless net from prototxt text, with seeded calibrated tensors."""
+    return read_bytes(None, prototxt_text, input_shape, seed=seed, progress=progress)
+
+
+def path_arg(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        text = os.fspath(value)
+        if isinstance(text, str) and text:
+            return text
+    raise Caffe2xError(f"{what} must be a path (str or os.PathLike), got {type(value).__name__} {value!r:.60}")
+
+
+def check_input_shape(input_shape: Any) -> tuple[int, ...] | None:
+    """``input_shape`` as positive ints, or a Caffe2xError (strings, floats, bools are refused)."""
+    if input_shape is None:
+        return None
+    if isinstance(input_shape, (str, bytes)) or not isinstance(input_shape, Sequence):
+        raise Caffe2xError(f"input_shape must be a sequence of positive integers, got {input_shape!r:.60}")
+    dims = []
+    for d in input_shape:
+        if isinstance(d, bool) or not hasattr(d, "__index__"):
+            raise Caffe2xError(f"input_shape must be a sequence of positive integers, got {list(input_shape)!r:.60}")
+        dims.append(int(d))
+    if not dims or any(d <= 0 for d in dims):
+        raise Caffe2xError(f"input_shape must be positive integers, got {dims}")
+    return tuple(dims)
+
+
+def read(model: str | Path | None, prototxt: str | Path | None = None, input_shape: Sequence[int] | None = None,
+         *, progress: bool = False, seed: int = 0, outputs: Sequence[str] | None = None,
+         proto: str | Path | None = None, max_bytes: int | None = None) -> Graph:
+    """A Caffe net as a checked graph (behind :func:`caffe2x.loading.read_model`); ``proto``: a fork's own
+    caffe.proto to read with."""
+    model = path_arg(model, "model")  # type: ignore[assignment]
+    prototxt = path_arg(prototxt, "prototxt")  # type: ignore[assignment]
+    proto = path_arg(proto, "proto")  # type: ignore[assignment]
+    input_shape = check_input_shape(input_shape)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise Caffe2xError(f"seed must be an integer, got {seed!r:.60}")
+    if model is None and prototxt is None:
+        raise Caffe2xError("give a caffemodel, a prototxt, or both")
+    if model is not None and prototxt is not None:
+        _refuse_swapped(model, prototxt)
+    schema = None
+    if proto is not None:
+        from caffe2x.caffe.schema import load_schema
+
+        schema = load_schema(proto)
+    parse = parse_caffemodel_bytes if schema is None else partial(parse_caffemodel_bytes, schema=schema)
+    hdf5 = model is not None and is_hdf5(model)  # snapshot_format: HDF5, weights only
+    # map the file: blob payloads stay in it as zero-copy views (lifetime rules in caffe2x.caffe.wire)
+    weights_net, weights = (split(map_file(model) or _read_file(model), str(model), parse)
+                            if model is not None and not hdf5 else (None, None))
+    definition = parse_prototxt_text(_read_text(prototxt), str(prototxt), schema) if prototxt is not None else None
+    if hdf5:
+        if definition is None:
+            raise Caffe2xError(f"{model} is an HDF5 caffemodel, which holds only weights: give the deploy prototxt")
+        weights_net = read_hdf5_weights(model, [l.name for l in definition.layer])  # type: ignore[arg-type]
+    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
+                           weights=weights, max_bytes=max_bytes,
+                           source=str(prototxt if prototxt is not None else model))
+
+
+def _refuse_swapped(model: str | Path, prototxt: str | Path) -> None:
+    """A text MODEL with a binary prototxt: name the swap rather than two separate complaints."""
+    from caffe2x.caffe.sniff import TEXT_WINDOW, looks_like_text, swapped_message
+
+    heads = []
+    for path in (model, prototxt):
+        try:
+            with open(path, "rb") as f:
+                heads.append(f.read(TEXT_WINDOW))
+        except OSError:
+            return  # the normal path reports missing or unreadable files
+    if heads[0] and heads[1] and looks_like_text(heads[0]) and not looks_like_text(heads[1]):
+        raise Caffe2xError(swapped_message(str(model), str(prototxt)))

@@ -1,0 +1,78 @@
+"""``caffe2x inspect``: what a model holds, layer by layer."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from caffe2x.cli.args import EXIT_OK, add_model_args
+from caffe2x.graph.ir import Graph
+
+
+def caffe_parameter_count(graph: Graph) -> int:
+    """Parameters as the caffemodel counts them: the graph's tensors plus each BatchNorm's stored
+    moving-average factor (one scalar per BatchNorm, divided out in the graph)."""
+    return graph.num_parameters() + sum(1 for n in graph.nodes if n.op == "BatchNorm")
+
+
+def learned_parameter_count(graph: Graph) -> int:
+    """Parameters as model zoos and frameworks publish them: every learned tensor (weights, biases,
+    Scale's gamma and beta), BatchNorm's running statistics excluded."""
+    return int(sum(graph.tensors[k].size for n in graph.nodes if n.op != "BatchNorm" for k in n.params.values()))
+
+
+def summary(graph: Graph) -> dict[str, Any]:
+    """JSON-ready description: inputs, outputs, and per layer its type, output shapes and parameters."""
+    inverse = {v: b for b, v in graph.blobs.items()}
+    layers = []
+    for n in graph.nodes:
+        layers.append({
+            "name": n.name,
+            "type": n.op,
+            "inputs": [inverse.get(v, v) for v in n.inputs],
+            "outputs": {inverse.get(v, v.split("@")[0]): list(graph.shapes[v]) for v in n.outputs},
+            "parameters": int(sum(graph.tensors[k].size for k in n.params.values())),
+            "tensors": {role: list(graph.tensors[k].shape) for role, k in n.params.items()},
+        })
+    return {
+        "name": graph.name,
+        "inputs": {k: list(v) for k, v in graph.inputs.items()},
+        "outputs": {inverse.get(v, v): list(graph.shapes[v]) for v in graph.outputs},
+        "layers": layers,
+        "num_layers": len(layers),
+        "num_parameters": graph.num_parameters(),
+        "num_caffe_parameters": caffe_parameter_count(graph),
+        "num_learned_parameters": learned_parameter_count(graph),
+    }
+
+
+def format_table(info: dict[str, Any]) -> str:
+    rows = [("layer", "type", "output shape", "params")]
+    for l in info["layers"]:
+        shapes = " ".join("x".join(map(str, s)) for s in l["outputs"].values())
+        rows.append((l["name"], l["type"], shapes, f"{l['parameters']:,}" if l["parameters"] else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"{info['name']}: inputs " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["inputs"].items())]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    lines.append(f"{info['num_layers']} layers, {info['num_caffe_parameters']:,} parameters in the caffemodel "
+                 f"({info['num_parameters']:,} in the graph: BatchNorm factors are divided out; "
+                 f"{info['num_learned_parameters']:,} learned, BatchNorm statistics excluded)")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from caffe2x.loading import read_model
+
+    graph = read_model(args.model, args.prototxt, args.input_shape, outputs=args.outputs, proto=args.proto)
+    info = summary(graph)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_table(info))
+    return EXIT_OK

@@ -1,0 +1,96 @@
+"""Caffe formulas that depend only on static shapes, shared by the numpy reference
+(:mod:`caffe2x.layers`) and the targets, which turn them into constants (PriorBox's boxes, Interp's
+source positions and weights). Kept outside :mod:`caffe2x.layers` so targets never import a layer family.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from caffe2x.graph.ir import pool_output_size
+
+f32 = np.float32
+
+
+def num_priors(attrs: dict[str, Any]) -> int:
+    """Boxes per feature-map cell."""
+    return len(attrs["aspect_ratios"]) * len(attrs["min_sizes"]) + len(attrs["max_sizes"])
+
+
+def prior_box_sizes(attrs: dict[str, Any]) -> list[tuple[float, float]]:
+    """(width, height) of each prior of one cell, in Caffe's order, as Caffe's floats hold them."""
+    sizes: list[tuple[float, float]] = []
+    for s, m in enumerate(attrs["min_sizes"]):
+        sizes.append((float(m), float(m)))
+        if attrs["max_sizes"]:
+            side = float(f32(math.sqrt(m * attrs["max_sizes"][s])))
+            sizes.append((side, side))
+        for ar in attrs["aspect_ratios"]:
+            if abs(ar - 1.0) < 1e-6:
+                continue
+            root = f32(math.sqrt(ar))
+            sizes.append((float(f32(f32(m) * root)), float(f32(f32(m) / root))))
+    return sizes
+
+
+def prior_boxes(attrs: dict[str, Any], height: int, width: int) -> np.ndarray:
+    """PriorBox's output ``(1, 2, height*width*num_priors*4)`` for a ``height x width`` feature map."""
+    img_h, img_w = attrs["img"]
+    step_h, step_w = f32(attrs["step"][0]), f32(attrs["step"][1])
+    off = f32(attrs["offset"])
+    sizes = np.array(prior_box_sizes(attrs), dtype=np.float64)  # (P, 2): float32 values
+    cx = ((np.arange(width, dtype=np.float32) + off) * step_w).astype(np.float64)
+    cy = ((np.arange(height, dtype=np.float32) + off) * step_h).astype(np.float64)
+    cxg = np.broadcast_to(cx[None, :, None], (height, width, len(sizes)))
+    cyg = np.broadcast_to(cy[:, None, None], (height, width, len(sizes)))
+    bw, bh = sizes[:, 0], sizes[:, 1]
+    boxes = np.stack([(cxg - bw / 2.0) / img_w, (cyg - bh / 2.0) / img_h,
+                      (cxg + bw / 2.0) / img_w, (cyg + bh / 2.0) / img_h], axis=-1).astype(np.float32)
+    boxes = boxes.reshape(-1)
+    if attrs["clip"]:
+        boxes = np.clip(boxes, 0.0, 1.0)
+    var = np.asarray(attrs["variance"], dtype=np.float32)
+    variances = np.tile(var if var.size == 4 else np.repeat(var, 4), boxes.size // 4)
+    return np.stack([boxes, variances])[None].astype(np.float32)
+
+
+def interp_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per output position along one axis: (index, next index, weight of index, weight of next), with
+    Caffe's float32 arithmetic (``r = float(src - 1) / (dst - 1)``, ``pos = r * i``, truncation)."""
+    r = f32(f32(src - 1) / f32(dst - 1)) if dst > 1 else f32(0)
+    pos = (r * np.arange(dst, dtype=np.float32)).astype(np.float32)
+    i0 = pos.astype(np.int64)
+    step = (i0 < src - 1).astype(np.int64)
+    lam1 = (pos - i0.astype(np.float32)).astype(np.float32)
+    return i0, i0 + step, (f32(1) - lam1).astype(np.float32), lam1
+
+
+def power_constant(attrs: dict[str, Any]) -> float | None:
+    """The constant Caffe's Power writes when ``power * scale == 0`` (it then ignores the input): 1 for
+    power 0, else ``shift ** power``; None when the input matters."""
+    power, scale, shift = attrs["power"], attrs["scale"], attrs["shift"]
+    if f32(power) * f32(scale) != 0:
+        return None
+    return 1.0 if power == 0 else float(np.power(f32(shift), f32(power)))
+
+
+def pool_window(h: int, w: int, kernel: Any, stride: Any, pad: Any, ceil: bool,
+                global_pooling: bool) -> tuple[int, int, int, int, int, int, int, int, int, int]:
+    """Caffe's pooling geometry on an ``h x w`` plane: ``(kh, kw, sh, sw, ph, pw, oh, ow, rh, rw)``.
+
+    ``global_pooling`` pools the whole plane; ``oh, ow`` are Caffe's (ceil-mode) output sizes and
+    ``rh, rw`` the bottom/right padding after which exactly ``oh x ow`` windows fit -- what every
+    framework layer that pads and then pools without rounding needs. Copied verbatim into generated
+    torch code beside ``pool_output_size``, so it uses nothing else.
+    """
+    if global_pooling:
+        (kh, kw), (sh, sw), (ph, pw) = (h, w), (1, 1), (0, 0)
+    else:
+        (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    oh = pool_output_size(h, kh, sh, ph, ceil)
+    ow = pool_output_size(w, kw, sw, pw, ceil)
+    rh = max(0, (oh - 1) * sh + kh - h - ph)
+    rw = max(0, (ow - 1) * sw + kw - w - pw)
+    return kh, kw, sh, sw, ph, pw, oh, ow, rh, rw

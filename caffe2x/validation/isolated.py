@@ -1,0 +1,198 @@
+"""A framework's part of a validation in a child process of its own (:func:`run_isolated`), so its
+memory goes back to the system when it is done.
+
+Why: a framework keeps much of what it allocated after its model is dropped (one kept ~0.5 GB after a
+ResNet-50 model was deleted; the C allocator keeps freed buffers of another), and importing the three
+built-in frameworks into one process already costs ~0.75 GB. One child per framework peaks at
+that framework alone; the validating process never imports a framework.
+
+The child is ``python -c <bootstrap>`` with the parent's ``sys.path`` (so it imports the same caffe2x);
+the graph, the batch and the reference logits reach it as one pickle file the parent wrote into its
+private scratch directory (written once per validation); progress comes back as JSON lines on a pipe,
+the :class:`~caffe2x.validation.framework_run.FrameworkOutcome` as a pickle file. A child that dies (killed for
+memory, a segfault in a framework) is that framework's FAIL, not a crash of the validation.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from pathlib import Path
+
+import numpy as np
+
+from caffe2x.errors import one_line
+from caffe2x.graph.ir import Graph
+
+_BOOTSTRAP = ("import sys, json; sys.path[:0] = json.loads(sys.argv[1]); "
+              "from caffe2x.validation.isolated import child_main; child_main(sys.argv[2:])")
+
+
+@dataclass
+class SharedInputs:
+    """What every child of one validation needs, pickled once."""
+
+    graph: Graph
+    x: np.ndarray
+    ref_logits: np.ndarray
+
+
+def write_shared(path: Path, graph: Graph, x: np.ndarray, ref_logits: np.ndarray) -> Path:
+    with open(path, "wb") as f:
+        pickle.dump(SharedInputs(graph, x, ref_logits), f, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+class Job(Protocol):
+    """A picklable piece of a validation: a framework's run (:class:`~caffe2x.validation.framework_run.FrameworkJob`)
+    or an artifact's check (:class:`~caffe2x.validation.artifacts.ArtifactJob`)."""
+
+    def execute(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, say: Callable[[str], None],
+                tick: Callable[[int], None]) -> Any: ...
+
+    def failed(self, reason: str) -> Any: ...
+
+
+_jobs = itertools.count()
+
+
+def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], None],
+                 tick: Callable[[int], None]) -> Any:
+    """``job.execute`` in a child process; its messages are passed to ``say`` and ``tick`` as they come,
+    its result comes back (``job.failed(why)`` when the child dies before reporting)."""
+    n = next(_jobs)
+    job_file = scratch / f"job-{n}.pkl"
+    result_file = scratch / f"result-{n}.pkl"
+    result_file.unlink(missing_ok=True)
+    with open(job_file, "wb") as f:
+        pickle.dump((job, _logger_levels()), f, protocol=pickle.HIGHEST_PROTOCOL)
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps([p for p in sys.path]),
+                                 str(write_end), str(shared), str(job_file), str(result_file)],
+                                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=_stderr_fd(),
+                                start_new_session=True)  # a terminal's Ctrl-C reaches us only; we stop it
+    finally:
+        os.close(write_end)
+    try:
+        with os.fdopen(read_end, "r", encoding="utf-8") as pipe:
+            for line in pipe:
+                msg = json.loads(line)
+                if "say" in msg:
+                    say(msg["say"])
+                elif "tick" in msg:
+                    tick(int(msg["tick"]))
+        rc = proc.wait()
+    except BaseException:  # an interrupt or SIGTERM of the validation: the child goes too
+        _stop(proc)
+        raise
+    if rc == 0 and result_file.is_file():
+        with open(result_file, "rb") as f:
+            outcome = pickle.load(f)
+        return outcome
+    if rc < 0:
+        try:
+            why = f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            why = f"was killed by signal {-rc}"
+        why += " (out of memory?)" if -rc == signal.SIGKILL else ""
+    else:
+        why = f"exited with code {rc}"
+    return job.failed(f"its child process {why} before reporting")
+
+
+def _logger_levels() -> dict[str, int]:
+    """Levels set on this process's loggers (the CLI quiets a framework's Python logger before it is
+    imported), for the child to set the same."""
+    return {name: logger.level for name, logger in logging.root.manager.loggerDict.items()
+            if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET}
+
+
+def _stderr_fd() -> int | None:
+    """The child's stdout goes to our stderr: a framework's prints must not mix into the report."""
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return subprocess.DEVNULL
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM first (the child removes its temporary files), SIGKILL after 5 s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _unraisable(info: Any) -> None:
+    """The child's ``sys.unraisablehook``. The exception the SIGTERM handler raises can land in a callback
+    (a weakref callback during an import, a ``__del__``), where Python only prints it with a traceback and
+    carries on; and once the parent stopped reading, closing the progress pipe fails the same way. Either
+    means this child is being stopped: exit at once, quietly (the parent removes the run's files)."""
+    from caffe2x.fileio import Terminated
+
+    if isinstance(info.exc_value, (Terminated, BrokenPipeError)):
+        os._exit(128 + signal.SIGTERM)
+    sys.__unraisablehook__(info)
+
+
+def child_main(argv: Sequence[str]) -> None:
+    """The child's side: run the job, send progress, pickle the outcome."""
+    fd, shared_file, job_file, result_file = int(argv[0]), Path(argv[1]), Path(argv[2]), Path(argv[3])
+    from caffe2x.fileio import Terminated
+
+    def terminated(_signum: int, _frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminated)  # a file being written is removed on the way out
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops this child
+    sys.unraisablehook = _unraisable
+    try:
+        _child(fd, shared_file, job_file, result_file)
+    except Terminated:
+        sys.exit(128 + signal.SIGTERM)
+
+
+def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> None:
+    pipe = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+    def send(**msg: object) -> None:
+        try:
+            pipe.write(json.dumps(msg) + "\n")
+            pipe.flush()
+        except BrokenPipeError:  # the parent is gone or stopping this child: nobody to tell
+            pass
+
+    with open(shared_file, "rb") as f:
+        shared: SharedInputs = pickle.load(f)
+    with open(job_file, "rb") as f:
+        job, levels = pickle.load(f)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        outcome = job.execute(shared.graph, shared.x, shared.ref_logits, lambda m: send(say=m),
+                              lambda i: send(tick=i))
+    except MemoryError:
+        outcome = job.failed("running failed: MemoryError")
+    except Exception as exc:  # noqa: BLE001 - reported as the job's failure, as a crash of the child would be
+        outcome = job.failed(f"failed: {type(exc).__name__}: {one_line(exc)}")
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if hasattr(outcome, "peak_rss_mb"):
+        outcome.peak_rss_mb = maxrss / 1e6 if sys.platform == "darwin" else maxrss * 1024 / 1e6  # bytes / KiB
+    with open(result_file, "wb") as f:
+        pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
+    pipe.close()
