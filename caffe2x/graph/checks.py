@@ -155,6 +155,26 @@ def tensor_bytes(graph: Graph) -> int:
     return int(sum(t.nbytes for t in graph.tensors.values()))
 
 
+def write_bytes(graph: Graph, copies: float, dtype: str = "float32") -> int:
+    """Peak bytes of writing ``graph``'s tensors to a file whose writer holds ``copies`` extra copies of
+    them at once (:attr:`caffe2x.targets.Target.write_copies`): the graph's own tensors, those copies, and
+    for a reduced ``dtype`` the half-size cast plus the rounded float32 copy its logit measurement runs."""
+    held = tensor_bytes(graph)
+    extra = copies + (1.5 if dtype != "float32" else 0.0)
+    return held + math.ceil(held * extra)
+
+
+def check_write_size(graph: Graph, target: str, copies: float, dtype: str = "float32",
+                     limit: int | None = None) -> None:
+    """Refuse, before a writer starts, a file whose writing would hold more than the limit at once."""
+    cap = max_bytes(limit)
+    need = write_bytes(graph, copies, dtype)
+    if need > cap:
+        raise _over(f"writing {graph.name!r} as {target} (its {human(tensor_bytes(graph))} of tensors and the "
+                    f"{copies:g} extra cop{'y' if copies == 1 else 'ies'} the {target} writer makes"
+                    + (f", plus the {dtype} cast" if dtype != "float32" else "") + ")", need, cap)
+
+
 def check_run_size(graph: Graph, batch: int, limit: int | None = None, what: str = "a forward pass") -> None:
     """Refuse a forward pass at ``batch`` that would go past the limit, before it allocates."""
     cap = max_bytes(limit)
