@@ -89,7 +89,7 @@ def write(graph: Graph, path: str | os.PathLike[str], to: str | None = None, *, 
 
         graph, folds = fold_bn_report(graph)
         notes.append(folds.describe())
-    from .checks import check_write_size
+    from caffe2x.graph.checks import check_write_size
 
     check_write_size(graph, target, writer.write_copies, dtype)  # before the writer copies anything
     existed = dest.exists()

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import caffe2x
-from caffe2x import checks, reader, targets
+from caffe2x import targets
+from caffe2x.caffe import reader
+from caffe2x.graph import checks
 
 NUM_OUTPUT = 1 << 20  # weight 1048576 x 16: 64 MiB of float32
 
@@ -83,7 +85,8 @@ def test_a_reduced_dtype_counts_its_cast_and_measurement_copy(tmp_path: Path) ->
 MEASURE = """
 import sys
 import caffe2x
-from caffe2x import checks, targets
+from caffe2x import targets
+from caffe2x.graph import checks
 
 
 def status(key):
