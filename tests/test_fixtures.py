@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import text_format
 
 from caffe2x import fixtures
-from caffe2x.caffe import reader
+from caffe2x.caffe import parse
 from caffe2x.cli.inspect import caffe_parameter_count
 
 # sha256 of the canonical layer summary (name|type|bottoms|tops|params, one line per layer) of the public
@@ -32,7 +32,7 @@ def layer_summary(net) -> list[str]:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("depth", [50, 101, 152])
 def test_generated_resnet_prototxt_is_structurally_kaiminghes(depth: int) -> None:
-    net = reader.parse_prototxt_text(fixtures.resnet_prototxt(depth))
+    net = parse.parse_prototxt_text(fixtures.resnet_prototxt(depth))
     rows = layer_summary(net)
     count, digest = REFERENCE_DIGESTS[depth]
     assert len(rows) == count
@@ -50,14 +50,14 @@ def test_synthetic_resnet50_has_the_real_parameter_count_and_bias_layout(resnet5
 
 
 def test_synthetic_caffemodel_stores_batchnorm_factor_not_one(resnet50_files) -> None:
-    net = reader.parse_caffemodel_bytes(resnet50_files[0].read_bytes())
-    factors = {l.name: reader.blob_array(l.blobs[2])[0] for l in net.layer if l.type == "BatchNorm"}
+    net = parse.parse_caffemodel_bytes(resnet50_files[0].read_bytes())
+    factors = {l.name: parse.blob_array(l.blobs[2])[0] for l in net.layer if l.type == "BatchNorm"}
     assert len(factors) == 53
     assert all(f == pytest.approx(float(fixtures.BN_FACTOR)) for f in factors.values())
     bn = next(l for l in net.layer if l.name == "bn_conv1")
     graph_mean = fixtures.graph("tiny")  # touch the cache path too
     assert graph_mean.nodes
-    stored = reader.blob_array(bn.blobs[0])
+    stored = parse.blob_array(bn.blobs[0])
     assert not np.allclose(stored, stored / fixtures.BN_FACTOR)
 
 

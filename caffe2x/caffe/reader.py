@@ -6,8 +6,9 @@ dims (``num/channels/height/width``) and blobs stored as ``data`` or ``double_da
 
 When a prototxt is given it defines the net and the caffemodel only supplies blobs, matched by layer
 name (that is how Caffe's ``CopyTrainedLayersFrom`` works). Without one the caffemodel's own layers are
-the net. Without any caffemodel (``model=None``) the net is weightless and gets seeded, calibrated
-random tensors (see :mod:`caffe2x.fixtures`).
+the net. Without any caffemodel (``model=None``) the net is weightless and gets seeded tensors whose
+BatchNorm statistics are calibrated (:mod:`caffe2x.caffe.calibration`). Parsing the protobuf messages is
+:mod:`caffe2x.caffe.parse`.
 
 Each Caffe layer type is one handler registered in :data:`LAYERS` by a module of :mod:`caffe2x.layers`
 (the core types in :mod:`caffe2x.layers.core`); an unregistered type is an error naming the layer and
@@ -27,128 +28,16 @@ from typing import Any
 import numpy as np
 
 from caffe2x.caffe.datalayers import data_layer_shape
-from caffe2x.caffe.forkfix import fix_fork_fields
 from caffe2x.caffe.hdf5weights import is_hdf5, read_hdf5_weights
 from caffe2x.caffe.layernames import renamed_duplicates
+from caffe2x.caffe.calibration import calibrate
 from caffe2x.caffe.netcut import cut_before, needed_layers, python_layer_error
-from caffe2x.caffe.upgrade import V1_TYPES, upgrade  # noqa: F401  (V1_TYPES: re-exported)
+from caffe2x.caffe.parse import _pb2, blob_array, parse_caffemodel_bytes, parse_prototxt_text
 from caffe2x.caffe.wire import map_file, split
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph import checks
 from caffe2x.graph.ir import Graph, Node, Shape
 from caffe2x.graph.registry import Registry
-
-# --------------------------------------------------------------------------- protobuf parsing
-
-
-def _pb2():  # type: ignore[no-untyped-def]
-    from caffe2x.caffe.proto import caffe_pb2
-
-    return caffe_pb2
-
-
-def parse_caffemodel_bytes(data: bytes, source: str = "caffemodel", schema: Any = None) -> Any:
-    """Binary ``NetParameter`` (upgraded to the ``layer`` format); ``schema``: a fork's (:mod:`.schema`)."""
-    from google.protobuf.message import DecodeError
-
-    from caffe2x.caffe.sniff import looks_like_text, text_model_message, truncation
-
-    if not data:
-        raise Caffe2xError(f"{source} is empty")
-    if looks_like_text(data):
-        raise Caffe2xError(text_model_message(source))
-    if schema is not None:
-        from caffe2x.caffe.schema import parse_binary, to_caffe2x
-
-        net = to_caffe2x(parse_binary(schema, data, source), source)
-    else:
-        net = _pb2().NetParameter()
-        try:
-            net.ParseFromString(data)
-        except (DecodeError, RuntimeError, ValueError) as exc:
-            cut = truncation(data)
-            if cut is not None:
-                raise Caffe2xError(f"{source} is {cut}") from None
-            raise Caffe2xError(f"{source} is not a Caffe model (protobuf decoding failed: {exc})") from None
-    net = upgrade(net, source)
-    if not net.layer:
-        raise Caffe2xError(f"{source} holds no Caffe layers (is it a caffemodel?)")
-    if schema is None:  # a fork's own schema has its own numbers: nothing collides
-        fix_fork_fields(net, _pb2(), data)
-    return net
-
-
-def parse_prototxt_text(text: str, source: str = "prototxt", schema: Any = None) -> Any:
-    """Text ``NetParameter`` (upgraded). Fields the schema does not know are an error naming them."""
-    from google.protobuf import text_format
-
-    if schema is not None:
-        from caffe2x.caffe.schema import parse_text, to_caffe2x
-
-        net = to_caffe2x(parse_text(schema, text, source), source)
-    else:
-        net = _pb2().NetParameter()
-        try:
-            text_format.Parse(text, net)
-        except text_format.ParseError as exc:
-            raise Caffe2xError(f"{source} is not a valid Caffe prototxt: {_parse_error_text(exc, net)}") from None
-    net = upgrade(net, source)
-    if not net.layer and not net.input:
-        raise Caffe2xError(f"{source} defines no layers")
-    return net
-
-
-def _parse_error_text(exc: Exception, net: Any) -> str:
-    """protobuf's message as ``line L, column C: ...``, without the schema's private package name."""
-    from caffe2x.caffe.schema import describe_parse_error
-
-    return describe_parse_error(exc, net.DESCRIPTOR.file.package)
-
-
-def blob_array(blob: Any) -> np.ndarray:
-    """A ``BlobProto`` as a float32 array in its stored shape (modern ``shape`` or legacy 4-D dims).
-    An array (a view of the payload from caffe2x.caffe.wire, or an HDF5 caffemodel's blob) is returned as it is."""
-    if isinstance(blob, np.ndarray):
-        return blob
-    legacy = ""
-    if blob.HasField("shape"):
-        shape = tuple(int(d) for d in blob.shape.dim)
-    elif blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-        legacy = " (legacy num, channels, height, width)"
-    else:
-        shape = (len(blob.data) or len(blob.double_data),)
-    if len(blob.data):
-        arr = np.array(blob.data, dtype=np.float32)
-    elif len(blob.double_data):
-        arr = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
-    else:
-        arr = np.zeros(0, dtype=np.float32)
-    if any(d < 0 for d in shape):  # numpy would read one -1 as "infer it" and choke on two
-        raise Caffe2xError(f"blob shape {list(shape)}{legacy} has a negative dimension")
-    count = math.prod(shape)
-    if arr.size != count:
-        raise Caffe2xError(f"blob of shape {list(shape)} holds {arr.size} values, expected {count}")
-    return arr.reshape(shape)
-
-
-def read_mean(path: str | Path) -> np.ndarray:
-    """A ``.binaryproto`` mean file (BlobProto) as a float32 ``(C, H, W)`` array."""
-    from google.protobuf.message import DecodeError
-
-    data = _read_file(path)
-    blob = _pb2().BlobProto()
-    try:
-        blob.ParseFromString(data)
-        arr = blob_array(blob)
-    except (DecodeError, RuntimeError, ValueError, Caffe2xError) as exc:
-        raise Caffe2xError(f"{path} is not a Caffe mean file (BlobProto): {exc}") from None
-    if arr.ndim == 4 and arr.shape[0] == 1:
-        arr = arr[0]
-    if arr.ndim != 3 or arr.size == 0:
-        raise Caffe2xError(f"{path}: a mean file needs a (1,) C x H x W blob, got shape {list(arr.shape)}")
-    return arr
-
 
 # --------------------------------------------------------------------------- blob access
 InitKind = str  # 'he' | 'bias' | 'mean' | 'var' | 'gamma' | 'beta' | 'factor' | 'slope'
@@ -578,67 +467,6 @@ class _GraphBuilder:
         return graph
 
 
-def _calibration_input(shape: Shape, rng: np.random.Generator, block: int = 16) -> np.ndarray:
-    """Unit-scale calibration input: white noise, plus a smooth image-like sample for 4-D inputs."""
-    if len(shape) != 4 or min(shape[2:]) < 2 * block:
-        return rng.standard_normal(shape)
-    _, c, h, w = shape
-    white = rng.standard_normal((1, c, h, w))
-    coarse = rng.standard_normal((1, c, -(-h // block), -(-w // block)))
-    smooth = np.kron(coarse, np.ones((1, 1, block, block)))[:, :, :h, :w] + 0.2 * rng.standard_normal((1, c, h, w))
-    return np.concatenate([white, smooth])
-
-
-def calibrate(graph: Graph, seed: int = 0, input_scale: float = 50.0, *, progress: bool = False) -> None:
-    """Set every BatchNorm's statistics from what reaches it on a seeded input (see :mod:`fixtures`).
-
-    The input has standard deviation ``input_scale`` (50: about what a mean-subtracted BGR image in
-    [0, 255] looks like, which is what Caffe zoo nets are fed). For image-shaped inputs it is a batch
-    of two: white noise, and a blocky smooth field with a little noise on top, since photos are mostly
-    smooth and a net calibrated on white noise alone would see photos as far out of range.
-
-    Runs the net node by node with the reference executor, so each BatchNorm sees activations
-    already normalised upstream: a weightless net behaves like a trained one, 50 layers deep.
-    """
-    from caffe2x.graph.reference import OPS
-
-    # Residual branches end in a Scale feeding an Eltwise after the shortcut; trained ResNets keep
-    # those gammas small, and without that a random net amplifies float rounding block after block.
-    residual_ends = {v for n in graph.nodes if n.op == "Eltwise" for v in n.inputs[1:]}
-    for node in graph.nodes:
-        if node.op == "Scale" and node.outputs[0] in residual_ends:
-            key = node.params["weight"]
-            graph.tensors[key] = (graph.tensors[key] * np.float32(0.25)).astype(np.float32)
-    rng = np.random.default_rng(seed + 1)
-    values = {name: (_calibration_input(shape, rng) * input_scale).astype(np.float32)
-              for name, shape in graph.inputs.items()}
-    nodes: Any = graph.nodes
-    if progress:
-        from tqdm import tqdm
-
-        nodes = tqdm(nodes, desc="calibrating BatchNorm", unit="layer", leave=False)
-    for node in nodes:
-        ins = [values[v] for v in node.inputs]
-        if node.op == "BatchNorm":
-            x = ins[0]
-            axes = tuple(i for i in range(x.ndim) if i != 1)
-            mean = x.mean(axis=axes)
-            # floor near-dead channels: a variance of ~0 would make the BatchNorm amplify float
-            # rounding by up to 1/sqrt(eps), which trained nets do not do
-            var = np.maximum(x.var(axis=axes), 0.05 * float(np.median(x.var(axis=axes))) + 1e-3)
-            jitter = np.random.default_rng([seed, zlib.crc32(node.name.encode())])
-            graph.tensors[node.params["running_mean"]] = (mean + 0.05 * np.sqrt(var) * jitter.standard_normal(mean.shape)).astype(np.float32)
-            graph.tensors[node.params["running_var"]] = (var * jitter.uniform(0.8, 1.25, var.shape)).astype(np.float32)
-        try:
-            outs = OPS[node.op](node, ins, graph)
-        except Caffe2xError:
-            # noise is not a valid input everywhere (region rows naming images, unpooling masks):
-            # BatchNorms from here on keep their seeded statistics
-            break
-        for name, val in zip(node.outputs, outs):
-            values[name] = val
-
-
 # --------------------------------------------------------------------------- entry points
 def _read_file(path: str | Path) -> bytes:
     p = Path(path)
@@ -662,6 +490,24 @@ def _read_text(path: str | Path) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Caffe2xError(f"{path} is not a text prototxt (not UTF-8 at byte offset {exc.start})") from None
+
+
+def read_mean(path: str | Path) -> np.ndarray:
+    """A ``.binaryproto`` mean file (BlobProto) as a float32 ``(C, H, W)`` array."""
+    from google.protobuf.message import DecodeError
+
+    data = _read_file(path)
+    blob = _pb2().BlobProto()
+    try:
+        blob.ParseFromString(data)
+        arr = blob_array(blob)
+    except (DecodeError, RuntimeError, ValueError, Caffe2xError) as exc:
+        raise Caffe2xError(f"{path} is not a Caffe mean file (BlobProto): {exc}") from None
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3 or arr.size == 0:
+        raise Caffe2xError(f"{path}: a mean file needs a (1,) C x H x W blob, got shape {list(arr.shape)}")
+    return arr
 
 
 def weights_by_layer(net: Any) -> dict[str, Sequence[Any]]:

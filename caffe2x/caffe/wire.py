@@ -198,7 +198,7 @@ def plan(buf: Buffer) -> Plan | None:
 
 
 def blob_shape(blob: Any, count: int) -> tuple[int, ...]:
-    """The shape :func:`caffe2x.caffe.reader.blob_array` gives a blob whose data holds ``count`` floats."""
+    """The shape :func:`caffe2x.caffe.parse.blob_array` gives a blob whose data holds ``count`` floats."""
     if blob.HasField("shape"):
         return tuple(blob.shape.dim)
     if blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):

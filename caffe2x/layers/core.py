@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from caffe2x.caffe.forkfix import has_field
-from caffe2x.caffe.reader import BlobSource, LayerSpec, _pb2, layer_handler
+from caffe2x.caffe.parse import _pb2
+from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
 from caffe2x.errors import Caffe2xError, UnsupportedLayerError
 from caffe2x.graph.ir import Shape, normalize_axis
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from caffe2x.caffe.reader import Composite, SubLayer, _pb2
+from caffe2x.caffe.parse import _pb2
+from caffe2x.caffe.reader import Composite, SubLayer
 from caffe2x.layers.base import (BlobSource, Caffe2xError, LayerSpec, Shape, UnsupportedLayerError, layer_handler,
                                  one_input)
 

@@ -14,7 +14,7 @@ from google.protobuf import text_format
 
 import caffe2x
 from caffe2x.caffe.proto import caffe_pb2
-from caffe2x.caffe.reader import parse_caffemodel_bytes, parse_prototxt_text
+from caffe2x.caffe.parse import parse_caffemodel_bytes, parse_prototxt_text
 
 
 @pytest.mark.parametrize(("field", "number"), [
@@ -237,7 +237,7 @@ def prototxt_text_file(tmp_path):  # type: ignore[no-untyped-def]
 
 def test_fork_collisions_are_fixed_on_the_zero_copy_path_too() -> None:
     """caffe2x.load maps the file and parses its structure without blob payloads (caffe2x.caffe.wire)."""
-    from caffe2x.caffe.reader import parse_caffemodel_bytes
+    from caffe2x.caffe.parse import parse_caffemodel_bytes
     from caffe2x.caffe.wire import split
 
     conv = caffe_pb2.LayerParameter(name="c", type="Convolution", bottom=["x"], top=["y"])
@@ -249,6 +249,6 @@ def test_fork_collisions_are_fixed_on_the_zero_copy_path_too() -> None:
     up = net.layer[1]
     assert not up.HasField("swish_param") and up.upsample_param.upsample_h == 90
     blobs = weights["c"] if weights is not None else net.layer[0].blobs
-    from caffe2x.caffe.reader import blob_array
+    from caffe2x.caffe.parse import blob_array
 
     np.testing.assert_array_equal(blob_array(blobs[0]), [[1, 2], [3, 4]])

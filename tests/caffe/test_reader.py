@@ -8,10 +8,11 @@ import pytest
 
 import caffe2x
 from caffe2x import Caffe2xError, fixtures
-from caffe2x.caffe import reader
+from caffe2x.caffe import parse, reader
 from caffe2x.caffe.proto import caffe_pb2
+from caffe2x.caffe.upgrade import V1_TYPES
 
-V1_ENUM = {v: k for k, v in reader.V1_TYPES.items() if v}
+V1_ENUM = {v: k for k, v in V1_TYPES.items() if v}
 
 
 def to_v1(net: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
@@ -67,8 +68,8 @@ def test_v1_format_reads_to_the_same_graph(name: str) -> None:
     text = fixtures.ZOO[name]
     data = fixtures.synthesize(text, seed=2)
     modern = reader.read_bytes(data, text)
-    v1_net = to_v1(reader.parse_caffemodel_bytes(data))
-    v1_text = text_format.MessageToString(to_v1(reader.parse_prototxt_text(text)))
+    v1_net = to_v1(parse.parse_caffemodel_bytes(data))
+    v1_text = text_format.MessageToString(to_v1(parse.parse_prototxt_text(text)))
     assert "layers {" in v1_text and "layer {" not in v1_text
     assert reader.read_bytes(v1_net.SerializeToString(), v1_text).equals(modern)
     # the V1 caffemodel alone (no prototxt) gives the same net too
@@ -80,7 +81,7 @@ def test_v1_format_reads_to_the_same_graph(name: str) -> None:
 def test_legacy_blob_dims_and_double_data_read_to_the_same_graph(tiny_pair, double: bool) -> None:
     data, text = tiny_pair
     modern = reader.read_bytes(data, text)
-    legacy = to_legacy_blobs(reader.parse_caffemodel_bytes(data), double=double).SerializeToString()
+    legacy = to_legacy_blobs(parse.parse_caffemodel_bytes(data), double=double).SerializeToString()
     assert reader.read_bytes(legacy, text).equals(modern)
 
 
@@ -155,7 +156,7 @@ layer { name: "acc" type: "Accuracy" bottom: "fc" bottom: "label" top: "acc" }
 
 def test_inner_product_transpose_stores_weight_out_by_in() -> None:
     text = 'input: "x" input_shape { dim: 2 dim: 6 }\nlayer { name: "fc" type: "InnerProduct" bottom: "x" top: "fc" inner_product_param { num_output: 4 transpose: true } }'
-    net = reader.parse_prototxt_text(text)
+    net = parse.parse_prototxt_text(text)
     w = np.arange(24, dtype=np.float32).reshape(6, 4)  # stored (in, out)
     blob = net.layer[0].blobs.add()
     blob.shape.dim.extend([6, 4])
@@ -184,7 +185,7 @@ def test_mean_binaryproto_reads_as_chw(tmp_path: Path) -> None:
 
 def test_batchnorm_divides_by_the_moving_average_factor() -> None:
     text = 'input: "x" input_shape { dim: 1 dim: 2 dim: 1 dim: 1 }\nlayer { name: "bn" type: "BatchNorm" bottom: "x" top: "x" }'
-    net = reader.parse_prototxt_text(text)
+    net = parse.parse_prototxt_text(text)
     for values in ([4.0, 8.0], [2.0, 18.0], [2.0]):
         b = net.layer[0].blobs.add()
         b.shape.dim.append(len(values))
@@ -201,7 +202,7 @@ def test_batchnorm_with_a_zero_factor_uses_zero_statistics_like_caffe(tmp_path: 
     BatchNorm): y = x / sqrt(eps). OpenCV's importer does the same; checked against it."""
     cv2 = pytest.importorskip("cv2")
     text = 'input: "x" input_shape { dim: 1 dim: 2 dim: 2 dim: 2 }\nlayer { name: "bn" type: "BatchNorm" bottom: "x" top: "y" }\n'
-    net = reader.parse_prototxt_text(text)
+    net = parse.parse_prototxt_text(text)
     for values in ([4.0, 8.0], [2.0, 18.0], [0.0]):
         b = net.layer[0].blobs.add()
         b.shape.dim.append(len(values))

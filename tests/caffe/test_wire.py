@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from caffe2x import Caffe2xError, fixtures
-from caffe2x.caffe import reader, wire
+from caffe2x.caffe import parse, reader, wire
 from caffe2x.caffe.proto import caffe_pb2
 
 from tests.caffe.test_reader import V1_ERA_NETS, to_legacy_blobs, to_v1
@@ -16,8 +16,8 @@ from tests.caffe.test_reader import V1_ERA_NETS, to_legacy_blobs, to_v1
 
 def plain_graph(data: bytes, text: str | None, input_shape=None):  # type: ignore[no-untyped-def]
     """The reader without the wire walker: compiled parse of everything, blobs from repeated fields."""
-    net = reader.parse_caffemodel_bytes(data)
-    definition = reader.parse_prototxt_text(text) if text is not None else None
+    net = parse.parse_caffemodel_bytes(data)
+    definition = parse.parse_prototxt_text(text) if text is not None else None
     return reader.graph_from_nets(net, definition, input_shape)
 
 
@@ -42,7 +42,7 @@ FIXTURES = ["tiny", *fixtures.ZOO]
 def test_fast_path_equals_plain_path_on_every_fixture(name: str) -> None:
     text = fixtures.prototxt_for(name)
     data = fixtures.synthesize(text, seed=3)
-    net = reader.parse_caffemodel_bytes(data)
+    net = parse.parse_caffemodel_bytes(data)
     big = sum(4 * len(b.data) >= wire.MIN_VIEW_BYTES for layer in net.layer for b in layer.blobs)
     layout = wire.plan(data)
     assert (layout.views if layout is not None else 0) == big
@@ -68,7 +68,7 @@ def test_resnet50_file_is_read_through_views_of_the_map(resnet50_files: tuple[Pa
 @pytest.mark.parametrize("name", V1_ERA_NETS)
 def test_v1_files_take_the_fast_path_to_the_same_graph(name: str) -> None:
     text = fixtures.ZOO[name]
-    v1 = to_v1(reader.parse_caffemodel_bytes(fixtures.synthesize(text, seed=4)))
+    v1 = to_v1(parse.parse_caffemodel_bytes(fixtures.synthesize(text, seed=4)))
     data = v1.SerializeToString()
     assert (wire.plan(data) is not None) == any(len(layer.blobs) for layer in v1.layers)
     assert_same(reader.read_bytes(data, text), plain_graph(data, text))
@@ -79,7 +79,7 @@ def test_v1_files_take_the_fast_path_to_the_same_graph(name: str) -> None:
 @pytest.mark.parametrize("double", [False, True], ids=["legacy-dims", "double-data"])
 def test_legacy_dims_and_double_data_give_the_plain_result(double: bool) -> None:
     data = fixtures.synthesize(fixtures.TINY_PROTOTXT, seed=5)
-    legacy = to_legacy_blobs(reader.parse_caffemodel_bytes(data), double=double).SerializeToString()
+    legacy = to_legacy_blobs(parse.parse_caffemodel_bytes(data), double=double).SerializeToString()
     layout = wire.plan(legacy)
     assert (layout is None) == double  # double_data blobs are left whole to the compiled parser
     assert_same(reader.read_bytes(legacy, fixtures.TINY_PROTOTXT), plain_graph(legacy, fixtures.TINY_PROTOTXT))
@@ -171,7 +171,7 @@ def test_vgg16_fixture_is_vgg16_in_the_v1_format() -> None:
     assert sum(int(np.prod(s)) for blobs in shapes.values() for s in blobs) == 138_357_544
     text = fixtures.prototxt_for("vgg16")
     assert "layers {" in text and "type: CONVOLUTION" in text and "input_dim: 224" in text
-    net = reader.parse_prototxt_text(text)  # upgraded from V1
+    net = parse.parse_prototxt_text(text)  # upgraded from V1
     weighted = [layer.name for layer in net.layer if layer.type in ("Convolution", "InnerProduct")]
     assert weighted == list(shapes) and len(weighted) == 16
 

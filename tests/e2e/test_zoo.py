@@ -14,7 +14,8 @@ import caffe2x
 from caffe2x import fixtures
 from caffe2x.caffe import reader
 from caffe2x.caffe.proto import caffe_pb2
-from caffe2x.caffe.reader import build_graph, parse_prototxt_text
+from caffe2x.caffe.parse import parse_prototxt_text
+from caffe2x.caffe.reader import build_graph
 from caffe2x.cli.inspect import learned_parameter_count
 from caffe2x.fixtures import zoo
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from caffe2x.caffe.netcut import needed_layers
-from caffe2x.caffe.reader import (_in_test_phase, _read_file, _read_text, is_data_layer, parse_caffemodel_bytes,
-                                  parse_prototxt_text)
+from caffe2x.caffe.parse import parse_caffemodel_bytes, parse_prototxt_text
+from caffe2x.caffe.reader import _in_test_phase, _read_file, _read_text, is_data_layer
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.ir import Graph
 
