@@ -353,7 +353,8 @@ def check_artifact(path: PathLike, graph: Graph, x: np.ndarray, ref_logits: np.n
         compare_tensors(stored, expected, rtol, atol, result)
     except Caffe2xError as exc:
         result.status = FAIL
-        result.messages.append(f"{p.name}: {exc}")
+        text = str(exc)  # the bounded readers' errors name the file already
+        result.messages.append(text if text.startswith(f"{p.name}: ") else f"{p.name}: {text}")
         result.seconds = time.perf_counter() - start
         return result
     run_rtol = logits_rtol(dtype, rtol)

@@ -37,7 +37,31 @@ def read_state(path: Path, graph: Graph | None = None, *, mapped: bool = False) 
                            f"{one_line(exc)}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise Caffe2xError(f"{Path(path).name} is not a flat state_dict of tensors")
+    check_claimed_sizes(Path(path), state, graph)
     return dict(state)
+
+
+def check_claimed_sizes(path: Path, state: Mapping[str, torch.Tensor], graph: Graph | None) -> None:
+    """Every tensor's claimed size (shape x itemsize, not its storage) within the artifact's budget.
+
+    A tensor is a view of its storage: one float with stride 0 can claim 2**40 elements in a 23 KB file,
+    and ``torch.load`` builds that view without allocating. The first copy (``.numpy()`` math,
+    ``.contiguous()``, a comparison) would allocate 4 TiB; so the shapes are judged right after loading,
+    while every tensor is still a view of the file, and an over-budget one names itself."""
+    from caffe2x.graph.bounds import budget, graph_bytes
+    from caffe2x.graph.checks import SizeLimitError, human
+
+    cap = budget(graph_bytes(graph) if graph is not None else None)
+    total = 0
+    for key, tensor in state.items():
+        claimed = tensor.numel() * tensor.element_size()
+        total += claimed
+        if total > cap:
+            held = tensor.untyped_storage().nbytes()
+            raise SizeLimitError(f"{path.name}: tensor {key!r} claims shape {list(tensor.shape)} ({tensor.numel():,} "
+                                 f"{str(tensor.dtype).removeprefix('torch.')} values, {human(claimed)}) from "
+                                 f"{human(held)} of storage; with the tensors before it that is over the "
+                                 f"{human(cap)} this artifact may hold")
 
 
 def _load(path: Path, mapped: bool) -> Any:
