@@ -14,9 +14,18 @@ from caffe2x.graph.ir import pool_output_size
 f32 = np.float32
 
 
+def prior_offsets(attrs: dict[str, Any]) -> list[tuple[float, float]]:
+    """The (offset_h, offset_w) box centres of a cell: TextBoxes' pairs, else ``offset`` for both."""
+    pairs = attrs.get("offsets")
+    if pairs:
+        return [(float(h), float(w)) for h, w in pairs]
+    return [(float(attrs["offset"]), float(attrs["offset"]))]
+
+
 def num_priors(attrs: dict[str, Any]) -> int:
-    """Boxes per feature-map cell."""
-    return len(attrs["aspect_ratios"]) * len(attrs["min_sizes"]) + len(attrs["max_sizes"])
+    """Boxes per feature-map cell: every size at every centre."""
+    sizes = len(attrs["aspect_ratios"]) * len(attrs["min_sizes"]) + len(attrs["max_sizes"])
+    return sizes * len(prior_offsets(attrs))
 
 
 def prior_box_sizes(attrs: dict[str, Any]) -> list[tuple[float, float]]:
@@ -39,13 +48,14 @@ def prior_boxes(attrs: dict[str, Any], height: int, width: int) -> np.ndarray:
     """PriorBox's output ``(1, 2, height*width*num_priors*4)`` for a ``height x width`` feature map."""
     img_h, img_w = attrs["img"]
     step_h, step_w = f32(attrs["step"][0]), f32(attrs["step"][1])
-    off = f32(attrs["offset"])
+    offs = np.array(prior_offsets(attrs), dtype=np.float32)     # (J, 2): centres, size-major then centre
     sizes = np.array(prior_box_sizes(attrs), dtype=np.float64)  # (P, 2): float32 values
-    cx = ((np.arange(width, dtype=np.float32) + off) * step_w).astype(np.float64)
-    cy = ((np.arange(height, dtype=np.float32) + off) * step_h).astype(np.float64)
-    cxg = np.broadcast_to(cx[None, :, None], (height, width, len(sizes)))
-    cyg = np.broadcast_to(cy[:, None, None], (height, width, len(sizes)))
-    bw, bh = sizes[:, 0], sizes[:, 1]
+    cx = ((np.arange(width, dtype=np.float32)[:, None] + offs[None, :, 1]) * step_w).astype(np.float64)   # (W, J)
+    cy = ((np.arange(height, dtype=np.float32)[:, None] + offs[None, :, 0]) * step_h).astype(np.float64)  # (H, J)
+    shape = (height, width, len(sizes), len(offs))
+    cxg = np.broadcast_to(cx[None, :, None, :], shape)
+    cyg = np.broadcast_to(cy[:, None, None, :], shape)
+    bw, bh = sizes[:, 0][:, None], sizes[:, 1][:, None]
     boxes = np.stack([(cxg - bw / 2.0) / img_w, (cyg - bh / 2.0) / img_h,
                       (cxg + bw / 2.0) / img_w, (cyg + bh / 2.0) / img_h], axis=-1).astype(np.float32)
     boxes = boxes.reshape(-1)

@@ -9,7 +9,8 @@ op               attrs                                                        pa
 Normalize        across_spatial, channel_shared, eps                          weight (1) or (C)
 PriorBox         min_sizes, max_sizes (ints: the fork truncates them),        -
                  aspect_ratios (1 first, deduplicated, flipped), clip,
-                 variance (1 or 4 values), img [h, w], step [h, w], offset
+                 variance (1 or 4 values), img [h, w], step [h, w], offset,
+                 offsets (TextBoxes: [[offset_h, offset_w], ...], optional)
 DetectionOutput  num_classes, share_location, background_label_id,            -
                  nms_threshold, top_k, eta, keep_top_k, confidence_threshold,
                  code_type ('corner' | 'center_size' | 'corner_size'),
@@ -24,7 +25,9 @@ Caffe's formulas (``normalize_layer.cpp``, ``prior_box_layer.cpp``, ``bbox_util.
 * PriorBox, for every cell (h, w) of the feature map, centre ``((w + offset) * step_w, (h + offset)
   * step_h)`` and every min size ``m`` (an int in the fork): the square box of side ``m``, then (with
   max sizes) the square of side ``sqrt(m * M)``, then one box ``m*sqrt(ar) x m/sqrt(ar)`` per aspect
-  ratio other than 1. Coordinates are divided by the image width/height, clipped to [0, 1] with
+  ratio other than 1. With TextBoxes' repeated ``offset_h``/``offset_w`` every such box is repeated
+  at each centre ``((w + offset_w[j]) * step_w, (h + offset_h[j]) * step_h)`` (sizes outer, centres
+  inner, as OpenCV's ``prior_box_layer.cpp``). Coordinates are divided by the image width/height, clipped to [0, 1] with
   ``clip``; the second channel repeats the variances. Output ``(1, 2, H*W*num_priors*4)``.
 * DetectionOutput: boxes are decoded from the priors (CORNER adds ``var * loc``; CENTER_SIZE moves the
   prior's centre by ``var * loc * prior size`` and scales its size by ``exp(var * loc)``; CORNER_SIZE
@@ -170,9 +173,21 @@ def _prior_box_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSp
         step = [0.0, 0.0]
     if step[0] <= 0 or step[1] <= 0:  # Caffe: image size over feature size, as a float
         step = [float(f32(img[0]) / f32(x[2])), float(f32(img[1]) / f32(x[3]))]
-    return LayerSpec("PriorBox", {"min_sizes": min_sizes, "max_sizes": max_sizes, "aspect_ratios": ratios,
-                                  "clip": bool(p.clip), "variance": variance or [0.1], "img": img,
-                                  "step": step, "offset": float(p.offset)})
+    attrs = {"min_sizes": min_sizes, "max_sizes": max_sizes, "aspect_ratios": ratios, "clip": bool(p.clip),
+             "variance": variance or [0.1], "img": img, "step": step, "offset": float(p.offset)}
+    offset_h, offset_w = _repeated(p, "offset_h"), _repeated(p, "offset_w")
+    if offset_h or offset_w:  # TextBoxes: one box per size at each (offset_h[i], offset_w[i]) of the cell
+        if len(offset_h) != len(offset_w):
+            raise Caffe2xError(f"layer {name!r} (PriorBox): {len(offset_h)} offset_h for {len(offset_w)} offset_w")
+        if p.HasField("offset"):
+            raise Caffe2xError(f"layer {name!r} (PriorBox): give offset or offset_h/offset_w, not both")
+        attrs["offsets"] = [[float(h), float(w)] for h, w in zip(offset_h, offset_w)]
+    return LayerSpec("PriorBox", attrs)
+
+
+def _repeated(p: Any, field: str) -> list[float]:
+    """A repeated field of ``p`` (empty when a ``--proto`` schema has no such field)."""
+    return list(getattr(p, field)) if field in p.DESCRIPTOR.fields_by_name else []
 
 
 @shape_function("PriorBox")

@@ -96,7 +96,18 @@ layer { name: "head" type: "InnerProduct" bottom: "rec" top: "head" inner_produc
 #: sequences: image 0 restarts at t = 2, image 1 runs through
 CONT = np.array([[0, 0], [1, 1], [0, 1], [1, 1], [1, 1]], np.float32)
 
+TEXTBOXES_PRIORS = """name: "textboxes-priors"
+input: "data" input_shape { dim: 1 dim: 3 dim: 16 dim: 16 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "conv1_priorbox" type: "PriorBox" bottom: "conv1" bottom: "data" top: "conv1_priorbox"
+  prior_box_param { min_size: 6 max_size: 12 aspect_ratio: 2 aspect_ratio: 5 flip: false clip: true
+    variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2
+    offset_h: 0.5 offset_w: 0.5 offset_h: 1.0 offset_w: 0.5 } }
+"""
+
 NETS = {
+    "textboxes_priors": TEXTBOXES_PRIORS,
     "ssd": ssd_text(),
     "ssd_eta_not_shared_corner_size": ssd_text(share=False, nms=0.7, eta=0.8, code="CORNER_SIZE"),
     "ssd_corner": ssd_text(code="CORNER"),
@@ -157,7 +168,7 @@ def test_reader_builds_the_net_and_the_reference_runs(name: str, tmp_path: Path)
         assert values["detection_out"].shape[2] > 3  # the net really detects something
 
 
-@pytest.mark.parametrize("name", ["ssd", "ssd_corner", "roi", "psroi"])
+@pytest.mark.parametrize("name", ["ssd", "ssd_corner", "roi", "psroi", "textboxes_priors"])
 def test_whole_net_matches_opencv(name: str, tmp_path: Path) -> None:
     graph, model, deploy = load(name, tmp_path)
     feeds = feeds_for(graph)
@@ -220,7 +231,7 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["ssd", "segnet", "interp", "psroi"])
+@pytest.mark.parametrize("name", ["ssd", "segnet", "interp", "psroi", "textboxes_priors"])
 def test_emitted_torch_code_carries_the_layers_and_matches(name: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     graph, _, _ = load(name, tmp_path)

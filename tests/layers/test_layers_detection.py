@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from tests.helpers.opencv_caffe import opencv_forward
 
+from caffe2x.errors import Caffe2xError
 from caffe2x.graph.formulas import prior_boxes
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.graph.numeric import max_rel_error
@@ -71,6 +72,10 @@ PRIOR_CASES = {
         "min_size: 10 min_size: 20 max_size: 15 max_size: 31 aspect_ratio: 2 clip: false step_h: 9 step_w: 11 "
         "variance: 0.1",
         prior_attrs(min_sizes=[10, 20], max_sizes=[15, 31], aspect_ratios=[1.0, 2.0, 0.5], step=[9.0, 11.0])),
+    "textboxes_two_centres": (  # TextBoxes: each box also half a cell lower
+        "min_size: 12 max_size: 24 aspect_ratio: 2 aspect_ratio: 5 flip: false clip: false variance: 0.1 "
+        "offset_h: 0.5 offset_w: 0.5 offset_h: 1.0 offset_w: 0.5",
+        prior_attrs(min_sizes=[12], max_sizes=[24], aspect_ratios=[1.0, 2.0, 5.0], offsets=[[0.5, 0.5], [1.0, 0.5]])),
 }
 
 
@@ -214,3 +219,32 @@ def test_keep_top_k_keeps_the_best_scores_over_all_classes() -> None:
         mine = everything[everything[:, 0] == i]
         best = mine[np.argsort(-mine[:, 2], kind="stable")[:7]]
         np.testing.assert_array_equal(as_rows(kept[kept[:, 0] == i]), as_rows(best))
+
+
+def test_prior_box_offsets_repeat_every_size_at_each_centre_by_hand() -> None:
+    """Three centres (OpenCV sizes its output for at most two): cell (1, 2), step 8, one 10 x 10 box
+    at (2 + 0.25, 1 + 0.5), (2 + 0.5, 1 + 1.0), (2 + 0.75, 1 + 0.0) cells, in that order."""
+    attrs = prior_attrs(min_sizes=[10], img=[32, 40], offsets=[[0.5, 0.25], [1.0, 0.5], [0.0, 0.75]])
+    from caffe2x.graph.formulas import num_priors
+
+    assert num_priors(attrs) == 3
+    boxes = prior_boxes(attrs, 4, 5)[0, 0].reshape(4, 5, 3, 4)
+    for j, (oh, ow) in enumerate([(0.5, 0.25), (1.0, 0.5), (0.0, 0.75)]):
+        cx, cy = (2 + ow) * 8, (1 + oh) * 8
+        np.testing.assert_allclose(boxes[1, 2, j], [(cx - 5) / 40, (cy - 5) / 32, (cx + 5) / 40, (cy + 5) / 32],
+                                   rtol=1e-6)
+
+
+def test_prior_box_offsets_are_read_in_pairs() -> None:
+    from caffe2x.caffe.reader import graph_from_text
+
+    net = """input: "feat" input_shape {{ dim: 1 dim: 3 dim: 5 dim: 6 }}
+input: "img" input_shape {{ dim: 1 dim: 3 dim: 40 dim: 48 }}
+layer {{ name: "p" type: "PriorBox" bottom: "feat" bottom: "img" top: "p" prior_box_param {{ min_size: 8 {} }} }}"""
+    graph = graph_from_text(net.format("offset_h: 0.5 offset_w: 0.5 offset_h: 1 offset_w: 0.5"))
+    assert graph.node("p").attrs["offsets"] == [[0.5, 0.5], [1.0, 0.5]]
+    assert graph.shapes["p"] == (1, 2, 5 * 6 * 2 * 4)
+    with pytest.raises(Caffe2xError, match="2 offset_h for 1 offset_w"):
+        graph_from_text(net.format("offset_h: 0.5 offset_w: 0.5 offset_h: 1"))
+    with pytest.raises(Caffe2xError, match="offset or offset_h/offset_w, not both"):
+        graph_from_text(net.format("offset: 0.5 offset_h: 0.5 offset_w: 0.5"))

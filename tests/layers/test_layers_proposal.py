@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tests.helpers.layer_targets import RUNNERS
+from tests.helpers.opencv_caffe import opencv_forward
 
 import caffe2x
 from caffe2x import fixtures
@@ -333,3 +334,26 @@ def test_opencv_proposal_type_reads_proposal_param() -> None:
     assert a["nms_thresh"] == pytest.approx(0.6)
     np.testing.assert_array_equal(a["anchors"], pyfrcnn_anchors(16, (0.5, 2), (4, 8)))
     assert graph_from_text(text).shapes[node.outputs[0]] == (10, 5)
+
+
+def test_reference_matches_opencvs_proposal_layer_where_no_box_is_too_small(tmp_path: Path) -> None:
+    """OpenCV's ``Proposal`` (4.x) builds py-faster-rcnn's anchors and NMS from its PriorBox and
+    DetectionOutput layers but skips the minimum-size filter and pads its rois with zeros to
+    ``post_nms_topn`` rows: with boxes all larger than ``min_size`` it gives the reference's rois."""
+    text = """input: "p" input_shape { dim: 1 dim: 18 dim: 6 dim: 7 }
+input: "d" input_shape { dim: 1 dim: 36 dim: 6 dim: 7 }
+input: "im_info" input_shape { dim: 1 dim: 3 }
+layer { name: "proposal" type: "Proposal" bottom: "p" bottom: "d" bottom: "im_info" top: "rois" top: "scores"
+  proposal_param { feat_stride: 16 ratio: 0.5 ratio: 1 ratio: 2 scale: 8 scale: 16 scale: 32 %s } }"""
+    rng = np.random.default_rng(1)
+    x = {"p": rng.uniform(0, 1, (1, 18, 6, 7)).astype(np.float32),
+         "d": (rng.standard_normal((1, 36, 6, 7)) * 0.1).astype(np.float32),
+         "im_info": np.array([[96, 112, 1.0]], np.float32)}
+    for extra, rows in (("", 300), ("post_nms_topn: 10 nms_thresh: 0.5", 10)):
+        graph = graph_from_text(text % extra)
+        ref = execute(graph, x)[graph.value("rois")]
+        ws = ref[:, 3] - ref[:, 1] + 1
+        assert ws.min() > 16 * 2  # the min-size filter, which OpenCV lacks, removes nothing here
+        (theirs,) = opencv_forward(tmp_path, text % extra, x, ["proposal"])
+        assert theirs.shape == (rows, 5) and np.all(theirs[len(ref):] == 0)
+        assert max_rel_error(theirs[:len(ref)], ref) <= TOL

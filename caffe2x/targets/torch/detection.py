@@ -46,13 +46,16 @@ class CaffePriorBox(nn.Module):
     from the first input's H and W; the image size and steps are fixed at conversion)."""
 
     def __init__(self, min_sizes: list[int], max_sizes: list[int], aspect_ratios: list[float], clip: bool,
-                 variance: list[float], img: list[int], step: list[float], offset: float) -> None:
+                 variance: list[float], img: list[int], step: list[float], offset: float,
+                 offsets: list[list[float]] | None = None) -> None:
         super().__init__()
         self.clip = clip
         self.variance = list(variance)
         self.img = list(img)
         self.step = list(step)
         self.offset = offset
+        #: (offset_h, offset_w) box centres of a cell (TextBoxes' repeated offsets, else offset twice)
+        self.offsets = [[float(h), float(w)] for h, w in offsets] if offsets else [[float(offset)] * 2]
         _f32 = self.round_float32
         sizes: list[tuple[float, float]] = []
         for s, m in enumerate(min_sizes):  # Caffe's order: min square, sqrt(min*max) square, ratios
@@ -77,13 +80,16 @@ class CaffePriorBox(nn.Module):
     def forward(self, x: torch.Tensor, *image: torch.Tensor) -> torch.Tensor:
         h, w = int(x.shape[2]), int(x.shape[3])
         f32, f64 = torch.float32, torch.float64
-        off = torch.tensor(self.offset, dtype=f32)
-        cx = ((torch.arange(w, dtype=f32) + off) * torch.tensor(self.step[1], dtype=f32)).to(f64)
-        cy = ((torch.arange(h, dtype=f32) + off) * torch.tensor(self.step[0], dtype=f32)).to(f64)
+        offs = torch.tensor(self.offsets, dtype=f32)                                        # (J, 2)
+        cx = ((torch.arange(w, dtype=f32).view(w, 1) + offs[:, 1].view(1, -1))
+              * torch.tensor(self.step[1], dtype=f32)).to(f64)                                # (W, J)
+        cy = ((torch.arange(h, dtype=f32).view(h, 1) + offs[:, 0].view(1, -1))
+              * torch.tensor(self.step[0], dtype=f32)).to(f64)                                # (H, J)
         sizes = torch.tensor(self.sizes, dtype=f64)
-        bw, bh = sizes[:, 0], sizes[:, 1]
-        cxg = cx.view(1, w, 1).expand(h, w, len(self.sizes))
-        cyg = cy.view(h, 1, 1).expand(h, w, len(self.sizes))
+        bw, bh = sizes[:, 0].view(-1, 1), sizes[:, 1].view(-1, 1)
+        shape = (h, w, len(self.sizes), len(self.offsets))
+        cxg = cx.view(1, w, 1, -1).expand(shape)
+        cyg = cy.view(h, 1, 1, -1).expand(shape)
         img_h, img_w = self.img
         boxes = torch.stack([(cxg - bw / 2) / img_w, (cyg - bh / 2) / img_h,
                              (cxg + bw / 2) / img_w, (cyg + bh / 2) / img_h], dim=-1).to(f32).reshape(-1)
@@ -223,7 +229,10 @@ def _normalize(node: Node, graph: Graph) -> LayerSpec:
 @builder("PriorBox")
 def _prior_box(node: Node, graph: Graph) -> LayerSpec:
     keys = ("min_sizes", "max_sizes", "aspect_ratios", "clip", "variance", "img", "step", "offset")
-    return LayerSpec(CaffePriorBox, {k: node.attrs[k] for k in keys})
+    kwargs = {k: node.attrs[k] for k in keys}
+    if node.attrs.get("offsets"):
+        kwargs["offsets"] = node.attrs["offsets"]
+    return LayerSpec(CaffePriorBox, kwargs)
 
 
 @builder("DetectionOutput")

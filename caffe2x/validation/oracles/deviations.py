@@ -83,6 +83,9 @@ def _normalize(n: Node, g: Graph) -> tuple[str, str] | None:
 
 def _priorbox(n: Node, g: Graph) -> tuple[str, str] | None:
     a = n.attrs
+    if len(a.get("offsets") or ()) > 2:
+        return (f"PriorBox {len(a['offsets'])} offset_h/offset_w pairs",
+                "OpenCV sizes its output for 2 (n - 1) centres per size")
     if not a.get("clip"):
         return ("PriorBox clip=false", "OpenCV's default clip is true")
     if any(float(s) != int(float(s)) for s in [*a.get("min_sizes", []), *a.get("max_sizes", [])]):
@@ -94,6 +97,10 @@ def _detection_output(n: Node, g: Graph) -> tuple[str, str] | None:
     return ("DetectionOutput", "OpenCV pads rows to keep_top_k, orders them by score and ignores eta")
 
 
+def _proposal(n: Node, g: Graph) -> tuple[str, str] | None:
+    return ("Proposal", "OpenCV has no minimum-size filter and pads the rois with zeros to post_nms_topn rows")
+
+
 def _interp(n: Node, g: Graph) -> tuple[str, str] | None:
     return ("Interp pad_beg/pad_end", "OpenCV ignores them") if any(n.attrs.get("crop", [0, 0])) else None
 
@@ -101,7 +108,7 @@ def _interp(n: Node, g: Graph) -> tuple[str, str] | None:
 RULES: dict[str, Callable[[Node, Graph], tuple[str, str] | None]] = {
     "LRN": _lrn, "MeanVarNorm": _mvn, "Log": _log, "Swish": _swish, "Multiply": _multiply,
     "Deconvolution": _deconvolution, "Normalize": _normalize, "PriorBox": _priorbox,
-    "DetectionOutput": _detection_output, "Interp": _interp,
+    "DetectionOutput": _detection_output, "Interp": _interp, "Proposal": _proposal,
 }
 
 
