@@ -80,8 +80,11 @@ class CaffeUnpooling(keras.layers.Layer):
         oh, ow = self.size
         plane, count = oh * ow, h * w
         vals = ops.reshape(ops.transpose(x, (0, 3, 1, 2)), (-1, count))                 # rows: (n, c)
-        idx = ops.cast(ops.reshape(ops.transpose(mask, (0, 3, 1, 2)), (-1, count)), "int32")
-        key = idx * count + ops.arange(count, dtype="int32")
+        # the keys (index, position) need plane x count values: beyond int32 (ENet's 512 x 1024 input
+        # unpools 128 x 256 into 256 x 512: 4.3e9) they are int64, or they wrap and scatter out of range
+        kind = "int32" if plane * count < 2 ** 31 else "int64"
+        idx = ops.cast(ops.reshape(ops.transpose(mask, (0, 3, 1, 2)), (-1, count)), kind)
+        key = idx * count + ops.arange(count, dtype=kind)
         top, _ = ops.top_k(key, count, sorted=True)                                        # last write first
         target = top // count
         source = top - target * count
@@ -89,7 +92,7 @@ class CaffeUnpooling(keras.layers.Layer):
         slot = ops.where(ops.equal(target, previous), plane, target)
         moved = ops.take_along_axis(vals, source, axis=1)
         rows = ops.shape(vals)[0]
-        row_ids = ops.broadcast_to(ops.expand_dims(ops.arange(rows, dtype="int32"), 1), ops.shape(slot))
+        row_ids = ops.broadcast_to(ops.expand_dims(ops.arange(rows, dtype=kind), 1), ops.shape(slot))
         indices = ops.stack([ops.reshape(row_ids, (-1,)), ops.reshape(slot, (-1,))], axis=1)
         out = ops.scatter(indices, ops.reshape(moved, (-1,)), (rows, plane + 1))[:, :plane]
         return ops.transpose(ops.reshape(out, (-1, c, oh, ow)), (0, 2, 3, 1))
