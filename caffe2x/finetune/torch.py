@@ -99,6 +99,7 @@ def prepare(module: CaffeNet, num_classes: int, head: str | None = None, freeze:
         delattr(module, mod)                      # layers after the output (the old Softmax ...)
         del module.caffe_names[mod]
     module.output_values, module.output_names, module.single_output = (out_value,), (out_name,), True
+    module.rebuild()
 
     frozen = set(frozen_layers(freeze, [n for n in order if attr[n] in kept], head))
     for mod, caffe in module.caffe_names.items():

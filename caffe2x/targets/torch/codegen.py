@@ -22,7 +22,8 @@ from caffe2x.targets.torch.ops import layer_spec
 
 #: names a local variable in generated ``forward`` must not take
 _RESERVED_LOCALS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
-    {"self", "torch", "nn", "F", "math", "annotations", "pool_output_size", "pool_window", "Net"}
+    {"self", "torch", "nn", "F", "math", "annotations", "pool_output_size", "pool_window", "Net", "InputSizeError",
+     "check_min_size", "check_crop", "_min_size_eager", "_crop_eager"}
 ) | frozenset(c.__name__ for c in HELPER_CLASSES)
 
 
@@ -75,8 +76,15 @@ def generate(graph: Graph, weights_name: str = "model.pt", module_name: str = "m
         comment = f"  # Caffe layer {node.name!r} ({node.op})" if name != node.name else ""
         init_lines.append(f"        self.{name} = {_class_ref(spec.cls)}({kwargs}){comment}")
         args = ", ".join(var_of[v] for v in node.inputs)
-        outs = ", ".join(assign(v, i) for v in node.outputs)
-        forward_lines.append(f"        {outs} = self.{name}({args})")
+        if getattr(spec.cls, "takes_list", False):  # Eltwise, Concat: one list (TorchScript takes no *args)
+            args = f"[{args}]"
+        if len(node.outputs) == 1:
+            forward_lines.append(f"        {assign(node.outputs[0], i)} = self.{name}({args})")
+        else:  # indexed, not unpacked: torch.fx cannot iterate over a traced value
+            last_use[f"{node.name}_outputs@{i}"] = i + 1  # held while its parts are taken out
+            whole = assign(f"{node.name}_outputs@{i}", i)
+            forward_lines.append(f"        {whole} = self.{name}({args})")
+            forward_lines += [f"        {assign(v, i)} = {whole}[{j}]" for j, v in enumerate(node.outputs)]
     if single:
         forward_lines.append(f"        return {var_of[out_values[0]]}")
         returns, annotation = f"the {out_names[0]!r} blob", "torch.Tensor"

@@ -26,11 +26,14 @@ from torch import nn
 
 from caffe2x.graph.formulas import pool_window
 from caffe2x.graph.ir import pool_output_size
+from caffe2x.targets.torch.sizes import InputSizeError, check_min_size
+
+torch.fx.wrap("check_min_size")  # FX records the call instead of tracing its Python `if` on sizes
 
 
 # =========================================================================== Caffe layers as modules
 # Everything in this section is copied verbatim into generated model code (see codegen.py), so it
-# may use only torch, nn, F, math, pool_window and pool_output_size.
+# may use only torch, nn, F, math, pool_window, pool_output_size and the checks of sizes.py.
 
 class CaffeBatchNorm(nn.BatchNorm2d):
     """Caffe's BatchNorm at inference: ``(x - mean) / sqrt(var + eps)``, per channel (axis 1).
@@ -67,9 +70,11 @@ class CaffeScale(nn.Module):
     """Caffe's Scale (one-input form): multiply by ``weight`` and add ``bias``, both shaped like the
     input's dimensions ``axis .. axis + weight.dim()`` and broadcast over the others."""
 
-    def __init__(self, shape: tuple[int, ...], axis: int = 1, bias: bool = True) -> None:
+    def __init__(self, shape: tuple[int, ...], axis: int = 1, bias: bool = True, rank: int = 4) -> None:
         super().__init__()
         self.axis = axis
+        #: the parameters' broadcast view for a ``rank``-D input (fixed when built: no size arithmetic in forward)
+        self.view_shape = [1] * axis + [int(d) for d in shape] + [1] * (rank - axis - len(shape))
         self.weight = nn.Parameter(torch.ones(shape))
         if bias:
             self.bias = nn.Parameter(torch.zeros(shape))
@@ -77,10 +82,9 @@ class CaffeScale(nn.Module):
             self.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1,) * self.axis + tuple(self.weight.shape) + (1,) * (x.dim() - self.axis - self.weight.dim())
-        y = x * self.weight.view(shape)
+        y = x * self.weight.view(self.view_shape)
         if self.bias is not None:
-            y = y + self.bias.view(shape)
+            y = y + self.bias.view(self.view_shape)
         return y
 
     def extra_repr(self) -> str:
@@ -88,47 +92,88 @@ class CaffeScale(nn.Module):
 
 
 class CaffePooling(nn.Module):
-    """Caffe's Pooling, which no torch pooling call reproduces in general.
+    """Caffe's Pooling, at any input size, in a form every torch tracer and exporter keeps.
 
-    Output size rounds up (``ceil``), then drops a last window that would start in the padding. MAX
-    pads with -inf, so padding never wins over negative values. AVE sums the window and divides by
-    Caffe's divisor: the window clipped to ``[-pad, size + pad)``, i.e. padding counts but the ceil-mode
-    overhang beyond it does not. ``global_pooling`` pools the whole plane. Sizes are taken from the
-    input at run time, so the module works at any input size, as a reshaped Caffe net does.
+    Caffe's output size rounds up (``ceil((H + 2p - k) / s) + 1``), then drops a last window that
+    would start at or beyond ``H + p``; MAX ignores padding; AVE divides by the window clipped to
+    ``[-p, H + p)`` (padding counts, the ceil-mode overhang does not). Here the input is padded by
+    ``p`` cells before and a fixed ``tail`` after (:meth:`tail_pad`, computed once from the window), and
+    pooled without padding and without rounding up: the output size then comes from torch's pooling op
+    at run time, with no size computed in Python, so ``torch.jit.trace``, ``torch.export`` with dynamic
+    H/W (named ``Dim`` ranges included: torch's own ``ceil_mode`` leaves guards that export cannot
+    prove) and ONNX export stay right at every size. MAX pads with copies of the edge, which no window
+    can tell from ignoring the padding (every window holds a real cell, and the edge cell whenever it
+    holds padding) and which FX quantization observers take as ordinary values; only a window wholly
+    beyond the input (no pad, stride > kernel) sees ``-inf`` padding, as Caffe gives it. AVE pads with
+    zeros and divides by the same pooling of a plane of ones over the input and its padding. Floor-mode
+    layers (``round_mode: FLOOR``) whose pad torch accepts are one native call. ``global_pooling``
+    pools the whole plane. An input smaller than the window allows is an :class:`InputSizeError`
+    naming ``layer``.
     """
 
     def __init__(self, method: str = "max", kernel: tuple[int, int] = (1, 1), stride: tuple[int, int] = (1, 1),
-                 pad: tuple[int, int] = (0, 0), ceil: bool = True, global_pooling: bool = False) -> None:
+                 pad: tuple[int, int] = (0, 0), ceil: bool = True, global_pooling: bool = False,
+                 layer: str = "pooling") -> None:
         super().__init__()
         self.method = method
-        self.kernel = kernel
-        self.stride = stride
-        self.pad = pad
+        self.kernel = (int(kernel[0]), int(kernel[1]))
+        self.stride = (int(stride[0]), int(stride[1]))
+        self.pad = (int(pad[0]), int(pad[1]))
         self.ceil = ceil
         self.global_pooling = global_pooling
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        kh, kw, sh, sw, ph, pw, oh, ow, rh, rw = pool_window(h, w, self.kernel, self.stride, self.pad, self.ceil,
-                                                             self.global_pooling)
-        if self.method == "max":
-            if ph or pw or rh or rw:
-                x = F.pad(x, (pw, rw, ph, rh), value=float("-inf"))
-            return F.max_pool2d(x, (kh, kw), (sh, sw))[:, :, :oh, :ow]
-        if ph or pw or rh or rw:
-            x = F.pad(x, (pw, rw, ph, rh))
-        # avg_pool2d divides every window sum by kh*kw; Caffe divides by the clipped window, so rescale
-        # (by exactly 1 where the window is whole). Not divisor_override=1: torch.onnx.export drops it.
-        mean = F.avg_pool2d(x, (kh, kw), (sh, sw))[:, :, :oh, :ow]
-        div_h = self._window_sizes(oh, kh, sh, ph, h, x)
-        div_w = self._window_sizes(ow, kw, sw, pw, w, x)
-        return mean * ((kh * kw) / (div_h.view(-1, 1) * div_w.view(1, -1)))
+        self.layer = layer
+        th = self.tail_pad(self.kernel[0], self.stride[0], self.pad[0], ceil)
+        tw = self.tail_pad(self.kernel[1], self.stride[1], self.pad[1], ceil)
+        #: floor mode with a pad torch accepts: torch's own pooling computes Caffe's windows
+        self.native = not ceil and all(2 * p <= k for k, p in zip(self.kernel, self.pad))
+        #: otherwise: F.pad amounts (left, right, top, bottom) of the input, and of the AVE divisor's plane of ones
+        self.padding = [self.pad[1], tw, self.pad[0], th]
+        self.ones_padding = [self.pad[1], self.pad[1], self.pad[0], self.pad[0]]
+        self.ones_tail = [0, tw - self.pad[1], 0, th - self.pad[0]]
+        self.padded = self.pad[0] + self.pad[1] + th + tw > 0
+        #: a window may lie wholly beyond the input (no pad, stride > kernel): Caffe's MAX gives it -inf
+        self.empty_windows = any(ceil and p == 0 and s > k for k, s, p in zip(self.kernel, self.stride, self.pad))
+        #: the smallest input plane with at least one window
+        self.min_size = (max(1, self.kernel[0] - self.pad[0] - th), max(1, self.kernel[1] - self.pad[1] - tw))
 
     @staticmethod
-    def _window_sizes(out: int, kernel: int, stride: int, pad: int, size: int, like: torch.Tensor) -> torch.Tensor:
-        """Caffe's AVE divisor along one axis: ``min(start + kernel, size + pad) - start``."""
-        starts = torch.arange(out, device=like.device) * stride - pad
-        return (torch.clamp(starts + kernel, max=size + pad) - starts).to(like.dtype)
+    def tail_pad(kernel: int, stride: int, pad: int, ceil: bool) -> int:
+        """Cells to add after the input (besides ``pad`` before it) so that pooling the padded axis
+        without rounding up gives Caffe's window count at every input size ``H``.
+
+        Floor-mode pooling of ``H + pad + t`` cells has window starts ``i * stride <= H + pad + t -
+        kernel``. Caffe's starts (counted from the padded origin) are those below ``H + 2 pad - kernel +
+        stride`` (ceil) and, when ``pad > 0``, also below ``H + pad`` (a window starting in the trailing
+        padding is dropped); without ceil, those at most ``H + 2 pad - kernel``. Both bounds are ``H``
+        plus a constant, so one ``t`` fits every ``H``."""
+        if not ceil:
+            return pad
+        if pad == 0:
+            return stride - 1
+        return min(pad + stride - 1, kernel - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.global_pooling:
+            if self.method == "max":
+                return torch.amax(x, dim=(2, 3), keepdim=True)
+            return torch.mean(x, dim=(2, 3), keepdim=True)
+        x = check_min_size(x, self.min_size[0], self.min_size[1], self.layer)
+        if self.native:
+            if self.method == "max":
+                return F.max_pool2d(x, self.kernel, self.stride, self.pad)
+            return F.avg_pool2d(x, self.kernel, self.stride, self.pad, count_include_pad=True)
+        if self.method == "max":
+            if self.empty_windows:
+                x = F.pad(x, self.padding, value=float("-inf"))
+            elif self.padded:  # edge copies: every window holds a real cell, and the edge cell when it holds padding
+                x = F.pad(x, self.padding, mode="replicate")
+            return F.max_pool2d(x, self.kernel, self.stride)
+        if not self.padded:
+            return F.avg_pool2d(x, self.kernel, self.stride)
+        total = F.avg_pool2d(F.pad(x, self.padding), self.kernel, self.stride)
+        # Caffe's divisor over kh*kw: a plane of ones over the input and its padding, zeros beyond
+        ones = F.pad(torch.ones_like(x[:1, :1]), self.ones_padding, value=1.0)
+        return total / F.avg_pool2d(F.pad(ones, self.ones_tail), self.kernel, self.stride)
 
     def extra_repr(self) -> str:
         if self.global_pooling:
@@ -156,35 +201,43 @@ class CaffeEltwise(nn.Module):
     """Caffe's Eltwise over any number of inputs: ``sum`` (each input times its ``coeff``), ``prod``
     or ``max``."""
 
+    #: the inputs come as one list (TorchScript takes no ``*args``)
+    takes_list = True
+
     def __init__(self, operation: str = "sum", coeff: tuple[float, ...] = ()) -> None:
         super().__init__()
         self.operation = operation
-        self.coeff = coeff
+        #: one factor per input; inputs beyond the list (all of them without coeff) are taken once
+        self.coeff = [float(c) for c in coeff] or [1.0]
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        if self.operation == "sum":
-            coeff = self.coeff or (1.0,) * len(xs)
-            y = xs[0] if coeff[0] == 1 else xs[0] * coeff[0]
-            for c, x in zip(coeff[1:], xs[1:]):
-                y = y + (x if c == 1 else x * c)
-            return y
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         y = xs[0]
-        for x in xs[1:]:
-            y = y * x if self.operation == "prod" else torch.maximum(y, x)
+        if self.operation == "sum":
+            if self.coeff[0] != 1.0:
+                y = y * self.coeff[0]
+            for i in range(1, len(xs)):
+                c = self.coeff[i] if i < len(self.coeff) else 1.0
+                y = y + (xs[i] if c == 1.0 else xs[i] * c)
+            return y
+        for i in range(1, len(xs)):
+            y = y * xs[i] if self.operation == "prod" else torch.maximum(y, xs[i])
         return y
 
     def extra_repr(self) -> str:
-        return f"{self.operation!r}" + (f", coeff={self.coeff}" if self.operation == "sum" else "")
+        return f"{self.operation!r}" + (f", coeff={tuple(self.coeff)}" if self.operation == "sum" else "")
 
 
 class CaffeConcat(nn.Module):
     """Caffe's Concat along ``axis``."""
 
+    #: the inputs come as one list (TorchScript takes no ``*args``)
+    takes_list = True
+
     def __init__(self, axis: int = 1) -> None:
         super().__init__()
         self.axis = axis
 
-    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(xs, dim=self.axis)
 
     def extra_repr(self) -> str:
@@ -235,11 +288,24 @@ HELPER_CLASSES: tuple[type[nn.Module], ...] = (CaffeBatchNorm, CaffeScale, Caffe
 
 
 
+#: what generated code defines in place of :class:`~caffe2x.targets.torch.sizes.InputSizeError`
+GENERATED_SIZE_ERROR = '''class InputSizeError(ValueError):
+    """An input this net cannot take: the message names the layer and the sizes it accepts."""
+'''
+
+
 def helper_source(classes: Sequence[type[nn.Module]]) -> str:
-    """Source of the helper classes (and ``pool_window`` / ``pool_output_size``) that generated code needs."""
+    """Source of the helper classes (and of the functions they call: ``pool_window`` /
+    ``pool_output_size``, the size checks of :mod:`.sizes`) that generated code needs."""
+    from caffe2x.targets.torch import sizes
+
     sources = [inspect.getsource(c) for c in HELPER_CLASSES if c in classes]
     sources += [inspect.getsource(c) for c in classes if c not in HELPER_CLASSES]  # op families' modules
     parts = [inspect.getsource(pool_window)] if any("pool_window(" in src for src in sources) else []
     if any("pool_output_size(" in src for src in sources + parts):
         parts.insert(0, inspect.getsource(pool_output_size))
+    checks = [f for f in (sizes.check_min_size, sizes.check_crop) if any(f"{f.__name__}(" in src for src in sources)]
+    if checks:
+        eager = [sizes._min_size_eager, sizes._crop_eager]
+        parts += [GENERATED_SIZE_ERROR] + [inspect.getsource(f) for f in eager + checks]
     return "\n\n".join(p.rstrip() + "\n" for p in parts + sources)

@@ -109,8 +109,8 @@ def _batchnorm(node: Node, graph: Graph) -> LayerSpec:
 @builder("Scale")
 def _scale(node: Node, graph: Graph) -> LayerSpec:
     shape = tuple(int(d) for d in graph.param(node, "weight").shape)
-    return LayerSpec(CaffeScale, {"shape": shape, "axis": int(node.attrs["axis"]), "bias": "bias" in node.params},
-                     _tensors(node, graph))
+    return LayerSpec(CaffeScale, {"shape": shape, "axis": int(node.attrs["axis"]), "bias": "bias" in node.params,
+                                  "rank": len(graph.shapes[node.inputs[0]])}, _tensors(node, graph))
 
 
 @builder("ReLU")
@@ -156,6 +156,7 @@ def _pooling(node: Node, graph: Graph) -> LayerSpec:
     return LayerSpec(CaffePooling, {
         "method": str(a["method"]), "kernel": _pair(a["kernel"]), "stride": _pair(a["stride"]),
         "pad": _pair(a["pad"]), "ceil": bool(a["ceil"]), "global_pooling": bool(a["global_pooling"]),
+        "layer": node.name,
     })
 
 

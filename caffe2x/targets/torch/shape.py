@@ -9,6 +9,9 @@ from torch import nn
 
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.targets.torch.ops import LayerSpec, builder
+from caffe2x.targets.torch.sizes import check_crop
+
+torch.fx.wrap("check_crop")  # FX records the call instead of tracing its Python `if` on sizes
 
 
 class CaffeReshape(nn.Module):
@@ -56,14 +59,16 @@ class CaffeTile(nn.Module):
 
 
 class CaffeCrop(nn.Module):
-    """Caffe's Crop: axes from ``axis`` on cut to the reference's size, starting at ``offsets``."""
+    """Caffe's Crop: axes from ``axis`` on cut to the reference's size (taken at run time, so the crop
+    follows the input size), starting at ``offsets`` (one per axis of the input: its rank is fixed)."""
 
-    def __init__(self, axis: int = 2, offsets: tuple[int, ...] = ()) -> None:
+    def __init__(self, axis: int = 2, offsets: tuple[int, ...] = (), layer: str = "crop") -> None:
         super().__init__()
-        self.axis, self.offsets = axis, tuple(offsets)
+        self.axis, self.offsets, self.layer = axis, [int(o) for o in offsets], layer
 
     def forward(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-        for i in range(self.axis, x.dim()):
+        x = check_crop(x, reference, self.axis, self.offsets, self.layer)
+        for i in range(self.axis, len(self.offsets)):
             x = x.narrow(i, self.offsets[i], reference.shape[i])
         return x
 
@@ -110,7 +115,8 @@ def _tile(node: Node, graph: Graph) -> LayerSpec:
 
 @builder("Crop")
 def _crop(node: Node, graph: Graph) -> LayerSpec:
-    return LayerSpec(CaffeCrop, {"axis": int(node.attrs["axis"]), "offsets": tuple(int(o) for o in node.attrs["offsets"])})
+    return LayerSpec(CaffeCrop, {"axis": int(node.attrs["axis"]), "offsets": tuple(int(o) for o in node.attrs["offsets"]),
+                                 "layer": node.name})
 
 
 @builder("Slice")

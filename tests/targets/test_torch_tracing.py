@@ -1,0 +1,179 @@
+"""The converted torch module is plain traceable tensor code: ``torch.fx.symbolic_trace``,
+``torch.jit.script`` and ``torch.jit.trace`` take it (and the ``--emit-code`` module), a module traced at
+one input size stays right at another, Caffe's ceil-mode pooling holds at every size, and a size the net
+cannot take is an error naming the layer."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+import caffe2x
+from caffe2x import fixtures
+from caffe2x.caffe.reader import graph_from_text
+from caffe2x.errors import Caffe2xError
+from caffe2x.graph.ir import Graph
+from caffe2x.graph.numeric import max_rel_error
+from caffe2x.targets.torch import CaffePooling
+from caffe2x.targets.torch.sizes import InputSizeError
+from tests.helpers.torch_nets import fcn_graph, reference_cases, seeded
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def fcn() -> Graph:
+    return fcn_graph()
+
+
+@pytest.fixture(scope="module")
+def cases(fcn: Graph) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """(input, reference output) at each size of :data:`SIZES`; the reference runs the same weights
+    (the seeded graph read at that input size: checked equal) with Caffe's own shape rules."""
+    return [(torch.from_numpy(x), ref) for x, ref in reference_cases(fcn)]
+
+
+def assert_matches_at_every_size(run, cases) -> None:  # type: ignore[no-untyped-def]
+    for x, ref in cases:
+        with torch.no_grad():
+            y = run(x)
+        assert tuple(y.shape) == ref.shape
+        assert max_rel_error(y.detach().numpy(), ref) <= TOL
+
+
+def test_eager_module_follows_the_input_size_with_caffes_rounding(fcn: Graph, cases) -> None:  # type: ignore[no-untyped-def]
+    assert_matches_at_every_size(caffe2x.to_torch(fcn), cases)
+
+
+def test_forward_has_one_named_argument_per_net_input(fcn: Graph) -> None:
+    net = caffe2x.to_torch(fcn)
+    assert list(inspect.signature(net.forward).parameters) == ["data"]
+    two = graph_from_text('input: "im-data" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }\n'
+                          'input: "class" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }\n'
+                          'layer { name: "s" type: "Eltwise" bottom: "im-data" bottom: "class" top: "s" }')
+    net = caffe2x.to_torch(two)
+    assert list(inspect.signature(net.forward).parameters) == ["im_data", "class_"]
+    a, b = torch.ones(1, 2, 4, 4), torch.full((1, 2, 4, 4), 2.0)
+    for y in (net(a, b), net({"im-data": a, "class": b}), net(im_data=a, class_=b), torch.jit.script(net)(a, b)):
+        assert torch.equal(y, a + b)
+
+
+def test_fx_symbolic_trace_keeps_every_size_right(fcn: Graph, cases) -> None:  # type: ignore[no-untyped-def]
+    gm = torch.fx.symbolic_trace(caffe2x.to_torch(fcn))
+    assert_matches_at_every_size(gm, cases)
+    calls = [n.target.__name__ for n in gm.graph.nodes if n.op == "call_function" and hasattr(n.target, "__name__")]
+    assert calls.count("check_min_size") == 4 and calls.count("check_crop") == 1  # the size checks stay nodes
+
+
+def test_jit_script_runs_at_every_size(fcn: Graph, cases) -> None:  # type: ignore[no-untyped-def]
+    assert_matches_at_every_size(torch.jit.script(caffe2x.to_torch(fcn)), cases)
+
+
+def test_jit_trace_at_one_size_stays_right_at_others_without_tracer_warnings(fcn: Graph, cases) -> None:  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        traced = torch.jit.trace(caffe2x.to_torch(fcn), cases[0][0])
+    assert_matches_at_every_size(traced, cases)
+
+
+def test_every_batch_size_matches_each_sample_alone(fcn: Graph) -> None:
+    net = torch.jit.trace(caffe2x.to_torch(fcn), torch.from_numpy(seeded((1, 3, 23, 19))))
+    x = seeded((3, 3, 17, 29), seed=4)
+    ref = caffe2x.run(fcn_graph(17, 29, 3), x)
+    with torch.no_grad():
+        assert max_rel_error(net(torch.from_numpy(x)).numpy(), ref) <= TOL
+
+
+@pytest.mark.parametrize(("method", "kernel", "stride", "pad", "ceil"), [
+    ("max", 3, 2, 0, True), ("max", 3, 2, 1, True), ("max", 3, 2, 2, True), ("max", 2, 3, 0, True),
+    ("max", 3, 3, 1, True), ("max", 5, 2, 4, True), ("max", 3, 2, 1, False), ("ave", 3, 2, 0, True),
+    ("ave", 3, 2, 1, True), ("ave", 3, 2, 2, True), ("ave", 3, 3, 2, True), ("ave", 5, 3, 3, True),
+    ("ave", 2, 2, 1, True), ("ave", 3, 1, 1, True), ("ave", 3, 2, 1, False),
+])
+def test_pooling_matches_caffes_rule_at_every_input_size(method: str, kernel: int, stride: int, pad: int,
+                                                         ceil: bool) -> None:
+    """Every size from the smallest the window takes to several strides beyond, one module (traced once)."""
+    module = CaffePooling(method, (kernel, kernel), (stride, stride), (pad, pad), ceil, layer="p")
+    mode = "" if ceil else " round_mode: FLOOR"
+    text = (f'input: "x" input_shape {{ dim: 1 dim: 2 dim: 9 dim: 9 }}\n'
+            f'layer {{ name: "p" type: "Pooling" bottom: "x" top: "p" pooling_param {{ pool: {method.upper()} '
+            f'kernel_size: {kernel} stride: {stride} pad: {pad}{mode} }} }}')
+    traced = torch.jit.trace(module, torch.zeros(1, 2, 9, 9))
+    smallest = module.min_size[0]
+    for h in range(smallest, smallest + 4 * stride + 3):
+        w = h + 1
+        x = seeded((1, 2, h, w), seed=h)
+        graph = graph_from_text(text, input_shape=(1, 2, h, w))
+        ref = caffe2x.run(graph, x)
+        finite = np.isfinite(ref)  # a MAX window wholly beyond the input (stride > kernel, no pad) is -inf
+        for run in (module, traced):
+            y = run(torch.from_numpy(x)).numpy()
+            assert y.shape == ref.shape, (h, w)
+            assert np.array_equal(y[~finite], ref[~finite]) and max_rel_error(y[finite], ref[finite]) <= TOL, (h, w)
+    if smallest > 1:
+        with pytest.raises(InputSizeError, match="layer 'p' takes an input of at least"):
+            module(torch.zeros(1, 2, smallest - 1, smallest))
+        with pytest.raises(Caffe2xError):  # and Caffe's shape rule refuses it too
+            graph_from_text(text, input_shape=(1, 2, smallest - 1, smallest))
+
+
+def test_a_size_resnet50_cannot_take_names_pool5() -> None:
+    net = caffe2x.to_torch(fixtures.graph("resnet50"))
+    with torch.no_grad(), pytest.raises(InputSizeError, match=r"^layer 'pool5' takes an input of at least 7x7, got 5x5$"):
+        net(torch.zeros(1, 3, 160, 160))
+
+
+CROP = ('input: "a" input_shape { dim: 1 dim: 2 dim: 8 dim: 8 }\ninput: "b" input_shape { dim: 1 dim: 2 dim: 6 dim: 6 }\n'
+        'layer { name: "cut" type: "Crop" bottom: "a" bottom: "b" top: "c" crop_param { axis: 2 offset: 1 } }')
+
+
+def test_a_crop_larger_than_its_input_names_the_layer_in_eager_fx_and_script() -> None:
+    net = caffe2x.to_torch(graph_from_text(CROP))
+    a, b = torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 6)
+    for run in (net, torch.fx.symbolic_trace(net)):
+        with pytest.raises(InputSizeError, match=r"layer 'cut': axis 2 of size 8 cannot be cropped to 8 from offset 1"):
+            run(a, b)
+    with pytest.raises(Exception, match="cut"):
+        torch.jit.script(net)(a, b)
+
+
+def _load(path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setitem(sys.modules, "caffe2x", None)  # the generated file stands alone
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_emitted_code_is_fx_traceable_scriptable_and_traceable_at_every_size(
+        fcn: Graph, cases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    pt = tmp_path / "fcn.pt"
+    caffe2x.save(fcn, pt, to="torch", emit_code=True)
+    code = _load(tmp_path / "fcn_model.py", monkeypatch)
+    net = code.Net()
+    net.load_state_dict(torch.load(pt, weights_only=True))
+    assert list(inspect.signature(net.forward).parameters) == ["data"]
+    for run in (net, torch.fx.symbolic_trace(net), torch.jit.script(net), torch.jit.trace(net, cases[0][0])):
+        assert_matches_at_every_size(run, cases)
+    crop_pt = tmp_path / "crop.pt"
+    caffe2x.save(graph_from_text(CROP), crop_pt, to="torch", emit_code=True)
+    crop = _load(tmp_path / "crop_model.py", monkeypatch)
+    assert issubclass(crop.InputSizeError, ValueError)
+    with pytest.raises(crop.InputSizeError, match="layer 'cut': axis 2 of size 8 cannot be cropped to 8"):
+        crop.Net()(torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 6))
+
+
+def test_resnet50_traces_and_scripts_with_torch_batchnorms_kept() -> None:
+    net = caffe2x.to_torch(fixtures.graph("resnet50"))
+    gm = torch.fx.symbolic_trace(net)
+    assert sum(n.op == "call_module" for n in gm.graph.nodes) > 100
+    scripted = torch.jit.script(net)
+    assert "forward" in scripted.code
