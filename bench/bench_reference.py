@@ -3,7 +3,10 @@
 
 Usage::
 
-    python bench/bench_reference.py [--models resnet50,vgg16] [--batch 1] [--repeat 5] [--dir DIR]
+    python bench/bench_reference.py [--models resnet50,vgg16] [--batch 1] [--repeat 5] [--dir DIR] [--hw 200,200]
+
+``--hw H,W`` also times the net fed another spatial size than it was read at (Caffe's reshape: every
+shape recomputed for the input, then the same forward pass), beside the read size.
 
 The synthetic models are generated with ``caffe2x fixture`` into ``--dir`` (kept there for reuse).
 """
@@ -27,6 +30,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--dir")
+    ap.add_argument("--hw", help="also run at this H,W (the net reshaped to it)")
     opts = ap.parse_args()
     import caffe2x
 
@@ -39,16 +43,20 @@ def main() -> None:
                                check=True, stdout=subprocess.DEVNULL)
             graph = caffe2x.load(model, deploy)
             (shape,) = graph.inputs.values()
-            x = (np.random.default_rng(0).standard_normal((opts.batch, *shape[1:])) * 50).astype(np.float32)
+            sizes = [tuple(shape[2:])] + ([tuple(int(v) for v in opts.hw.split(","))] if opts.hw else [])
             logits = graph.blob_name(graph.logits()[0])
-            caffe2x.run(graph, x, outputs=logits)  # warm-up
-            times = []
-            for _ in range(opts.repeat):
-                t = time.perf_counter()
-                caffe2x.run(graph, x, outputs=logits)
-                times.append(time.perf_counter() - t)
-            print(f"{name} {opts.batch}x{'x'.join(map(str, shape[1:]))}: median {statistics.median(times):.2f} s "
-                  f"(min {min(times):.2f}, max {max(times):.2f}) over {opts.repeat} runs")
+            for hw in sizes:
+                x = (np.random.default_rng(0).standard_normal((opts.batch, shape[1], *hw)) * 50).astype(np.float32)
+                caffe2x.run(graph, x, outputs=logits)  # warm-up
+                times = []
+                for _ in range(opts.repeat):
+                    t = time.perf_counter()
+                    caffe2x.run(graph, x, outputs=logits)
+                    times.append(time.perf_counter() - t)
+                how = "read size" if hw == tuple(shape[2:]) else "reshaped"
+                print(f"{name} {opts.batch}x{shape[1]}x{'x'.join(map(str, hw))} ({how}): median "
+                      f"{statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f}) over "
+                      f"{opts.repeat} runs")
     print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

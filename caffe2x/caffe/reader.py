@@ -525,6 +525,21 @@ def read_bytes(model: bytes | None, prototxt_text: str | None = None, input_shap
                            weights=weights, source=source)
 
 
+def _add_sizes_taken(exc: Caffe2xError, definition: Any, weights: dict[str, Sequence[Any]] | None,
+                     outputs: Sequence[str] | None, limit: int, source: str) -> None:
+    """Complete the error of a net read at a size it cannot take with the sizes it does take (from
+    the net as declared; nothing is added when that does not read either)."""
+    from caffe2x.graph.reshape import describe_inputs, free_input_dims
+
+    try:
+        declared = build_graph(definition, weights, None, seed=0, outputs=outputs,
+                               budget=checks.SizeBudget(limit, source))
+        taken = describe_inputs(free_input_dims(declared))
+    except Caffe2xError:
+        return
+    exc.args = (f"{exc.args[0]}; the net takes {taken}",)
+
+
 def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape: Sequence[int] | None = None,
                     *, seed: int = 0, progress: bool = False, outputs: Sequence[str] | None = None,
                     weights: dict[str, Sequence[Any]] | None = None, max_bytes: int | None = None,
@@ -548,6 +563,8 @@ def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape
                             budget=checks.SizeBudget(limit, source))
     except Caffe2xError as exc:
         _name_source(exc, source)
+        if input_shape is not None and type(exc) is Caffe2xError:
+            _add_sizes_taken(exc, definition, weights, outputs, limit, source)
         raise
     checks.check_graph(graph, source, limit=limit)
     if weights is None:

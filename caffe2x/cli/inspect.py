@@ -7,6 +7,7 @@ from typing import Any
 
 from caffe2x.cli.args import EXIT_OK, add_model_args
 from caffe2x.graph.ir import Graph
+from caffe2x.graph.reshape import describe_inputs, free_input_dims
 
 
 def caffe_parameter_count(graph: Graph) -> int:
@@ -22,7 +23,8 @@ def learned_parameter_count(graph: Graph) -> int:
 
 
 def summary(graph: Graph) -> dict[str, Any]:
-    """JSON-ready description: inputs, outputs, and per layer its type, output shapes and parameters."""
+    """JSON-ready description: inputs (and which of their dims are free: the sizes the net runs at),
+    outputs, and per layer its type, output shapes and parameters."""
     inverse = {v: b for b, v in graph.blobs.items()}
     layers = []
     for n in graph.nodes:
@@ -34,9 +36,13 @@ def summary(graph: Graph) -> dict[str, Any]:
             "parameters": int(sum(graph.tensors[k].size for k in n.params.values())),
             "tensors": {role: list(graph.tensors[k].shape) for role, k in n.params.items()},
         })
+    dims = free_input_dims(graph)
     return {
         "name": graph.name,
         "inputs": {k: list(v) for k, v in graph.inputs.items()},
+        # per input dim: free (any size from "minimum" on) or the sizes it takes ("accepts" ranges)
+        "input_dims": {k: [d.to_json() for d in ds] for k, ds in dims.items()},
+        "input_dims_text": describe_inputs(dims),
         "outputs": {inverse.get(v, v): list(graph.shapes[v]) for v in graph.outputs},
         "layers": layers,
         "num_layers": len(layers),
@@ -52,7 +58,8 @@ def format_table(info: dict[str, Any]) -> str:
         shapes = " ".join("x".join(map(str, s)) for s in l["outputs"].values())
         rows.append((l["name"], l["type"], shapes, f"{l['parameters']:,}" if l["parameters"] else ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [f"{info['name']}: inputs " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["inputs"].items())]
+    lines = [f"{info['name']}: inputs " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["inputs"].items()),
+             f"input sizes: {info['input_dims_text']}"]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     lines.append(f"{info['num_layers']} layers, {info['num_caffe_parameters']:,} parameters in the caffemodel "

@@ -239,6 +239,26 @@ def infer_shapes(graph: Graph) -> None:
     graph.shapes = shapes
 
 
+#: ops whose attributes were resolved for the input shapes the net was read at (Interp's output size,
+#: PriorBox's image size and step, Upsample's output plane): at any other input shape but the batch they
+#: would compute something Caffe would not, so :func:`caffe2x.graph.reshape.shapes_at` refuses it
+SIZE_PINNED_OPS: set[str] = set()
+
+
+def pins_input_size(*ops: str) -> None:
+    """Declare ops that take only the input shapes (but the batch) they were read at."""
+    SIZE_PINNED_OPS.update(ops)
+
+
+def check_pinned(node: Node, ins: list[Shape], read: list[Shape | None]) -> None:
+    """Refuse inputs ``ins`` of a size-pinned ``node`` that differ, but for the batch, from the shapes
+    ``read`` it was read at (None: not known)."""
+    for got, was in zip(ins, read):
+        if was is not None and (len(got) != len(was) or tuple(got[1:]) != tuple(was[1:])):
+            raise Caffe2xError(f"layer {node.name!r} ({node.op}) was resolved for an input shaped "
+                               f"{list(was)} and takes only that shape (any batch), got {list(got)}")
+
+
 #: ops whose first axis is not the batch (recurrent layers: time steps), or that combine the samples of a
 #: batch in a way no shape or attribute shows; layer families add theirs with :func:`couples_samples`
 SAMPLE_COUPLED_OPS: set[str] = set()
@@ -294,7 +314,7 @@ def _expect_param(node: Node, graph: Graph, role: str, shape: Shape) -> None:
     if t is None:
         raise Caffe2xError(f"layer {node.name!r} ({node.op}) has no {role} tensor")
     if tuple(t.shape) != tuple(shape):
-        raise Caffe2xError(f"layer {node.name!r} {role} has shape {list(t.shape)}, expected {list(shape)}")
+        raise Caffe2xError(f"layer {node.name!r} ({node.op}) {role} has shape {list(t.shape)}, expected {list(shape)}")
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1) -> int:

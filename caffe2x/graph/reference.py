@@ -18,6 +18,7 @@ from caffe2x.errors import Caffe2xError, UnsupportedLayerError
 from caffe2x.graph.checks import check_run_size
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.graph.registry import Registry
+from caffe2x.graph.reshape import reshaped
 
 OpFn = Callable[[Node, list[np.ndarray], Graph], list[np.ndarray]]
 #: op -> numpy implementation
@@ -30,8 +31,20 @@ def feeds_for(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
               max_bytes: int | None = None) -> dict[str, np.ndarray]:
     """Turn the user's input (one array, or a dict by input name) into checked float32 feeds.
 
-    Anything that is not numeric array data of the net's shape (a string, an empty batch, the wrong
-    rank) is a :class:`Caffe2xError`; so is a batch whose forward pass would pass the size limit.
+    Anything that is not numeric array data the net can take (a string, an empty batch, the wrong
+    rank, a size a layer cannot take) is a :class:`Caffe2xError`; so is a batch whose forward pass
+    would pass the size limit.
+    """
+    return prepare_run(graph, x, max_bytes)[1]
+
+
+def prepare_run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
+                max_bytes: int | None = None) -> tuple[Graph, dict[str, np.ndarray]]:
+    """(the graph at the feeds' shapes, the checked feeds): see :func:`feeds_for`.
+
+    Shapes follow the input as in Caffe: at another batch the graph is the same (every value scales
+    with it); at another size of any other dim it is :func:`caffe2x.graph.reshape.reshaped` to it, so
+    every layer's shape is computed for this input (or the layer that cannot take it is named).
     """
     if not isinstance(graph, Graph):
         raise Caffe2xError(f"expected a caffe2x Graph (from caffe2x.load), got {type(graph).__name__}")
@@ -44,17 +57,20 @@ def feeds_for(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
         if name not in x:
             raise Caffe2xError(f"no value given for input {name!r}")
         arr = _as_float_array(x[name], name)
-        if arr.ndim != len(shape) or arr.shape[1:] != tuple(shape[1:]):
-            raise Caffe2xError(f"input {name!r} has shape {list(arr.shape)}, the net expects [N, {', '.join(map(str, shape[1:]))}]")
+        if arr.ndim != len(shape):
+            raise Caffe2xError(f"input {name!r} has shape {list(arr.shape)}, the net takes a {len(shape)}-D "
+                               f"input (read as {list(shape)})")
         if arr.shape[0] < 1:
             raise Caffe2xError(f"input {name!r} has an empty batch (shape {list(arr.shape)})")
         feeds[name] = arr
     extra = [k for k in x if k not in graph.inputs]
     if extra:
         raise Caffe2xError(f"{extra[0]!r} is not an input of the net (inputs: {', '.join(graph.inputs)})")
+    if any(a.shape[1:] != tuple(graph.inputs[k][1:]) for k, a in feeds.items()):
+        graph = reshaped(graph, {k: a.shape for k, a in feeds.items()})
     batch = max(a.shape[0] for a in feeds.values())
     check_run_size(graph, batch, max_bytes)
-    return feeds
+    return graph, feeds
 
 
 #: BLAS threads while the reference runs (None: numpy's BLAS as configured, e.g. by OPENBLAS_NUM_THREADS).
@@ -101,7 +117,8 @@ def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[st
 
 def _execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None,
              max_bytes: int | None = None) -> dict[str, np.ndarray]:
-    values: dict[str, np.ndarray] = dict(feeds_for(graph, x, max_bytes))
+    graph, feeds = prepare_run(graph, x, max_bytes)
+    values: dict[str, np.ndarray] = dict(feeds)
     last_use: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         for v in node.inputs:

@@ -43,7 +43,7 @@ def expect_tensor(node: Node, graph: Graph, role: str, shape: Shape) -> None:
     if t is None:
         raise Caffe2xError(f"layer {node.name!r} ({node.op}) has no {role} tensor")
     if tuple(t.shape) != tuple(shape):
-        raise Caffe2xError(f"layer {node.name!r} {role} has shape {list(t.shape)}, expected {list(shape)}")
+        raise Caffe2xError(f"layer {node.name!r} ({node.op}) {role} has shape {list(t.shape)}, expected {list(shape)}")
 
 
 def broadcast_shape(x_rank: int, axis: int, p_shape: Shape) -> tuple[int, ...]:

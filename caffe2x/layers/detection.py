@@ -50,7 +50,7 @@ import numpy as np
 from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.formulas import num_priors, prior_boxes
-from caffe2x.graph.ir import Graph, Node, Shape, shape_function
+from caffe2x.graph.ir import Graph, Node, Shape, pins_input_size, shape_function
 from caffe2x.graph.reference import op as reference_op
 
 f32 = np.float32
@@ -188,6 +188,10 @@ def _prior_box_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSp
 def _repeated(p: Any, field: str) -> list[float]:
     """A repeated field of ``p`` (empty when a ``--proto`` schema has no such field)."""
     return list(getattr(p, field)) if field in p.DESCRIPTOR.fields_by_name else []
+
+
+#: PriorBox's image size and steps are resolved at read time (from the data blob and the feature map)
+pins_input_size("PriorBox")
 
 
 @shape_function("PriorBox")

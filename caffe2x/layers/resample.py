@@ -38,7 +38,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.formulas import interp_axis
-from caffe2x.graph.ir import SHAPE_FUNCTIONS, Graph, Node, Shape, shape_function
+from caffe2x.graph.ir import SHAPE_FUNCTIONS, Graph, Node, Shape, check_pinned, pins_input_size, shape_function
 from caffe2x.graph.reference import op as reference_op
 
 f32 = np.float32
@@ -134,6 +134,10 @@ def _upsample_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpe
     return LayerSpec("Unpooling", {"size": size})
 
 
+#: Upsample's output plane is resolved at read time (upsample_h/w or the input times the scale, less pad_out)
+pins_input_size("Unpooling")
+
+
 @shape_function("Unpooling")
 def _unpool_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     x = ins[0]
@@ -209,13 +213,47 @@ def _interp_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
                            f"second input to take the size from")
     if min(size) <= 0:
         raise Caffe2xError(f"layer {name!r} (Interp): output size {size} is empty")
-    return LayerSpec("Interp", {"size": size, "crop": [-pad_beg, -pad_beg], "region": eff})
+    rule = {"shrink": shrink, "zoom": zoom, "height": None if height is None else int(height),
+            "width": None if width is None else int(width), "pad_beg": pad_beg, "pad_end": pad_end}
+    return LayerSpec("Interp", {"size": size, "crop": [-pad_beg, -pad_beg], "region": eff, "rule": rule})
+
+
+def interp_geometry(node: Node, ins: list[Shape]) -> tuple[list[int], list[int], list[int]]:
+    """Interp's (output size, crop, region) for inputs shaped ``ins``: Caffe's InterpLayer::Reshape
+    rule applied again (a net runs at any size), or the sizes resolved at read time for a graph
+    written before the rule was kept."""
+    a = node.attrs
+    rule = a.get("rule")
+    if rule is None:
+        return list(a["size"]), list(a["crop"]), list(a["region"])
+    x = ins[0]
+    beg, end = rule["pad_beg"], rule["pad_end"]
+    eff = [x[2] + beg + end, x[3] + beg + end]
+    if min(eff) <= 0:
+        raise Caffe2xError(f"layer {node.name!r} (Interp): cropping leaves no input of {list(x)}")
+    shrink, zoom = rule["shrink"], rule["zoom"]
+    if shrink is not None and zoom is None:
+        size = [(e - 1) // shrink + 1 for e in eff]
+    elif zoom is not None and shrink is None:
+        size = [e + (e - 1) * (zoom - 1) for e in eff]
+    elif rule["height"] is not None and rule["width"] is not None:
+        size = [rule["height"], rule["width"]]
+    elif shrink is not None and zoom is not None:
+        size = [(e - 1) // shrink + 1 for e in eff]
+        size = [s + (s - 1) * (zoom - 1) for s in size]
+    else:
+        size = [int(ins[1][2]), int(ins[1][3])]
+    if min(size) <= 0:
+        raise Caffe2xError(f"layer {node.name!r} (Interp): output size {size} is empty for input {list(x)}")
+    return size, [-beg, -beg], eff
 
 
 @shape_function("Interp")
 def _interp_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     x = ins[0]
-    return [(x[0], x[1], *node.attrs["size"])]
+    if "rule" not in node.attrs:  # a graph written before the rule was kept: only the size it was read at
+        check_pinned(node, ins, [graph.shapes.get(v) for v in node.inputs])
+    return [(x[0], x[1], *interp_geometry(node, ins)[0])]
 
 
 def interp(x: np.ndarray, size: list[int], crop: list[int], region: list[int]) -> np.ndarray:
@@ -231,6 +269,6 @@ def interp(x: np.ndarray, size: list[int], crop: list[int], region: list[int]) -
 
 @reference_op("Interp")
 def _interp(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
-    a = node.attrs
-    return [interp(ins[0], a["size"], a["crop"], a["region"])]
+    size, crop, region = interp_geometry(node, [v.shape for v in ins])
+    return [interp(ins[0], size, crop, region)]
 

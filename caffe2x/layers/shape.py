@@ -97,6 +97,13 @@ def _reshape(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
 @shape_function("Reshape")
 def _reshape_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     shape = tuple(node.attrs["shape"])
+    rule = node.attrs.get("caffe_rule")
+    if rule and int(np.prod(shape)) != int(np.prod(ins[0])):  # reshaped net: Caffe applies the prototxt's rule
+        ruled = apply_rule(ins[0], rule)
+        if ruled is None:
+            raise Caffe2xError(f"layer {node.name!r} (Reshape): an input shaped {list(ins[0])} cannot be shaped "
+                               f"{rule['dims']} (it takes {int(np.prod(shape[1:]))} values per sample)")
+        return [ruled]
     if int(np.prod(shape)) != int(np.prod(ins[0])):
         raise Caffe2xError(f"layer {node.name!r} (Reshape): {list(ins[0])} cannot become {list(shape)}")
     return [shape]
@@ -194,7 +201,13 @@ def _crop(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
 @shape_function("Crop")
 def _crop_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     x, ref = ins
-    axis = node.attrs["axis"]
+    axis, offsets = node.attrs["axis"], node.attrs["offsets"]
+    if len(ref) != len(x):
+        raise Caffe2xError(f"layer {node.name!r} (Crop): inputs {list(x)} and {list(ref)} differ in rank")
+    for i in range(axis, len(x)):
+        if x[i] - offsets[i] < ref[i]:
+            raise Caffe2xError(f"layer {node.name!r} (Crop): crop of axis {i} (size {ref[i]}, offset {offsets[i]}) "
+                               f"runs past the input's {x[i]}")
     return [tuple(x[:axis]) + tuple(ref[axis:])]
 
 

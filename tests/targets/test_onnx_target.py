@@ -129,7 +129,7 @@ def test_written_file_passes_checker_and_has_caffe_names(r50: dict) -> None:
 def test_pooling_uses_explicit_pads_not_onnx_ceil_mode() -> None:
     model = to_onnx(fixtures.graph("pooling_ceil_and_pads"))
     pools = [n for n in model.graph.node if n.op_type in ("MaxPool", "AveragePool")]
-    assert len(pools) == 6
+    assert len([n for n in pools if not n.name.endswith("/divisor_share")]) == 6  # AVE at a run-time size: + divisor
     for n in pools:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
         assert attrs.get("ceil_mode", 0) == 0 and "pads" not in attrs, n.name

@@ -47,7 +47,8 @@ class CaffePooling2D(keras.layers.Layer):
     The output size is :func:`caffe2x.graph.ir.pool_output_size` (ceil by default, last window dropped when
     it would start in the right padding). MAX pads with -inf; AVE pads with zeros and divides each
     window sum by Caffe's divisor from :func:`caffe2x.graph.reference.pool_geometry`. The divisor depends on
-    the spatial size, so the layer needs static H and W (Caffe nets have them).
+    the spatial size: computed once from a static H and W, or in the graph when they are known only at
+    run time (:meth:`_call_dynamic`).
     """
 
     def __init__(self, method: str, pool_size: Any, strides: Any, padding: Any = (0, 0), ceil: bool = True,
@@ -72,7 +73,7 @@ class CaffePooling2D(keras.layers.Layer):
     def call(self, x: Any) -> Any:
         h, w = x.shape[1], x.shape[2]
         if h is None or w is None:
-            raise ValueError(f"{self.name}: Caffe pooling needs a static spatial size, got {x.shape}")
+            return self._call_dynamic(x)
         (kh, kw), (sh, sw), (ph, pw) = self.pool_size, self.strides, self.padding
         oh, ow, rh, rw, divisor = self._geometry(int(h), int(w))
         pads = [[0, 0], [ph, rh], [pw, rw], [0, 0]]
@@ -87,6 +88,32 @@ class CaffePooling2D(keras.layers.Layer):
         if np.all(factor == 1):
             return y
         return y * ops.convert_to_tensor(factor, dtype=y.dtype)
+
+    def _extent(self, size: Any, k: int, s: int, p: int) -> Any:
+        """Caffe's output size along one axis from a run-time size (a scalar tensor)."""
+        out = (size + (2 * p - k + (s - 1 if self.ceil else 0))) // s + 1
+        if p > 0:  # the last window may not start in the right padding
+            out = out - ops.cast(ops.greater_equal((out - 1) * s, size + p), out.dtype)
+        return out
+
+    def _call_dynamic(self, x: Any) -> Any:
+        """The pooling when H or W is known only at run time (a model saved with ``(None, None, C)``
+        inputs, traced by TensorFlow): pad by ``pad`` left and ``pad + stride`` right (at least what
+        any size needs), pool, keep Caffe's ``oh x ow`` windows. AVE divides each window sum by
+        Caffe's divisor, the pooled count of a ones plane padded with ones inside ``size + pad``."""
+        (kh, kw), (sh, sw), (ph, pw) = self.pool_size, self.strides, self.padding
+        shape = ops.shape(x)
+        oh, ow = self._extent(shape[1], kh, sh, ph), self._extent(shape[2], kw, sw, pw)
+        pads = [[0, 0], [ph, ph + sh], [pw, pw + sw], [0, 0]]
+        if self.method == "max":
+            xp = ops.pad(x, pads, constant_values=float("-inf"))
+            return ops.max_pool(xp, (kh, kw), (sh, sw), padding="valid")[:, :oh, :ow, :]
+        mean = ops.average_pool(ops.pad(x, pads), (kh, kw), (sh, sw), padding="valid")[:, :oh, :ow, :]
+        ones = ops.ones_like(x[:, :, :, :1])
+        counted = ops.pad(ops.pad(ones, [[0, 0], [ph, ph], [pw, pw], [0, 0]], constant_values=1.0),
+                          [[0, 0], [0, sh], [0, sw], [0, 0]])
+        share = ops.average_pool(counted, (kh, kw), (sh, sw), padding="valid")[:, :oh, :ow, :]
+        return mean / share
 
     def compute_output_shape(self, input_shape: tuple[Any, ...]) -> tuple[Any, ...]:
         n, h, w, c = input_shape

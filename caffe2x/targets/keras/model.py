@@ -20,6 +20,7 @@ import keras
 
 from caffe2x.graph.ir import Graph
 from caffe2x.graph.reference import resolve_outputs
+from caffe2x.targets.keras import dynamic
 from caffe2x.targets.keras.ops import OPS, BuildContext, keras_name
 
 
@@ -42,11 +43,15 @@ class BuiltNet:
 
 
 def build_net(graph: Graph) -> BuiltNet:
-    """Build every layer of ``graph`` once, with the graph's weights (each builder assigns them)."""
-    ctx = BuildContext(graph)
+    """Build every layer of ``graph`` once, with the graph's weights (each builder assigns them). Input
+    axes the net takes at any size are ``None`` (:mod:`.dynamic`)."""
+    symbolic, varying = dynamic.plan(graph)
+    ctx = BuildContext(graph, varying)
     tensors: dict[str, Any] = {}
     inputs = []
-    for blob, shape in graph.inputs.items():
+    for blob, read in graph.inputs.items():
+        free = symbolic.get(blob, [])
+        shape = [None if a in free else d for a, d in enumerate(read)]
         per_sample = (shape[2], shape[3], shape[1]) if len(shape) == 4 else tuple(shape[1:])
         t = keras.Input(shape=per_sample, name=ctx.input_name(blob))
         tensors[blob] = t

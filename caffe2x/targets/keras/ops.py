@@ -42,6 +42,9 @@ class BuildContext:
     """What a builder needs: the graph (shapes, params) and unique Keras layer names."""
 
     graph: Graph
+    #: values whose shape is known only at run time, each with its varying (Caffe) axes (see
+    #: :mod:`.dynamic`): their builders must not bake in sizes
+    varying: dict[str, set[int]] = field(default_factory=dict)
     _names: dict[int, str] = field(default_factory=dict)  # id(node) -> Keras name
     _used: set[str] = field(default_factory=set)
 
@@ -70,6 +73,10 @@ class BuildContext:
 
     def rank(self, value: str) -> int:
         return len(self.graph.shapes[value])
+
+    def varies(self, value: str) -> bool:
+        """Whether ``value``'s shape (but the batch) is known only at run time (symbolic input sizes)."""
+        return bool(self.varying.get(value, set()) - {0})
 
     def shape(self, value: str) -> tuple[int, ...]:
         """Caffe (NCHW) shape of a value."""
@@ -240,6 +247,7 @@ def _pool(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     _, _, h, w = ctx.shape(node.inputs[0])
     _, _, oh, ow = ctx.shape(node.outputs[0])
     floor_sized = oh == (h + 2 * ph - kh) // sh + 1 and ow == (w + 2 * pw - kw) // sw + 1
+    floor_sized = floor_sized and not ctx.varies(node.inputs[0])  # at another size it may not be
     if floor_sized and method == "ave":
         if ph or pw:
             x = keras.layers.ZeroPadding2D(((ph, ph), (pw, pw)), name=ctx.aux(node, "pad"))(x)

@@ -190,11 +190,37 @@ def _tile(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
 def _crop(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     out = ctx.shape(node.outputs[0])
     axis, offsets = node.attrs["axis"], node.attrs["offsets"]
+    if ctx.varies(node.inputs[1]):
+        order = layout(len(out))
+        return [CaffeCropLike([offsets[c] for c in order], [k for k, c in enumerate(order) if c >= axis],
+                              name=ctx.name(node))(ins)]
     begin, size = [], []
     for c in layout(len(out)):
         begin.append(offsets[c])
         size.append(out[c] if c >= axis else -1)
     return [CaffeCrop(begin, size, name=ctx.name(node))(ins[0])]
+
+
+@keras.saving.register_keras_serializable(package="caffe2x")
+class CaffeCropLike(keras.layers.Layer):
+    """Caffe's Crop when the reference's size is known only at run time: on each (Keras) axis in
+    ``axes``, ``x[begin : begin + ref.shape]``; the other axes whole."""
+
+    def __init__(self, begin: Any, axes: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.begin, self.axes = [int(b) for b in begin], [int(a) for a in axes]
+
+    def call(self, inputs: Any) -> Any:
+        x, ref = inputs
+        size = ops.shape(ref)
+        return x[tuple(slice(b, b + size[i]) if i in self.axes else slice(None) for i, b in enumerate(self.begin))]
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        x, ref = input_shape
+        return tuple(ref[i] if i in self.axes else d for i, d in enumerate(x))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "begin": self.begin, "axes": self.axes}
 
 
 @builder("Slice")

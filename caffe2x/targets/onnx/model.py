@@ -14,6 +14,7 @@ from caffe2x._version import __version__
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.ir import Graph
 from caffe2x.graph.reference import resolve_outputs
+from caffe2x.targets.onnx import dynamic
 from caffe2x.targets.onnx.ops import _PROTO_LIMIT, IR_VERSION, OPS, OPSET, Builder, batch_moved
 
 
@@ -64,14 +65,15 @@ def build(graph: Graph, outputs: str | Sequence[str] | None = None,
     names = list(dict.fromkeys(resolve_outputs(graph, outputs)))
     requested = [(n, graph.value(n)) for n in names]
     b = Builder(graph, dtype)
+    symbolic, b.varying = dynamic.plan(graph)
     outs, identities = _plan_outputs(b, requested)
     for node in graph.nodes:
         OPS.lookup(node.op, node.name)(b, node)
     for n, v in identities:
         b.add("Identity", [b.name(v)], n, f"output/{n}")
     batches = {shape[0] for shape in graph.inputs.values()}
-    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", *shape[1:]])
-              for name, shape in graph.inputs.items()]
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+              for name, dims in dynamic.input_dims(graph, symbolic).items()]
     outputs_info = []
     for n, v in outs:
         shape = graph.shapes[v]
@@ -82,7 +84,9 @@ def build(graph: Graph, outputs: str | Sequence[str] | None = None,
             outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [None] * len(shape)))
             continue
         lead = "N" if len(batches) == 1 and shape[0] in batches else None
-        outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *shape[1:]]))
+        varying = b.varying.get(v, set())
+        rest = [None if i in varying else d for i, d in enumerate(shape) if i > 0]
+        outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *rest]))
     onnx_graph = helper.make_graph(b.nodes, graph.name or "caffe2x", inputs, outputs_info, initializer=b.initializers)
     model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="caffe2x", producer_version=__version__)

@@ -46,6 +46,9 @@ class Builder:
         self._params: dict[str, str] = {}     # tensor key -> float32 ONNX tensor name
         self._used: set[str] = set(graph.shapes) | set(graph.tensors)
         self.batch_moved_values: set[str] | None = None  # see batch_moved(); computed on first use
+        #: values whose shape is known only at run time (symbolic input sizes), each with its varying
+        #: axes: their converters compute sizes in the graph (:mod:`.dynamic`) instead of baking them in
+        self.varying: dict[str, set[int]] = {}
 
     # names ------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -64,6 +67,10 @@ class Builder:
 
     def shape(self, value: str) -> tuple[int, ...]:
         return tuple(self.graph.shapes[value])
+
+    def varies(self, value: str) -> bool:
+        """Whether ``value``'s shape (but the batch) is known only at run time."""
+        return bool(self.varying.get(value, set()) - {0})
 
     # nodes ------------------------------------------------------------------
     def add(self, op_type: str, inputs: Sequence[str], output: str, name: str, **attrs: Any) -> str:
@@ -207,6 +214,11 @@ def _pool(b: Builder, node: Node) -> None:
         raise Caffe2xError(f"layer {node.name!r}: pooling method {a['method']!r} is not supported")
     if a["global_pooling"]:
         b.add("GlobalMaxPool" if is_max else "GlobalAveragePool", [b.inp(node)], b.out(node), node.name)
+        return
+    if b.varies(node.inputs[0]):
+        from caffe2x.targets.onnx.dynamic import pool
+
+        pool(b, node)
         return
     _, _, h, w = b.shape(node.inputs[0])
     _, _, oh, ow = b.shape(node.outputs[0])

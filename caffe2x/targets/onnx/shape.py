@@ -48,6 +48,11 @@ def _tile(b: Builder, node: Node) -> None:
 
 @converter("Crop")
 def _crop(b: Builder, node: Node) -> None:
+    if b.varies(node.inputs[1]):
+        from caffe2x.targets.onnx.dynamic import crop
+
+        crop(b, node)
+        return
     axis, offsets = node.attrs["axis"], node.attrs["offsets"]
     out = b.shape(node.outputs[0])
     axes = list(range(axis, len(out)))

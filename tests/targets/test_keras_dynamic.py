@@ -1,0 +1,160 @@
+"""Keras models with ``Input((None, None, C))`` where the net takes any size, and their deploy paths:
+the model itself, ``.keras`` and full-model ``.h5`` files loaded back, ``model.export()`` SavedModel,
+TFLite/LiteRT conversion and interpreter, Keras 3 on the JAX and torch backends; each at sizes the net
+was not read at (odd ones among them), against the numpy reference (<= 1e-5)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe2x
+from caffe2x.graph.numeric import max_rel_error
+from tests.helpers.fcn_net import FCN_SIZES, load_fcn
+
+keras = pytest.importorskip("keras")
+
+#: sizes other than the declared 1x3x21x23 the deploy paths are checked at
+OTHER_SIZES = [(1, 3, 33, 29), (2, 3, 16, 16)]
+
+
+def seeded(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def nchw(y: object) -> np.ndarray:
+    return np.asarray(y).transpose(0, 3, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def fcn(tmp_path_factory: pytest.TempPathFactory) -> caffe2x.graph.ir.Graph:
+    return load_fcn(tmp_path_factory.mktemp("fcn"))
+
+
+@pytest.fixture(scope="module")
+def model(fcn):  # type: ignore[no-untyped-def]
+    return caffe2x.to_keras(fcn)
+
+
+def test_fcn_model_takes_any_size_and_matches_the_reference(fcn, model) -> None:
+    assert tuple(model.inputs[0].shape) == (None, None, None, 3)
+    for shape in FCN_SIZES:
+        x = seeded(shape)
+        got = nchw(model(nhwc(x)))
+        ref = caffe2x.run(fcn, x)
+        assert got.shape == ref.shape, shape
+        assert max_rel_error(got, ref) <= 1e-5, shape
+
+
+def test_predict_traces_caffes_pooling_at_unknown_sizes(fcn, model) -> None:
+    """A tf.function over (None, None, None, 3) runs CaffePooling2D's in-graph geometry (the path a
+    SavedModel and TFLite take): same numbers as the reference at odd and even sizes."""
+    tf = pytest.importorskip("tensorflow")
+    fn = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    for shape in FCN_SIZES:
+        x = seeded(shape)
+        assert max_rel_error(nchw(fn(nhwc(x))), caffe2x.run(fcn, x)) <= 1e-5, shape
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_saved_model_file_loads_and_runs_at_other_sizes(fcn, tmp_path: Path, suffix: str) -> None:
+    import caffe2x.targets.keras  # noqa: F401  (registers the caffe2x layers for load_model)
+
+    path = tmp_path / f"fcn{suffix}"
+    caffe2x.save(fcn, path, full_model=True) if suffix == ".h5" else caffe2x.save(fcn, path)
+    loaded = keras.models.load_model(path)
+    assert tuple(loaded.inputs[0].shape) == (None, None, None, 3)
+    for shape in OTHER_SIZES:
+        x = seeded(shape)
+        assert max_rel_error(nchw(loaded(nhwc(x))), caffe2x.run(fcn, x)) <= 1e-5, (suffix, shape)
+
+
+def _interpreter(content: bytes):  # type: ignore[no-untyped-def]
+    """LiteRT's interpreter (ai-edge-litert) where installed, else TensorFlow's own."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_content=content)
+
+
+@pytest.mark.slow
+def test_savedmodel_export_and_tflite_run_at_other_sizes(fcn, model, tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    export = tmp_path / "fcn_savedmodel"
+    model.export(str(export), verbose=False)
+    served = tf.saved_model.load(str(export))
+    for shape in OTHER_SIZES:
+        x = seeded(shape)
+        assert max_rel_error(nchw(served.serve(nhwc(x))), caffe2x.run(fcn, x)) <= 1e-5, shape
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(export))
+    interpreter = _interpreter(converter.convert())
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert list(inp["shape_signature"]) == [-1, -1, -1, 3]
+    for shape in OTHER_SIZES:
+        x = seeded(shape)
+        interpreter.resize_tensor_input(inp["index"], nhwc(x).shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], nhwc(x))
+        interpreter.invoke()
+        assert max_rel_error(nchw(interpreter.get_tensor(out["index"])), caffe2x.run(fcn, x)) <= 1e-5, shape
+
+
+_BACKEND_RUN = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    import caffe2x.targets.keras.layers, caffe2x.targets.keras.shape  # register the caffe2x layers
+    model = keras.models.load_model(sys.argv[1])
+    data = np.load(sys.argv[2])
+    outs = {k: np.asarray(keras.ops.convert_to_numpy(model(data[k]))) for k in data.files}
+    np.savez(sys.argv[3], **outs)
+    print(json.dumps({"backend": keras.backend.backend(), "input": list(model.inputs[0].shape)}))
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_keras_file_runs_on_the_jax_and_torch_backends(fcn, tmp_path: Path, backend: str) -> None:
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (the '{backend}' extra)")
+    path = tmp_path / "fcn.keras"
+    caffe2x.save(fcn, path)
+    inputs = {"x" + "x".join(map(str, s)): seeded(s) for s in [*OTHER_SIZES, (1, 3, 9, 7)]}
+    np.savez(tmp_path / "in.npz", **{k: nhwc(v) for k, v in inputs.items()})
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    proc = subprocess.run([sys.executable, "-c", _BACKEND_RUN, str(path), str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True, env=env, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert info == {"backend": backend, "input": [None, None, None, 3]}
+    outs = np.load(tmp_path / "out.npz")
+    for key, x in inputs.items():
+        assert max_rel_error(nchw(outs[key]), caffe2x.run(fcn, x)) <= 1e-5, (backend, key)
+
+
+def test_a_net_with_a_fixed_size_keeps_its_keras_input_size() -> None:
+    """googlenet_style: its InnerProduct fixes H and W, so the Keras input is (None, 32, 32, 3) and the
+    pooling keeps its static Keras form; any batch still runs."""
+    from caffe2x import fixtures
+
+    graph = fixtures.graph("googlenet_style_names")
+    model = caffe2x.to_keras(graph)
+    assert tuple(model.inputs[0].shape) == (None, 32, 32, 3)
+    x = seeded((3, 3, 32, 32))
+    assert max_rel_error(np.asarray(model(nhwc(x))), caffe2x.run(graph, x)) <= 1e-5

@@ -1,0 +1,110 @@
+"""ONNX models with symbolic N, H, W where the net takes any size: strict shape inference passes and
+onnxruntime (every graph optimisation level) and OpenVINO match the numpy reference at other sizes,
+including odd ones where Caffe's pooling drops or clips its last window."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import caffe2x
+from caffe2x import fixtures
+from caffe2x.graph.numeric import max_rel_error
+from tests.helpers.fcn_net import FCN_SIZES, load_fcn
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from caffe2x.targets.onnx.model import to_onnx  # noqa: E402
+
+OUTS = ["score", "pool1", "pool2", "skip"]
+LEVELS = ["ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"]
+
+
+def seeded(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def dims(value_info) -> list[int | str | None]:  # type: ignore[no-untyped-def]
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in value_info.type.tensor_type.shape.dim]
+
+
+@pytest.fixture(scope="module")
+def fcn(tmp_path_factory: pytest.TempPathFactory) -> caffe2x.graph.ir.Graph:
+    return load_fcn(tmp_path_factory.mktemp("fcn"))
+
+
+@pytest.fixture(scope="module")
+def fcn_onnx(fcn) -> bytes:
+    return to_onnx(fcn, outputs=OUTS).SerializeToString()
+
+
+def test_fcn_input_is_n_3_h_w_and_strict_shape_inference_passes(fcn_onnx) -> None:
+    model = onnx.load_from_string(fcn_onnx)
+    assert dims(model.graph.input[0]) == ["N", 3, "H", "W"]
+    assert dims(model.graph.output[0]) == ["N", 4, None, None]
+    onnx.checker.check_model(model, full_check=True)
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+
+
+def session(model: bytes, level: str):  # type: ignore[no-untyped-def]
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_fcn_onnxruntime_matches_the_reference_at_every_size(fcn, fcn_onnx, level: str) -> None:
+    sess = session(fcn_onnx, level)
+    for shape in FCN_SIZES:
+        x = seeded(shape)
+        ref = caffe2x.run(fcn, x, outputs=OUTS)
+        for name, got in zip(OUTS, sess.run(OUTS, {"data": x})):
+            assert got.shape == ref[name].shape, (shape, name)
+            assert max_rel_error(got, ref[name]) <= 1e-5, (level, shape, name)
+
+
+@pytest.mark.parametrize("size", [(13, 12), (14, 15), (7, 8), (21, 30)])
+def test_every_caffe_pooling_variant_at_run_time_sizes(size) -> None:
+    """MAX/AVE, ceil with and without pads, the dropped last window and the clipped divisor, each
+    computed in the graph from the run-time size."""
+    graph = fixtures.graph("pooling_ceil_and_pads")
+    names = [n.name for n in graph.nodes]
+    model = to_onnx(graph, outputs=names)
+    assert dims(model.graph.input[0])[2:] == ["H", "W"]
+    sess = session(model.SerializeToString(), "ORT_ENABLE_ALL")
+    x = seeded((2, 3, *size))
+    ref = caffe2x.run(graph, x, outputs=names)
+    for name, got in zip(names, sess.run(names, {"data": x})):
+        assert got.shape == ref[name].shape, name
+        assert max_rel_error(got, ref[name]) <= 1e-6, name
+
+
+def test_a_net_with_a_fixed_size_keeps_it_and_a_dynamic_batch() -> None:
+    """googlenet_style: its InnerProduct fixes H and W (only a few sizes reach it as 1x1), so they stay
+    as read; the pooling is the constant-padded form, the batch symbolic."""
+    graph = fixtures.graph("googlenet_style_names")
+    model = to_onnx(graph)
+    assert dims(model.graph.input[0]) == ["N", 3, 32, 32]
+    assert not [n for n in model.graph.node if n.op_type == "Shape"]
+    sess = session(model.SerializeToString(), "ORT_ENABLE_ALL")
+    x = seeded((3, 3, 32, 32))
+    assert max_rel_error(sess.run(None, {"data": x})[0], caffe2x.run(graph, x)) <= 1e-5
+
+
+def test_fcn_in_openvino_matches_the_reference_at_every_size(fcn, fcn_onnx, tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    path = tmp_path / "fcn.onnx"
+    path.write_bytes(fcn_onnx)
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for shape in FCN_SIZES:
+        x = seeded(shape)
+        ref = caffe2x.run(fcn, x, outputs=OUTS)
+        result = compiled(x)
+        for name in OUTS:
+            got = result[compiled.output(name)]
+            assert got.shape == ref[name].shape, (shape, name)
+            assert max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
