@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["__version__", "Caffe2xError", "UnsupportedLayerError", "Graph", "Node", "load", "save", "run",
-           "to_torch", "to_keras", "validate", "register_layer"]
+           "to_torch", "to_keras", "validate", "evaluate", "register_layer"]
 
 PathLike = str | os.PathLike[str]
 
@@ -140,6 +140,15 @@ def validate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -
     from caffe2x.validation.validator import validate as _validate
 
     return _validate(model, prototxt, **kwargs)
+
+
+def evaluate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -> Any:
+    """Accuracy and agreement of every framework over a whole image set (``images=``, ``list_file=``);
+    returns an :class:`~caffe2x.validation.evaluate.EvaluationReport`; see
+    :func:`caffe2x.validation.evaluate.evaluate`."""
+    from caffe2x.validation.evaluate import evaluate as _evaluate
+
+    return _evaluate(model, prototxt, **kwargs)
 
 
 # Last, so every module above exists: registers the layer families (reader handlers, shape rules, numpy

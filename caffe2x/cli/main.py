@@ -62,6 +62,7 @@ SUBCOMMANDS = {
     "inspect": "list layers, types, output shapes and parameter counts",
     "fixture": "write a synthetic model (resnet50, resnet101, resnet152, googlenet, …)",
     "validate": "run every framework and compare the logits",
+    "evaluate": "accuracy and agreement of every framework over a whole image set",
 }
 
 

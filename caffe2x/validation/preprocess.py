@@ -105,18 +105,25 @@ def max_image_pixels() -> int:
     return max_bytes() // 64
 
 
-def load_image(path: PathLike) -> "Image.Image":
-    """Decode an image file as RGB (EXIF orientation applied).
+def load_image(path: PathLike, data: bytes | None = None) -> "Image.Image":
+    """Decode an image file as RGB the way Caffe's reader (OpenCV ``imread(IMREAD_COLOR)``) sees it.
 
-    The pixel count comes from the header (``Image.open`` does not decode) and is checked against
-    :func:`max_image_pixels` before any pixel is decoded.
+    ``data``: the file's bytes, already read (``path`` then only names it in messages). The pixel count
+    comes from the header (``Image.open`` does not decode) and is checked against
+    :func:`max_image_pixels` before any pixel is decoded. What OpenCV does with each kind of file, and so
+    what this does (:func:`caffe_rgb`): the first frame of an animation; the EXIF orientation applied;
+    greyscale, bilevel and palette images expanded to three channels; alpha dropped (not composited);
+    16-bit samples reduced to their high byte; an Adobe CMYK JPEG through OpenCV's own CMYK formula.
+    Anything else (float or 32-bit integer samples, CMYK outside JPEG, Lab, HSV) is refused by name.
     """
     try:
         from PIL import Image, ImageOps, UnidentifiedImageError
     except ImportError:
         raise Caffe2xError("image inputs need Pillow: pip install 'caffe2x[validate]'") from None
     try:
-        with Image.open(path) as img:
+        import io
+
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             w, h = img.size
             limit = max_image_pixels()
             if w * h > limit:
@@ -124,14 +131,51 @@ def load_image(path: PathLike) -> "Image.Image":
 
                 raise SizeLimitError(f"{path}: image of {w}x{h} ({w * h:,} pixels) is over the {limit:,}-pixel "
                                      f"limit (raise it with {MAX_BYTES_ENV}=…)")
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            fmt = img.format
+            return caffe_rgb(ImageOps.exif_transpose(img), fmt, path)
     except Image.DecompressionBombError as exc:  # Pillow's own header check (past 2 x 89 Mpx) came first
         from caffe2x.graph.checks import SizeLimitError
 
         raise SizeLimitError(f"{path}: image is over the pixel limit: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise Caffe2xError(f"{path}: cannot decode image: {exc}") from None
+
+
+#: Pillow modes OpenCV's ``IMREAD_COLOR`` turns into BGR exactly as Pillow's ``convert("RGB")`` does
+_PLAIN_MODES = ("RGB", "RGBA", "RGBX", "RGBa", "L", "LA", "La", "P", "PA", "1")
+#: Pillow modes of 16-bit samples (OpenCV keeps each sample's high byte: ``v >> 8``)
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def caffe_rgb(img: "Image.Image", fmt: str | None, path: PathLike) -> "Image.Image":
+    """A decoded Pillow image as the 8-bit RGB OpenCV's ``imread(IMREAD_COLOR)`` gives (in RGB order).
+
+    Measured against OpenCV 4.x on generated files: 8-bit RGB/RGBA/palette (with transparency)/grey/
+    grey+alpha/bilevel PNGs and GIF first frames equal Pillow's ``convert("RGB")``; 16-bit PNG and TIFF
+    samples become ``v >> 8``; a CMYK JPEG (stored Adobe-inverted, which Pillow undoes on reading)
+    becomes ``k - ((255 - c) * k >> 8)`` per channel on the stored values, OpenCV's formula.
+    """
+    from PIL import Image
+
+    mode = img.mode
+    if mode in _PLAIN_MODES:
+        return img.convert("RGB")
+    if mode in _WIDE_MODES or (mode == "I" and fmt in ("PNG", "TIFF")):
+        wide = np.asarray(img).astype(np.int64)
+        if wide.min(initial=0) < 0 or wide.max(initial=0) > 0xFFFF:
+            raise Caffe2xError(f"{path}: {mode} samples outside 0..65535 are not an image Caffe reads")
+        grey = (wide >> 8).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB")
+    if mode == "CMYK" and fmt == "JPEG":
+        raw = np.asarray(img).astype(np.int32)
+        stored = 255 - raw if "adobe" in img.info else raw  # what libjpeg hands OpenCV
+        k = stored[:, :, 3:4]
+        rgb = k - (((255 - stored[:, :, :3]) * k) >> 8)
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    raise Caffe2xError(f"{path}: {fmt or 'image'} of mode {mode} is not read the way Caffe's reader (OpenCV) reads "
+                       f"it; convert it to 8-bit RGB first")
 
 
 def resized_size(height: int, width: int, shorter: int) -> tuple[int, int]:
