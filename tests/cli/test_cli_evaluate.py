@@ -87,10 +87,13 @@ def _many_images(tmp_path: Path, count: int):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("sig, code, workers", [(signal.SIGINT, 130, "1"), (signal.SIGTERM, 143, "2")])
 def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path, sig: int, code: int, workers: str) -> None:
-    many = _many_images(tmp_path, 240)
+    many = _many_images(tmp_path, 200)
     args = [str(many.model), "--prototxt", str(many.prototxt), "--images", str(many.root), "--list",
-            str(many.listing), "--frameworks", "numpy", "--batch-size", "2", "--workers", workers]
-    whole = evaluate_cli(*args, "--journal", str(tmp_path / "j0"), "--json", str(tmp_path / "whole.json"), "-q")
+            str(many.listing), "--frameworks", "numpy", "--batch-size", "2"]
+    # numpy alone: the figures do not depend on the worker count, so one in-process worker makes the baseline
+    whole = evaluate_cli(*args, "--workers", "1", "--journal", str(tmp_path / "j0"), "--json",
+                         str(tmp_path / "whole.json"), "-q")
+    args += ["--workers", workers]
     assert whole.returncode == 0, whole.stderr
     journal = tmp_path / "j1"
     proc = subprocess.Popen([sys.executable, "-m", "caffe2x", "evaluate", *args, "--journal", str(journal),
@@ -107,10 +110,10 @@ def test_interrupted_run_resumes_to_the_same_report(tmp_path: Path, sig: int, co
     assert proc.returncode == code, err
     assert "Traceback" not in err and "--resume" in err.splitlines()[-1]
     done = len(list(journal.glob("batch-*.json")))
-    assert 3 <= done < 120 and not (tmp_path / "resumed.json").exists()
+    assert 3 <= done < 100 and not (tmp_path / "resumed.json").exists()
     again = evaluate_cli(*args, "--journal", str(journal), "--json", str(tmp_path / "resumed.json"), "--resume")
     assert again.returncode == 0, again.stderr
-    assert f"resuming: {2 * done} of 240 images already done" in again.stderr
+    assert f"resuming: {2 * done} of 200 images already done" in again.stderr
     a = json.loads((tmp_path / "whole.json").read_text())
     b = json.loads((tmp_path / "resumed.json").read_text())
     assert b["resumed"] == 2 * done
