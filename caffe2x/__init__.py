@@ -13,7 +13,12 @@ README.md's Library section has a version that runs as written. Heavy frameworks
 """
 from __future__ import annotations
 
-import contextlib
+# first: in the caffe2x command's own process, a Ctrl-C during the imports below is held for main()
+from caffe2x._command import hold_from_start as _hold_from_start
+
+_hold_from_start()
+
+import contextlib  # noqa: E402
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path

@@ -80,11 +80,25 @@ def refuse_collisions(outputs: Iterable[tuple[str, Any]], inputs: Iterable[tuple
         seen.append((role, out))
 
 
+#: every output this process renamed into place, in order: the CLI names the complete ones an
+#: interrupt left behind
+COMMITTED: list[Path] = []
+
+
 @dataclass
 class _Guard:
-    """Signals seen while a temporary file was open."""
+    """Signals seen while a temporary file was open.
+
+    Inside :meth:`critical` (creating the temporary file and noting it, the rename, the removal) a signal
+    is held instead of raised: an exception between ``mkstemp`` and the ``try`` that removes the file would
+    leave it behind, and one inside the removal would skip it. :meth:`release` raises a held one at a point
+    where the cleanup is sure to run.
+    """
 
     received: int | None = None
+    depth: int = 0
+    held: int | None = None
+    previous: dict[int, Any] | None = None
 
     def check(self) -> None:
         """Abort the rename if a signal arrived but its exception was swallowed by a library."""
@@ -92,6 +106,26 @@ class _Guard:
             raise Terminated()
         if self.received is not None:
             raise KeyboardInterrupt()
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    def release(self) -> None:
+        """Raise the signal held during a critical section, as its handler would have."""
+        signum, self.held = self.held, None
+        if signum is None:
+            return
+        prev = (self.previous or {}).get(signum)
+        if callable(prev):
+            prev(signum, None)
+        if signum == signal.SIGTERM:
+            raise Terminated()
+        raise KeyboardInterrupt()
 
 
 @contextlib.contextmanager
@@ -101,12 +135,16 @@ def _signal_guard() -> Iterator[_Guard]:
         yield guard
         return
     previous: dict[int, Any] = {}
+    guard.previous = previous
 
     def handler(signum: int, frame: FrameType | None) -> None:
         prev = previous.get(signum)
         if prev == signal.SIG_IGN:
             return
         guard.received = signum
+        if guard.depth:
+            guard.held = guard.held or signum
+            return
         if callable(prev):
             prev(signum, frame)  # e.g. Python's default SIGINT handler: raises KeyboardInterrupt
         if signum == signal.SIGTERM:
@@ -215,13 +253,15 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False, size
             raise Caffe2xError(f"cannot write {dest}: no space left on device (needs at least {size_hint:,} bytes, "
                                f"{free:,} free)")
     with _signal_guard() as guard:
+        with guard.critical():  # the file exists only once the try below is sure to remove it
+            try:
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=directory)
+            except OSError as exc:
+                raise Caffe2xError(f"cannot write {dest}: {exc.strerror or exc}") from None
+            os.close(fd)
+            tmp = Path(tmp_name)
         try:
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=f".part{dest.suffix}", dir=directory)
-        except OSError as exc:
-            raise Caffe2xError(f"cannot write {dest}: {exc.strerror or exc}") from None
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+            guard.release()
             yield tmp
             guard.check()
             if dest.exists() and not overwrite:
@@ -229,8 +269,11 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False, size
                     return  # the very same bytes are already there: nothing to replace
                 raise OutputExistsError(f"{dest} already exists (and differs from the new output); "
                                         f"pass --force (overwrite=True) to replace it")
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
-            os.replace(tmp, dest)
+            with guard.critical():  # renamed and noted as one step
+                os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
+                os.replace(tmp, dest)
+                COMMITTED.append(dest)
+            guard.release()
         except Caffe2xError:
             raise
         except OSError as exc:
@@ -241,7 +284,9 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False, size
                 raise Caffe2xError(f"cannot write {dest}: no space left on device") from None
             raise
         finally:
-            tmp.unlink(missing_ok=True)
+            with guard.critical():
+                tmp.unlink(missing_ok=True)
+            guard.release()
 
 
 def _umask() -> int:

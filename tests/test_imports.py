@@ -221,7 +221,7 @@ def test_validation_and_conversion_modules_do_not_even_name_a_framework() -> Non
 
 
 #: root modules every stage may use: they know no stage
-BASE = {"errors", "fileio", "_version"}
+BASE = {"errors", "fileio", "_version", "_command"}
 #: each stage (a package under caffe2x/, or a root module) and the stages it may import besides
 #: itself and BASE; docs/architecture.md draws the same picture
 STAGE_MAY_IMPORT: dict[str, set[str]] = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -89,52 +88,78 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``caffe2x`` console script."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    words = list(sys.argv[1:] if argv is None else argv)
-    command = next((w for w in words if not w.startswith("-")), None)  # the subcommand comes first
-    parser = build_parser(command if command in SUBCOMMANDS else None)
-    args = parser.parse_args(words)
-    from caffe2x.fileio import Terminated
+    """Entry point of the ``caffe2x`` console script: the command's exit code, after at most one
+    ``error: …`` line on stderr.
 
-    previous = _terminate_on_sigterm()
+    Signals (see :mod:`caffe2x._command` and :mod:`caffe2x.cli.signals`): while the command works, SIGINT
+    raises KeyboardInterrupt and SIGTERM :class:`~caffe2x.fileio.Terminated`, so temporary files go on the
+    way out; wherever the interrupt lands (an ``except`` clause included) it becomes exit 130 and one line.
+    Once the outcome is decided no signal raises any more, so the line is printed once and, in the
+    command's own process, a late Ctrl-C cannot kill the interpreter while it finalises.
+    """
+    from caffe2x import _command
+    from caffe2x.cli.signals import Phases
+    from caffe2x.fileio import COMMITTED, Terminated
+
+    phases = Phases(process=_command.is_command and argv is None)
+    written = len(COMMITTED)
     try:
-        return subcommand(args.command).run(args)
-    except Caffe2xError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        try:
+            phases.work()
+            code, message = _outcome(argv)
+        except KeyboardInterrupt:
+            code, message = EXIT_INTERRUPTED, _stopped("interrupted", COMMITTED[written:])
+        except Terminated:
+            code, message = EXIT_TERMINATED, _stopped("terminated", COMMITTED[written:])
+        phases.done()
+    except KeyboardInterrupt:  # landed in an except clause above, or before done() took effect
+        phases.done()
+        code, message = EXIT_INTERRUPTED, _stopped("interrupted", COMMITTED[written:])
     except Terminated:
-        print("error: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+        phases.done()
+        code, message = EXIT_TERMINATED, _stopped("terminated", COMMITTED[written:])
+    if message:
+        print(message, file=sys.stderr)
+    if phases.process and code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        # Leave now, cleanup done: a KeyboardInterrupt that passed through code the interpreter ran for
+        # a C extension (torch's import executes Python through the C API) marks it unhandled, and CPython
+        # then kills itself with SIGINT at exit after our line (seen: exit -2, 1 run in 15 near 2.5 s)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    phases.restore()
+    return code
+
+
+def _stopped(how: str, written: Sequence[object]) -> str:
+    """``error: interrupted``, saying which outputs were complete (renamed into place) before it."""
+    if not written:
+        return f"error: {how}"
+    return f"error: {how}; {', '.join(map(str, written))} had been written in full and {'is' if len(written) == 1 else 'are'} kept"
+
+
+def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
+    """Parse and run the subcommand: its exit code and the error line to print (None: nothing)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        words = list(sys.argv[1:] if argv is None else argv)
+        command = next((w for w in words if not w.startswith("-")), None)  # the subcommand comes first
+        parser = build_parser(command if command in SUBCOMMANDS else None)
+        args = parser.parse_args(words)
+        return subcommand(args.command).run(args), None
+    except SystemExit as exc:  # argparse: --help, --version, a usage error (it printed its own lines)
+        if isinstance(exc.code, str):
+            return EXIT_ERROR, f"error: {exc.code}"
+        return (exc.code if isinstance(exc.code, int) else 0), None
+    except Caffe2xError as exc:
+        return EXIT_ERROR, f"error: {exc}"
     except MemoryError:
-        print("error: out of memory", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_ERROR, "error: out of memory"
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if os.environ.get("CAFFE2X_DEBUG"):
             raise
-        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with CAFFE2X_DEBUG=1 and report it",
-              file=sys.stderr)
-        return EXIT_ERROR
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate_on_sigterm():  # type: ignore[no-untyped-def]
-    """SIGTERM raises :class:`~caffe2x.fileio.Terminated`, so temporary files and directories are
-    removed on the way out (the default action would kill the process on the spot)."""
-    from caffe2x.fileio import Terminated
-
-    def handler(signum, frame):  # type: ignore[no-untyped-def]
-        raise Terminated()
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (main() called from a worker thread)
-        return None
+        return EXIT_ERROR, (f"error: internal error ({type(exc).__name__}: {exc}); rerun with CAFFE2X_DEBUG=1 "
+                            f"and report it")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,85 @@
+"""Ctrl-C and SIGTERM in the ``caffe2x`` command, from the first line of caffe2x code to the exit.
+
+Why this exists: Python turns SIGINT into a KeyboardInterrupt wherever the main thread happens to be.
+The command catches it around its work (:func:`caffe2x.cli.main.main`), but the process runs caffe2x code
+outside that ``try`` too: ``import caffe2x`` (numpy and every layer family, 0.1-0.5 s) before ``main``
+starts, and interpreter finalisation after it returns, where Python restores the default action and a
+late SIGINT kills the process with no message (seen: exit -2 with a complete output left). So:
+
+- **start** (:func:`hold_from_start`, run by the first line of ``caffe2x/__init__.py``): when this
+  process *is* the command (``python -m caffe2x`` or the ``caffe2x`` console script; never a program
+  that merely imports caffe2x), SIGINT and SIGTERM are only remembered until ``main`` takes over, which
+  then exits 130/143 with its one line;
+- **work**: ``main`` makes them raise KeyboardInterrupt / :class:`~caffe2x.fileio.Terminated`, so
+  ``atomic_output`` removes its temporary file on the way out;
+- **end** (:func:`ignore_from_now`): once the outcome is decided, the command ignores both signals
+  (``SIG_IGN``, which finalisation keeps), prints its line and exits with the code it decided.
+
+What no code of caffe2x can cover is the interpreter's own start-up before ``caffe2x/__init__.py`` runs
+(site-packages, the console script's first line): a signal there ends Python as Python does, before
+anything was read or written. This module imports nothing from caffe2x and nothing slow.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+#: the first SIGINT/SIGTERM that arrived while remembered (not raised), or None
+received: int | None = None
+#: whether this process is the caffe2x command (set once by :func:`hold_from_start`)
+is_command = False
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def started_as_command() -> bool:
+    """``python [options] -m caffe2x …`` (runpy is still importing the package: ``argv[0] == '-m'``),
+    or the console script (``__main__`` is the ``caffe2x`` script itself)."""
+    argv = list(getattr(sys, "orig_argv", ()))
+    if sys.argv[:1] == ["-m"] and "-m" in argv:
+        i = argv.index("-m")
+        return argv[i + 1:i + 2] == ["caffe2x"]
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None) or ""
+    return os.path.basename(script) in ("caffe2x", "caffe2x.exe", "caffe2x-script.py") and \
+        os.path.basename(sys.argv[0] if sys.argv else "") in ("caffe2x", "caffe2x.exe", "caffe2x-script.py")
+
+
+def remember(signum: int, frame: FrameType | None) -> None:
+    """A signal handler that only records the first signal."""
+    global received
+    if received is None:
+        received = signum
+
+
+def default_disposition(sig: int) -> bool:
+    """Whether ``sig`` still has Python's default handling (a shell's ``SIG_IGN`` is left alone, as
+    Python itself leaves an ignored SIGINT ignored)."""
+    current = signal.getsignal(sig)
+    return current is signal.default_int_handler or current == signal.SIG_DFL
+
+
+def hold_from_start() -> None:
+    """In the command's own process: remember SIGINT/SIGTERM until ``main`` takes over."""
+    global is_command
+    if is_command or not started_as_command():
+        return
+    is_command = True
+    for sig in SIGNALS:
+        if default_disposition(sig):
+            try:
+                signal.signal(sig, remember)
+            except (ValueError, OSError):  # pragma: no cover - not the main thread
+                pass
+
+
+def ignore_from_now() -> None:
+    """The outcome is decided: a later signal changes nothing and cannot kill finalisation."""
+    for sig in SIGNALS:
+        try:
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_IGN)
+        except (ValueError, OSError):  # pragma: no cover - not the main thread
+            pass
