@@ -28,11 +28,13 @@ import numpy as np
 
 from caffe2x._version import __version__
 from caffe2x.errors import Caffe2xError, UnsupportedLayerError
-from caffe2x.graph.ir import Graph, Node
+from caffe2x.graph.registry import Registry as _Registry
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
     import torch
+
+    from caffe2x.graph.ir import Graph, Node
 
 __all__ = ["__version__", "Caffe2xError", "UnsupportedLayerError", "Graph", "Node", "load", "save", "run",
            "to_torch", "to_keras", "validate", "evaluate", "register_layer"]
@@ -156,8 +158,27 @@ def evaluate(model: PathLike, prototxt: PathLike | None = None, **kwargs: Any) -
     return _evaluate(model, prototxt, **kwargs)
 
 
-# Last, so every module above exists: registers the layer families (reader handlers, shape rules, numpy
-# references) before any submodule of caffe2x can be used -- see caffe2x/layers/__init__.py for why the
-# package, not reader/reference, imports them.
-from caffe2x import layers as _layers  # noqa: E402,F401
-from caffe2x.plugins import register_layer  # noqa: E402
+def __getattr__(name: str) -> Any:
+    """``caffe2x.Graph``, ``caffe2x.Node`` and ``caffe2x.register_layer`` import their modules when first
+    asked for (PEP 562), so ``import caffe2x`` costs little more than ``import numpy``."""
+    if name in ("Graph", "Node"):
+        from caffe2x.graph import ir
+
+        return getattr(ir, name)
+    if name == "register_layer":
+        from caffe2x.plugins import register_layer
+
+        return register_layer
+    raise AttributeError(f"module 'caffe2x' has no attribute {name!r}")
+
+
+def _register_families() -> None:
+    """The layer families (reader handlers, shape rules, numpy references) and the plugin loader, imported
+    the first time any registry is read -- see caffe2x/layers/__init__.py and caffe2x.graph.registry."""
+    from caffe2x import layers, plugins  # noqa: F401
+
+
+# Before any submodule of caffe2x can be used (Python runs this package's __init__ first), so whoever
+# reads caffe2x.caffe.reader.LAYERS, caffe2x.graph.ir.SHAPE_FUNCTIONS or caffe2x.graph.reference.OPS --
+# by caffe2x.load, `python -m caffe2x` or importing those modules alone -- finds every family registered.
+_Registry.first_use.append(_register_families)
