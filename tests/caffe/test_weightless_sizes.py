@@ -49,7 +49,7 @@ def test_chunked_seeding_gives_the_values_of_one_draw() -> None:
         assert got.dtype == np.float32 and np.array_equal(got, want), kind
 
 
-@pytest.mark.parametrize("suffix,target", [(".onnx", "onnx"), (".h5", "keras"), (".keras", "keras")])
+@pytest.mark.parametrize("suffix,target", [(".h5", "keras"), (".keras", "keras")])
 def test_a_write_whose_copies_pass_the_limit_is_refused_before_it_starts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str, target: str) -> None:
     prototxt = tmp_path / "wide.prototxt"
@@ -70,7 +70,7 @@ def test_a_writer_that_copies_nothing_writes_under_the_same_limit(tmp_path: Path
     prototxt = tmp_path / "wide.prototxt"
     prototxt.write_text(wide_fc())
     graph = caffe2x.load(None, prototxt=prototxt)
-    monkeypatch.setenv(checks.MAX_BYTES_ENV, str(checks.write_bytes(graph, targets.get("onnx").write_copies) - 1))
+    monkeypatch.setenv(checks.MAX_BYTES_ENV, str(checks.write_bytes(graph, targets.get("keras").write_copies) - 1))
     caffe2x.save(graph, tmp_path / "wide.safetensors")
     back = caffe2x.load(tmp_path / "wide.safetensors")
     assert np.array_equal(back.tensors["fc.weight"], graph.tensors["fc.weight"])
