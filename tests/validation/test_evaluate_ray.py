@@ -52,3 +52,24 @@ def test_ray_in_every_framework(cluster, colours) -> None:  # type: ignore[no-un
     for f in on_ray.data["frameworks"]:
         assert f["counts"]["top1_correct"] == colours.top1 and f["counts"]["top5_correct"] == colours.top5
     assert figures(on_ray) == figures(_run(colours, "local", fws))
+
+
+@pytest.mark.slow
+def test_ray_address_connects_to_an_existing_cluster(colours) -> None:  # type: ignore[no-untyped-def]
+    """``ray_address``: a cluster started elsewhere (here Ray's own test cluster, a head node of 2 CPUs),
+    not this process's session; the figures are the local engine's."""
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    try:
+        report = caffe2x.evaluate(colours.model, colours.prototxt, images=colours.root, list_file=colours.listing,
+                                  frameworks=["numpy", "torch"], engine="ray", workers=2, batch_size=4,
+                                  ray_address=cluster.address)
+        assert report.passed and not ray.is_initialized()  # the engine disconnected when done
+        local = caffe2x.evaluate(colours.model, colours.prototxt, images=colours.root, list_file=colours.listing,
+                                 frameworks=["numpy", "torch"], engine="local", workers=2, batch_size=4)
+        assert figures(report) == figures(local)
+    finally:
+        cluster.shutdown()
