@@ -83,6 +83,8 @@ def _cli(fork: dict, *args: str) -> subprocess.CompletedProcess[str]:
                           env=fork["env"], cwd=fork["dir"])
 
 
+@pytest.mark.slow  # ~1.5 min on 2 shared cores; --proto (tests/caffe/test_fork_proto.py) and an installed
+# plugin (the two tests below, tests/test_plugins.py) stay in the default run
 def test_worked_fork_example_converts_and_validates_with_proto_and_an_installed_plugin(fork: dict) -> None:
     d = fork["dir"]
     proc = _cli(fork, "convert", "fork.caffemodel", "-p", "fork-deploy.prototxt", "--proto", "caffe.proto",
