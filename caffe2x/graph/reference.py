@@ -56,7 +56,7 @@ def prepare_run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
     for name, shape in graph.inputs.items():
         if name not in x:
             raise Caffe2xError(f"no value given for input {name!r}")
-        arr = _as_float_array(x[name], name)
+        arr = _as_numeric_array(x[name], name)  # converted to float32 once the size is checked
         if arr.ndim != len(shape):
             raise Caffe2xError(f"input {name!r} has shape {list(arr.shape)}, the net takes a {len(shape)}-D "
                                f"input (read as {list(shape)})")
@@ -70,7 +70,7 @@ def prepare_run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
         graph = reshaped(graph, {k: a.shape for k, a in feeds.items()})
     batch = max(a.shape[0] for a in feeds.values())
     check_run_size(graph, batch, max_bytes)
-    return graph, feeds
+    return graph, {k: a.astype(np.float32, copy=False) for k, a in feeds.items()}
 
 
 #: BLAS threads while the reference runs (None: numpy's BLAS as configured, e.g. by OPENBLAS_NUM_THREADS).
@@ -91,8 +91,10 @@ def _blas_limit() -> contextlib.AbstractContextManager[object]:
     return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
 
 
-def _as_float_array(value: object, name: str) -> np.ndarray:
-    """A numeric array as float32; strings, objects and ragged lists are refused with a message."""
+def _as_numeric_array(value: object, name: str) -> np.ndarray:
+    """A numeric array, not yet converted: a caller's broadcast view of a huge shape (or a float64
+    array) would be materialised by the float32 conversion before the forward pass's size was checked.
+    Strings, objects and ragged lists are refused with a message."""
     arr = value if isinstance(value, np.ndarray) else None
     if arr is None:
         try:
@@ -101,7 +103,7 @@ def _as_float_array(value: object, name: str) -> np.ndarray:
             raise Caffe2xError(f"input {name!r} is not an array of numbers ({exc})") from None
     if arr.dtype.kind not in "biuf":
         raise Caffe2xError(f"input {name!r} must hold numbers, got {arr.dtype} data")
-    return arr.astype(np.float32, copy=False)
+    return arr
 
 
 def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None = None,

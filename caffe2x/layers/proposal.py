@@ -41,12 +41,14 @@ reads ``pre_nms_topN``, ``post_nms_topN``, ``nms_thresh`` and ``min_size`` there
 from __future__ import annotations
 
 import ast
+import math
 from typing import Any
 
 import numpy as np
 
 from caffe2x.caffe.reader import KNOWN_PYTHON_LAYERS, BlobSource, LayerSpec, layer_handler
 from caffe2x.errors import Caffe2xError
+from caffe2x.graph.checks import MAX_DIM
 from caffe2x.graph.ir import Graph, Node, Shape, shape_function
 from caffe2x.graph.reference import op as reference_op
 
@@ -185,20 +187,20 @@ def _settings(layer: Any, values: dict[str, Any], where: str) -> dict[str, Any]:
     if "feat_stride" not in values:
         raise bad("needs feat_stride")
     stride = values["feat_stride"]
-    if not isinstance(stride, int) or stride <= 0:
-        raise bad(f"feat_stride must be a positive integer, got {stride!r}")
+    if not isinstance(stride, int) or not 0 < stride <= MAX_DIM:  # past int64 the anchor grid overflowed
+        raise bad(f"feat_stride must be a positive integer up to {MAX_DIM}, got {stride!r}")
     merged = {**DEFAULTS, **values}
     scales, ratios = merged["scales"], merged["ratios"]
     scales = list(scales) if isinstance(scales, (list, tuple)) else [scales]
     ratios = list(ratios) if isinstance(ratios, (list, tuple)) else [ratios]
-    if not scales or not ratios or any(s <= 0 for s in scales) or any(r <= 0 for r in ratios):
-        raise bad("scales and ratios must be positive numbers")
+    if not scales or not ratios or not all(0 < v < math.inf for v in (*scales, *ratios)):
+        raise bad("scales and ratios must be positive finite numbers")
     counts = {k: merged[k] for k in ("pre_nms_topN", "post_nms_topN")}
     if any(not isinstance(v, int) for v in counts.values()):
         raise bad("pre_nms_topN and post_nms_topN must be integers (0 or less: no limit)")
     thresh, min_size = float(merged["nms_thresh"]), float(merged["min_size"])
-    if not 0 <= thresh <= 1 or min_size < 0:
-        raise bad("nms_thresh must be in [0, 1] and min_size >= 0")
+    if not 0 <= thresh <= 1 or not 0 <= min_size < math.inf:
+        raise bad("nms_thresh must be in [0, 1] and min_size a finite number >= 0")
     anchors = generate_anchors(16, ratios, scales)
     return {"feat_stride": stride, "anchors": anchors.tolist(), "pre_nms_topn": counts["pre_nms_topN"],
             "post_nms_topn": counts["post_nms_topN"], "nms_thresh": thresh, "min_size": min_size,

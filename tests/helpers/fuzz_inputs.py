@@ -10,7 +10,14 @@ directory by a failed case. Mutations:
 - prototxt: numbers replaced by extreme values, lines deleted or duplicated, layer types swapped,
   random bytes inserted;
 - graph JSON (safetensors metadata): any node of the JSON tree replaced by an arbitrary JSON value,
-  or deleted.
+  or deleted;
+- caffemodel blob dims: negative pairs whose product is the payload's, zero, huge, an int64-wrapping
+  product, arbitrary ints, in the modern and the legacy spelling;
+- input shapes: ``input_shape=`` of load (any value: zero, negative, huge, floats, strings, bools) and
+  a run at any array shape and dtype the caller gives (broadcast views: a huge shape costs nothing
+  until caffe2x would copy it);
+- a Python Proposal layer's ``param_str``: known and unknown keys with hostile values (inf, nan, past
+  int64, YAML object tags, calls), and arbitrary text.
 
 Prints one line per kind with the number of cases tried, and a total line.
 """
@@ -107,6 +114,11 @@ GRAPH = reader.read_bytes(MODEL, TEXT)
 STRUCTURE = GRAPH.structure()
 TENSORS = dict(GRAPH.tensors)
 X = np.zeros((1, *GRAPH.inputs["data"][1:]), np.float32)
+TINY = (OUT.parent / f"{OUT.name}-tiny.caffemodel", OUT.parent / f"{OUT.name}-tiny.prototxt")
+TINY[0].write_bytes(MODEL)
+TINY[1].write_text(TEXT)
+for _path in TINY:
+    atexit.register(_path.unlink, missing_ok=True)
 
 
 def attempt(kind: str, fn: Any) -> None:
@@ -252,6 +264,114 @@ def from_graph_json(text: str) -> None:
         src.unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------- blob dims
+def _blob_dims_model(dims: list[int], legacy: bool, layer: str, blob: int) -> bytes:
+    from caffe2x.caffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter.FromString(MODEL)
+    target = [l for l in net.layer if len(l.blobs) > blob and l.name == layer][0]
+    b = target.blobs[blob]
+    b.ClearField("shape")
+    for f in ("num", "channels", "height", "width"):
+        b.ClearField(f)
+    if legacy:
+        b.num, b.channels, b.height, b.width = (dims + [1, 1, 1, 1])[:4]
+    else:
+        b.shape.dim.extend(dims)
+    return net.SerializeToString()
+
+
+BLOBS = [(l.name, i, len(b.data)) for l in __import__("caffe2x.caffe.proto.caffe_pb2", fromlist=["x"]).NetParameter
+         .FromString(MODEL).layer for i, b in enumerate(l.blobs)]
+
+
+@st.composite
+def blob_dims(draw: Any) -> bytes:
+    """A blob's dims rewritten: negative pairs whose product is the payload's, zero, huge, wrapping int64."""
+    layer, index, count = draw(st.sampled_from(BLOBS))
+    legacy = draw(st.booleans())
+    bound = 2**31 - 1 if legacy else 2**63 - 1  # legacy dims are int32 fields
+    how = draw(st.sampled_from(["negated", "zero", "huge", "wrapping", "any"]))
+    if how == "negated":
+        dims = [-count, -1] if count > 1 else [-1, -1]
+    elif how == "zero":
+        dims = [count, 0]
+    elif how == "huge":
+        dims = [count, draw(st.integers(2**31, bound))] if not legacy else [count, 2**31 - 1]
+    elif how == "wrapping" and not legacy and count & (count - 1) == 0:
+        dims = [count, 2**64 // count + 1]  # numpy's int64 product wraps around to ``count``
+        dims = [d if d < 2**63 else 2**63 - 1 for d in dims]
+    else:
+        dims = draw(st.lists(st.integers(-(bound + 1), bound), min_size=1, max_size=4))
+    return _blob_dims_model(dims, legacy, layer, index)
+
+
+# --------------------------------------------------------------------------- input shapes (any-size nets)
+SHAPE_VALUES = st.one_of(
+    st.lists(st.integers(-2**33, 2**33), min_size=0, max_size=5),
+    st.lists(st.sampled_from([0, -1, 1, 2, 3, 32, 33, 2**31 - 1, 2**31, 2**63]), min_size=4, max_size=4),
+    st.lists(st.one_of(st.floats(allow_nan=True), st.booleans(), st.text(max_size=3), st.none()), max_size=4),
+    st.text(max_size=12), st.none(), st.floats(), st.integers(),
+)
+
+
+@st.composite
+def run_shapes(draw: Any) -> tuple[Any, tuple[int, ...] | None, str]:
+    """``input_shape=`` of load (any value), then a run at an array shape of the caller's (zero-size,
+    other sizes, huge: broadcast views, so the caller's array itself costs nothing) and dtype."""
+    given = draw(SHAPE_VALUES)
+    dims = draw(st.one_of(st.none(), st.tuples(st.integers(0, 4096), st.integers(0, 8), st.integers(0, 70_000),
+                                               st.integers(0, 70_000)),
+                          st.lists(st.integers(0, 64), min_size=0, max_size=6).map(tuple)))
+    dtype = draw(st.sampled_from(["float32", "float64", "int64", "bool", "complex64", "U3", "object"]))
+    return given, dims, dtype
+
+
+def from_run_shape(case: tuple[Any, tuple[int, ...] | None, str]) -> None:
+    given, dims, dtype = case
+    graph = caffe2x.load(TINY[0], TINY[1], input_shape=given) if given is not None else GRAPH
+    if dims is not None:
+        x = np.broadcast_to(np.zeros((), dtype=dtype), dims)
+        caffe2x.run(graph, x)
+    caffe2x.save(graph, OUT / "g.safetensors")
+
+
+# --------------------------------------------------------------------------- Python layers' param_str
+PROPOSAL_NET = ('name: "rpn"\ninput: "cls"\ninput_shape {{ dim: 1 dim: 18 dim: 4 dim: 4 }}\n'
+                'input: "bbox"\ninput_shape {{ dim: 1 dim: 36 dim: 4 dim: 4 }}\n'
+                'input: "im_info"\ninput_shape {{ dim: 1 dim: 3 }}\n'
+                'layer {{ name: "proposal" type: "Python" bottom: "cls" bottom: "bbox" bottom: "im_info" '
+                'top: "rois" python_param {{ module: "rpn.proposal_layer" layer: "ProposalLayer" '
+                'param_str: {param} }} }}\n')
+PARAM_KEYS = ["feat_stride", "scales", "ratios", "pre_nms_topN", "post_nms_topN", "nms_thresh", "min_size",
+              "__import__", "os", "bogus", ""]
+PARAM_VALUES = ["16", "0", "-16", "1e999", "-1e999", "nan", "2**64", "10**10", "[8, 16, 32]", "[]", "[0]", "[-1]",
+                "!!python/tuple [4, 8]", "!!python/object/apply:os.system ['true']", "__import__('os')",
+                "'text'", "True", "None", "(1,)", "[[1]]", "1" * 5000, "[" * 300 + "]" * 300, "{}", "0.7",
+                "2147483648", "9223372036854775808"]
+
+
+@st.composite
+def param_str(draw: Any) -> str:
+    if draw(st.integers(0, 4)) == 0:  # anything at all, protobuf-escaped into the prototxt
+        text = draw(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40))
+    else:
+        entries = draw(st.lists(st.tuples(st.sampled_from(PARAM_KEYS), st.sampled_from(PARAM_VALUES)),
+                                min_size=0, max_size=5))
+        sep = draw(st.sampled_from([", ", "\n", "; ", ","]))
+        text = sep.join(f"'{k}': {v}" for k, v in entries)
+        if draw(st.booleans()):
+            text = "{" + text + "}"
+    return PROPOSAL_NET.format(param=json.dumps(text))
+
+
+def from_param_str(text: str) -> None:
+    graph = reader.read_bytes(None, text, prototxt_name="fuzz.prototxt")
+    caffe2x.run(graph, {name: np.zeros(shape, np.float32) + (1 if name == "im_info" else 0)
+                        for name, shape in graph.inputs.items()})
+    caffe2x.save(graph, OUT / "g.safetensors")
+
+
 # --------------------------------------------------------------------------- driver
 def _case(kind: str, fn: Any) -> Any:
     def case(value: Any) -> None:
@@ -274,6 +394,9 @@ def main() -> int:
         "caffemodel wrong wire types": (wrong_wire(), from_model),
         "prototxt mutations": (prototxt(), lambda t: _use(reader.read_bytes(None, t, prototxt_name="fuzz.prototxt"))),
         "graph JSON mutations": (graph_json(), from_graph_json),
+        "caffemodel blob dims": (blob_dims(), from_model),
+        "input shapes of load and run": (run_shapes(), from_run_shape),
+        "Python layer param_str": (param_str(), from_param_str),
     }
     started = time.perf_counter()
     for kind, (strategy, fn) in kinds.items():

@@ -94,6 +94,9 @@ CASES: dict[str, dict[str, Any]] = {
     "run at a larger input size": dict(prototxt=net("1,3,32,32", 'name: "c" type: "Convolution" bottom: "data" top: "c" '
                                        'convolution_param { num_output: 64 kernel_size: 3 pad: 1 }'),
                                        run=(1, 3, 1024, 1024), expect="refused", match="forward pass"),
+    "run with a float64 view of a huge batch": dict(prototxt=net("1,3,32,32", 'name: "r" type: "ReLU" bottom: "data" '
+                                                 'top: "r"'), run=(100000, 3, 512, 512), dtype="float64",
+                                                 expect="refused", match="at batch 100000"),
     "run at a larger batch": dict(prototxt=net("1,3,32,32", 'name: "c" type: "Convolution" bottom: "data" top: "c" '
                                   'convolution_param { num_output: 64 kernel_size: 3 pad: 1 }'),
                                   run=(1024, 3, 32, 32), expect="refused", match="at batch 1024"),
@@ -114,7 +117,7 @@ def attempt(case: dict[str, Any]) -> dict[str, Any]:
         graph = read_bytes(None, case["prototxt"], case.get("input_shape"), prototxt_name="net.prototxt")
         if "run" in case:
             # the caller's own array is theirs to allocate; broadcast a scalar so it costs nothing here
-            x = np.broadcast_to(np.float32(0), case["run"])
+            x = np.broadcast_to(np.zeros((), case.get("dtype", "float32")), case["run"])
             run(graph, x)
         outcome, message = "ok", ""
         if "rows" in case:
