@@ -79,6 +79,7 @@ def add_force_argument(p: argparse.ArgumentParser) -> None:
 
 #: exit codes every subcommand shares (see caffe2x.cli.main)
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the shell's code for a writer whose reader went away
 
 
 def say(args: argparse.Namespace, message: str) -> None:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from caffe2x.cli.args import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
+from caffe2x.cli.args import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
 from caffe2x.errors import Caffe2xError
 
 
@@ -88,8 +88,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``caffe2x`` console script: the command's exit code, after at most one
-    ``error: …`` line on stderr.
+    """Entry point of the ``caffe2x`` console script (and ``python -m caffe2x``): the command's exit
+    code, after at most one ``error: …`` line on stderr.
+
+    A reader of stdout or stderr that went away (``caffe2x inspect M --json | head``) ends the command
+    quietly with exit 141 (128 + SIGPIPE, what a shell reports for ``yes | head``): no message, and
+    nothing left in Python's buffers to complain about at interpreter exit.
 
     Signals (see :mod:`caffe2x._command` and :mod:`caffe2x.cli.signals`): while the command works, SIGINT
     raises KeyboardInterrupt and SIGTERM :class:`~caffe2x.fileio.Terminated`, so temporary files go on the
@@ -107,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             phases.work()
             code, message = _outcome(argv)
+            _flush_output()  # a closed pipe shows here, not as "Exception ignored" at interpreter exit
+        except BrokenPipeError:  # the reader of stdout or stderr went away: end quietly, as Unix tools do
+            _discard_output()
+            code, message = EXIT_BROKEN_PIPE, None
         except KeyboardInterrupt:
             code, message = EXIT_INTERRUPTED, _stopped("interrupted", COMMITTED[written:])
         except Terminated:
@@ -119,7 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         phases.done()
         code, message = EXIT_TERMINATED, _stopped("terminated", COMMITTED[written:])
     if message:
-        print(message, file=sys.stderr)
+        try:
+            print(message, file=sys.stderr, flush=True)
+        except BrokenPipeError:  # nobody reads stderr either
+            _discard_output()
+            code = EXIT_BROKEN_PIPE
     if phases.process and code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         # Leave now, cleanup done: a KeyboardInterrupt that passed through code the interpreter ran for
         # a C extension (torch's import executes Python through the C API) marks it unhandled, and CPython
@@ -129,6 +141,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         os._exit(code)
     phases.restore()
     return code
+
+
+def _flush_output() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+
+
+def _discard_output() -> None:
+    """Point stdout and stderr at /dev/null: whatever Python still holds in their buffers (and flushes
+    at exit) goes nowhere instead of raising BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):  # no real file descriptor (a test's StringIO)
+            pass
+    os.close(devnull)
 
 
 def _stopped(how: str, written: Sequence[object]) -> str:
@@ -153,6 +183,8 @@ def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
         return (exc.code if isinstance(exc.code, int) else 0), None
     except Caffe2xError as exc:
         return EXIT_ERROR, f"error: {exc}"
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends quietly
     except MemoryError:
         return EXIT_ERROR, "error: out of memory"
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
