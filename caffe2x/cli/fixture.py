@@ -8,8 +8,11 @@ from caffe2x.cli.args import EXIT_OK, add_force_argument, say
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="resnet50 | resnet101 | resnet152 | caffenet | googlenet | squeezenet | mobilenet "
-                                "| tiny | a small test net")
+    from caffe2x import fixtures
+
+    p.add_argument("name", choices=fixtures.names(), metavar="NAME",
+                   help=f"{' | '.join(fixtures.model_names())}, or a small layer test net: "
+                        f"{', '.join(fixtures.ZOO)}")
     p.add_argument("-o", "--output-dir", required=True, help="directory for <name>.caffemodel and prototxt")
     p.add_argument("--seed", type=int, default=0, help="random seed of the synthetic weights (default 0)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress, print only the two file paths")

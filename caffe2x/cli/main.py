@@ -59,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
 SUBCOMMANDS = {
     "convert": "convert a caffemodel to torch / keras / safetensors / onnx",
     "inspect": "list layers, types, output shapes and parameter counts",
-    "fixture": "write a synthetic model (resnet50, resnet101, resnet152, googlenet, …)",
+    "fixture": "write a synthetic model (resnet50, googlenet, tiny, …: caffe2x fixture --help lists them)",
     "validate": "run every framework and compare the logits",
     "evaluate": "accuracy and agreement of every framework over a whole image set",
 }
