@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import OPTIONS, Caffe2xError, option
 from caffe2x.fileio import atomic_output, output_path
 from caffe2x.graph.ir import Graph
 from caffe2x.graph.numeric import max_rel_error
@@ -21,11 +21,12 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 
 def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "float32", profile: str | None = None,
-                  options: dict[str, Any] | None = None, cli: bool = False) -> None:
+                  options: dict[str, Any] | None = None) -> None:
     """Refuse, before any model is read, a request the target would ignore or reject after the work:
     an output suffix of another format, an option or naming profile of another target, a bad dtype.
 
-    ``cli`` spells options as the command line's flags (``--emit-code``) instead of keywords.
+    Options are named through :func:`caffe2x.errors.option`: keywords for the library, flags
+    (``--emit-code``) when the command line prints the error.
     """
     writer = get(target)
     name = Path(path).name
@@ -33,7 +34,7 @@ def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "fl
     if suffix not in writer.suffixes:
         other = writer_for_suffix(suffix)
         why = f"{suffix} is the {other.name} target's suffix" if other else f"{suffix or 'no suffix'} is no target's suffix"
-        asked = f"--to {target}" if cli else f"to={target!r}"
+        asked = option("to", target)
         raise Caffe2xError(f"cannot write {name} as {target} ({asked}): {why}; the {target} target writes "
                            f"{', '.join(writer.suffixes)} files")
     if dtype not in DTYPES:
@@ -46,19 +47,18 @@ def check_request(target: str, path: str | os.PathLike[str], *, dtype: str = "fl
         if key not in known_options:
             raise Caffe2xError(f"unknown option {key!r}; known: {', '.join(known_options)}")
         if value and key not in writer.options:
-            flag = "--" + key.replace("_", "-") if cli else key + "="
+            flag = option(key, True) if key in OPTIONS else key + "="
             owners = [t.name for t in writers if key in t.options]
             raise Caffe2xError(f"{flag} applies only to the {' and '.join(owners)} target, not to {target}")
     if profile is not None:
-        flag = "--profile" if cli else "profile="
         owner = {p: t for t in reversed(writers) for p in t.profiles}
         known = ", ".join(f"{p} ({t.name})" for t in writers for p in t.profiles)
         if profile not in owner:
-            raise Caffe2xError(f"unknown naming profile {profile!r} ({flag}); known: {known}")
+            raise Caffe2xError(f"unknown naming profile {profile!r} ({option('profile')}); known: {known}")
         if owner[profile] is not writer:
-            raise Caffe2xError(f"{flag} {profile} applies only to the {owner[profile].name} target, not to {target}")
+            raise Caffe2xError(f"{option('profile', profile)} applies only to the {owner[profile].name} target, not to {target}")
         if suffix not in writer.profiles[profile]:
-            raise Caffe2xError(f"{flag} {profile} writes {' or '.join(writer.profiles[profile])} files only, "
+            raise Caffe2xError(f"{option('profile', profile)} writes {' or '.join(writer.profiles[profile])} files only, "
                                f"not {name}")
 
 

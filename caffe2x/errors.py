@@ -6,9 +6,95 @@ message. The CLI prints it as ``error: <message>`` and exits non-zero; anything 
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from typing import Any
+
+#: a library parameter a message may name, as ``(keyword, flag)``: the API's word and the command
+#: line's. ``True`` after the keyword marks a switch (``overwrite=True`` is ``--force``).
+OPTIONS: dict[str, tuple[str, str]] = {
+    "model": ("model", "MODEL"),
+    "prototxt": ("prototxt", "--prototxt"),
+    "input_shape": ("input_shape", "--input-shape"),
+    "outputs": ("outputs", "--outputs"),
+    "proto": ("proto", "--proto"),
+    "to": ("to", "--to"),
+    "dtype": ("dtype", "--dtype"),
+    "profile": ("profile", "--profile"),
+    "profiles": ("profiles", "--profile"),
+    "overwrite": ("overwrite", "--force"),
+    "fold_bn": ("fold_bn", "--fold-bn"),
+    "emit_code": ("emit_code", "--emit-code"),
+    "full_model": ("full_model", "--full-model"),
+    "frameworks": ("frameworks", "--frameworks"),
+    "images": ("images", "--images"),
+    "against": ("against", "--against"),
+    "caffe_blobs": ("caffe_blobs", "--caffe-blobs"),
+    "inputs": ("inputs", "--inputs"),
+    "oracles": ("oracles", "--oracle"),
+}
+
+_OPTION = re.compile("\x00([a-z_]+)\x1f([^\x00\x1f]*)\x1f([^\x00\x1f]*)\x00")
+_MISSING = object()
+
+
+def option(name: str, value: Any = _MISSING, *, api: str | None = None) -> str:
+    """A place in an error message that names the option ``name`` (a key of :data:`OPTIONS`), with an
+    optional value: :class:`Caffe2xError` renders it as the library spells it (``overwrite=True``,
+    ``outputs=['res4f']``, ``prototxt=``) in ``str(error)`` and as the command line does (``--force``,
+    ``--outputs res4f``, ``--prototxt``) in :func:`cli_message`. So one message serves both faces.
+    ``api`` spells a placeholder value the library's way (``'N,C,H,W'`` is ``(N, C, H, W)`` there)."""
+    keyword, flag = OPTIONS[name]
+    if value is _MISSING:
+        api, cli = (keyword if flag == "MODEL" else f"{keyword}="), flag
+    elif value is True:
+        api, cli = f"{keyword}=True", flag
+    else:
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        api, cli = f"{keyword}={repr(value) if api is None else api}", f"{flag} {shown}"
+    return f"\x00{name}\x1f{_clean(api)}\x1f{_clean(cli)}\x00"
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "").replace("\x1f", "")
+
+
+def _render(template: str, cli: bool) -> str:
+    return _OPTION.sub(lambda m: m.group(3 if cli else 2), template)
+
 
 class Caffe2xError(Exception):
-    """A user-facing error: the message is one line and names what is wrong and where."""
+    """A user-facing error: the message is one line and names what is wrong and where.
+
+    A message may name options through :func:`option`: ``str(error)`` then speaks the library's words
+    (``pass overwrite=True``), :func:`cli_message` the command line's (``pass --force``)."""
+
+    def __init__(self, message: Any = "", *args: Any) -> None:
+        if isinstance(message, str) and "\x00" in message:
+            self.template = message
+            message = _render(message, cli=False)
+        super().__init__(message, *args)
+
+
+def template(exc: BaseException) -> str:
+    """The message of ``exc`` with its option places kept, for wrapping it in another
+    :class:`Caffe2xError` (``raise Caffe2xError(f"{template(exc)} (while ...)")``) without losing the
+    command line's wording."""
+    return getattr(exc, "template", None) or str(exc)
+
+
+def prefix(exc: BaseException, text: str) -> None:
+    """Put ``text`` (``"model.caffemodel: "``) before the message of ``exc``, in both wordings."""
+    exc.args = (f"{text}{exc}", *exc.args[1:])
+    if getattr(exc, "template", None):
+        exc.template = f"{text}{exc.template}"  # type: ignore[attr-defined]
+
+
+def cli_message(exc: BaseException) -> str:
+    """The message of ``exc`` as the command line prints it: options named by their flags."""
+    text = getattr(exc, "template", None)
+    return _render(text, cli=True) if text else str(exc)
+
 
 
 class UnsupportedLayerError(Caffe2xError):

@@ -28,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 
 
 class OutputExistsError(Caffe2xError):
@@ -268,7 +268,7 @@ def atomic_output(path: str | os.PathLike[str], *, overwrite: bool = False, size
                 if same_content(tmp, dest):
                     return  # the very same bytes are already there: nothing to replace
                 raise OutputExistsError(f"{dest} already exists (and differs from the new output); "
-                                        f"pass --force (overwrite=True) to replace it")
+                                        f"pass {option('overwrite', True)} to replace it")
             with guard.critical():  # renamed and noted as one step
                 os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file ordinary permissions
                 os.replace(tmp, dest)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 
 
 def _split_request(request: str) -> tuple[str, str | None]:
@@ -81,11 +81,11 @@ def python_layer_error(layer: Any, cut: bool, suggestion: Sequence[str] = ()) ->
     p = layer.python_param
     where = f"module {p.module!r}, class {p.layer!r}" if p.module or p.layer else "no python_param"
     if cut:
-        hint = "it is needed by the requested outputs; cut the net before it with a different --outputs"
+        hint = "it is needed by the requested outputs; cut the net before it with a different {option('outputs')}"
     elif suggestion:
-        hint = f"convert everything before it with --outputs {','.join(suggestion)}"
+        hint = f"convert everything before it with {option('outputs', list(suggestion))}"
     else:
-        hint = "cut the net before it with --outputs BLOB[,BLOB...] (e.g. the backbone's last blob)"
+        hint = f"cut the net before it with {option('outputs', 'BLOB[,BLOB...]', api='[BLOB, ...]')} (e.g. the backbone's last blob)"
     return Caffe2xError(f"layer {layer.name!r} is a Python layer ({where}) caffe2x does not know: caffe2x cannot "
                         f"convert Python code; {hint}, or register a handler for it with caffe2x.register_layer")
 

@@ -34,7 +34,7 @@ from caffe2x.caffe.calibration import calibrate
 from caffe2x.caffe.netcut import cut_before, needed_layers, python_layer_error
 from caffe2x.caffe.parse import _pb2, blob_array, parse_caffemodel_bytes, parse_prototxt_text
 from caffe2x.caffe.wire import map_file, split
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option, prefix, template
 from caffe2x.graph import checks
 from caffe2x.graph.ir import Graph, Node, Shape
 from caffe2x.graph.registry import Registry
@@ -89,7 +89,7 @@ class BlobSource:
         try:
             return blob_array(self.blobs[index])
         except Caffe2xError as exc:
-            raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}) in the caffemodel: {exc}") from None
+            raise Caffe2xError(f"layer {self.layer!r} blob {index} ({role}) in the caffemodel: {template(exc)}") from None
 
     def has(self, index: int) -> bool:
         return self.blobs is None or index < len(self.blobs)
@@ -290,11 +290,11 @@ def _input_shapes(layers: list[Any], declared: dict[str, Shape | None], input_sh
                     produced.add(b)
     if input_shape is not None:
         if not declared:
-            raise Caffe2xError("the net has no input blob to give --input-shape to")
+            raise Caffe2xError(f"the net has no input blob to give {option('input_shape')} to")
         first = next(iter(declared))
         given = tuple(int(d) for d in input_shape)
         if declared[first] is not None and len(declared[first]) != len(given):  # type: ignore[arg-type]
-            raise Caffe2xError(f"--input-shape {','.join(map(str, given))} has {len(given)} dimensions, but "
+            raise Caffe2xError(f"{option('input_shape', given)} has {len(given)} dimensions, but "
                                f"input {first!r} is {len(declared[first])}-D "  # type: ignore[arg-type]
                                f"{list(declared[first])} in the prototxt")  # type: ignore[arg-type]
         declared[first] = given
@@ -303,7 +303,7 @@ def _input_shapes(layers: list[Any], declared: dict[str, Shape | None], input_sh
             head = data_heads.get(name)
             where = "" if head is None else (f" (the top of {head.type} layer {head.name!r}: "
                                              f"{data_layer_shape(head)[1]})")
-            raise Caffe2xError(f"no shape for input {name!r}{where}: pass --input-shape N,C,H,W (or a deploy prototxt)")
+            raise Caffe2xError(f"no shape for input {name!r}{where}: pass {option('input_shape', 'N,C,H,W', api='(N, C, H, W)')} (or a deploy prototxt)")
         if not shape or any(d <= 0 for d in shape):
             raise Caffe2xError(f"input {name!r} has an invalid shape {list(shape)}")
         budget.value(None, name, shape)
@@ -394,7 +394,7 @@ class _GraphBuilder:
             if self.input_shape is None or type(exc) is not Caffe2xError or \
                     not set(layer.bottom) & set(self.graph.inputs):
                 raise
-            raise Caffe2xError(f"{exc} (input shape {list(self.input_shape)} from --input-shape)") from None
+            raise Caffe2xError(f"{template(exc)} (input shape {list(self.input_shape)} from {option('input_shape')})") from None
         except (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError, OverflowError) as exc:
             # last resort: a handler tripped over parameters no check above anticipated
             raise checks.GraphError(f"layer {layer.name!r} ({layer.type}) has parameters caffe2x cannot use "
@@ -582,7 +582,7 @@ def _name_source(exc: Exception, source: str) -> None:
     """Prefix an error's one-line message with the file it is about (class and attributes kept)."""
     msg = str(exc)
     if source not in msg:
-        exc.args = (f"{source}: {msg}",)
+        prefix(exc, f"{source}: ")
 
 
 def graph_from_text(prototxt_text: str, seed: int = 0, input_shape: Sequence[int] | None = None, *,

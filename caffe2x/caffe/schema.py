@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from caffe2x.caffe.forkfix import has_field, is_repeated
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 
 # --------------------------------------------------------------------------- compiling
 
@@ -68,7 +68,7 @@ def compile_proto(path: str | Path) -> bytes:
     try:
         import grpc_tools  # noqa: F401  (only to fail early with a clear message)
     except ImportError:
-        raise Caffe2xError("--proto needs grpcio-tools to compile the schema: pip install 'caffe2x[proto]'") from None
+        raise Caffe2xError(f"{option('proto')} needs grpcio-tools to compile the schema: pip install 'caffe2x[proto]'") from None
     cached.parent.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     result = subprocess.run([sys.executable, "-c", _PROTOC, str(proto.resolve().parent), str(tmp),
@@ -211,7 +211,7 @@ class ForkLayer:
         unread = sorted(self._extra - self._read)
         if unread:
             raise Caffe2xError(f"layer {self._ours.name!r} ({self._ours.type}) sets {', '.join(unread)} from the "
-                               f"--proto schema, which its caffe2x handler does not read; it may change the "
+                               f"{option('proto')} schema, which its caffe2x handler does not read; it may change the "
                                f"numbers, so caffe2x stops (register a handler for {self._ours.type!r} that reads it)")
 
 

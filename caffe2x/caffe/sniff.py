@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import codecs
 
+from caffe2x.errors import option
+
 #: how much of a file :func:`looks_like_text` reads
 TEXT_WINDOW = 64 * 1024
 _TEXT_CONTROLS = {"\t", "\n", "\r", "\f", "\v"}
@@ -109,17 +111,17 @@ def truncation(data: bytes) -> str | None:
 
 def text_model_message(source: str) -> str:
     """The message for a text prototxt passed where the binary caffemodel belongs."""
-    return (f"{source} is a text prototxt, not a binary caffemodel: give it as the prototxt (--prototxt) "
-            f"and the .caffemodel holding the weights as MODEL")
+    return (f"{source} is a text prototxt, not a binary caffemodel: give it as the prototxt ({option('prototxt')}) "
+            f"and the .caffemodel holding the weights as {option('model')}")
 
 
 def binary_prototxt_message(source: str) -> str:
     """The message for a binary file (usually the caffemodel) passed where the text prototxt belongs."""
-    return (f"{source} is a binary file (a caffemodel?), not a text prototxt: give the .caffemodel as MODEL "
-            f"and the deploy .prototxt with --prototxt")
+    return (f"{source} is a binary file (a caffemodel?), not a text prototxt: give the .caffemodel as {option('model')} "
+            f"and the deploy .prototxt as {option('prototxt')}")
 
 
 def swapped_message(model: str, prototxt: str) -> str:
     """The message for a text MODEL and a binary prototxt: the two were swapped."""
     return (f"the two files are swapped: {model} is the text prototxt and {prototxt} the binary caffemodel; "
-            f"give {prototxt} as MODEL and --prototxt {model}")
+            f"give {prototxt} as {option('model')} and {option('prototxt', model)}")

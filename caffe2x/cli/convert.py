@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     out, target = _convert_destination(args)
     refuse_collisions([("output", out)], [("model", args.model), ("prototxt", args.prototxt)])
     options = {k: True for k in ("emit_code", "full_model") if getattr(args, k)}
-    check_request(target, out, dtype=args.dtype, profile=args.profile, options=options, cli=True)
+    check_request(target, out, dtype=args.dtype, profile=args.profile, options=options)
     start = time.perf_counter()
     say(args, f"reading {args.model}" + (f" with {args.prototxt}" if args.prototxt else ""))
     graph = read_model(args.model, args.prototxt, args.input_shape, progress=not args.quiet and sys.stderr.isatty(),

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from caffe2x.cli.args import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, cli_message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,7 +182,7 @@ def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
             return EXIT_ERROR, f"error: {exc.code}"
         return (exc.code if isinstance(exc.code, int) else 0), None
     except Caffe2xError as exc:
-        return EXIT_ERROR, f"error: {exc}"
+        return EXIT_ERROR, f"error: {cli_message(exc)}"  # options named by their flags
     except BrokenPipeError:
         raise  # the reader went away: main() ends quietly
     except MemoryError:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, prefix
 from caffe2x.graph.ir import SHAPE_FUNCTIONS, Graph, Node, Shape
 from caffe2x.graph.registry import Registry
 
@@ -500,7 +500,7 @@ def check_graph(graph: Graph, source: str = "graph", *, limit: int | None = None
     except Caffe2xError as exc:
         msg = str(exc)
         if not msg.startswith(f"{source}:"):
-            exc.args = (f"{source}: {msg}",)
+            prefix(exc, f"{source}: ")
         raise
 
 

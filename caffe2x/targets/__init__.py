@@ -26,7 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 from caffe2x.graph.ir import Graph
 
 #: the entry-point group third-party targets register under
@@ -381,14 +381,14 @@ def target_for(to: str | None, path: str | Path | None) -> str:
         target = get(to)
         if not target.writes:
             writer = writer_for_suffix(target.default_suffix)
-            also = f"; its {target.default_suffix} files are written with --to {writer.name}" if writer else ""
+            also = f"; its {target.default_suffix} files are written with {option('to', writer.name)}" if writer else ""
             raise Caffe2xError(f"the {to} target writes no files{also}")
         return to
     if path is not None:
         writer = writer_for_suffix(Path(path).suffix)
         if writer is not None:
             return writer.name
-    raise Caffe2xError(f"cannot tell the target format from {str(path)!r}; name it with to=/--to "
+    raise Caffe2xError(f"cannot tell the target format from {str(path)!r}; name it with {option('to')} "
                        f"({', '.join(names(writes=True))})")
 
 

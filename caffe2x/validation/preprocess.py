@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -412,7 +412,7 @@ def make_inputs(input_name: str, shape: Sequence[int], images: PathLike | Sequen
         return Inputs(image_batch(files, h, w, m, size), "images", [str(f) for f in files], m.describe(), size)
     if images is not None:
         raise Caffe2xError(f"photos need a 3-channel N x 3 x H x W input; the net's input {input_name!r} is "
-                           f"{list(shape)} (drop --images to validate on seeded Gaussian input)")
+                           f"{list(shape)} (drop {option('images')} to validate on seeded Gaussian input)")
     note = (f"input {input_name!r} is {list(shape)}, not 3-channel N x 3 x H x W: using seeded Gaussian input "
             f"(std {GAUSSIAN_STD:g}, seed {seed}) instead of photos")
     return Inputs(gaussian_batch(shape, seed=seed), "gaussian", [], None, None, note)

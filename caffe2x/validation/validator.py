@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from caffe2x._version import __version__
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 from caffe2x.graph.ir import Graph
 from caffe2x.targets import Target, all_targets, get, names, reader_for, writer_of
 from caffe2x.validation.artifacts import ArtifactJob, artifact_stem, check_artifact, compare_tensors
@@ -192,7 +192,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
 
     from caffe2x.caffe.blobs import check_input, read_arrays, read_inputs
 
-    blobs = read_arrays(caffe_blobs, "--caffe-blobs") if caffe_blobs is not None else None
+    blobs = read_arrays(caffe_blobs, option("caffe_blobs")) if caffe_blobs is not None else None
     array_inputs = inputs is not None and Path(inputs).suffix.lower() in (".npy", ".npz")
     if inputs is not None and not array_inputs:
         images = inputs
@@ -493,7 +493,7 @@ def run_inputs(model: Any, prototxt: Any, mean: Any, images: Any, against: Any, 
 
     pairs: list[tuple[str, Any]] = []
     for role, value in (("model", model), ("prototxt", prototxt), ("mean file", mean), ("image", images),
-                        ("--against file", against), ("labels file", labels)):
+                        (f"{option('against')} file", against), ("labels file", labels)):
         pairs += [(role, p) for p in paths(value)]
     return pairs
 
@@ -509,7 +509,7 @@ def _refuse_existing_artifacts(directory: Path, stem: str, targets: Sequence[Tar
         for prefix in ("", "expected-") if against else ("",):
             path = directory / f"{prefix}{stem}{target.default_suffix}"
             if path.exists():
-                raise OutputExistsError(f"{path} already exists; pass --force (overwrite=True) to replace the "
+                raise OutputExistsError(f"{path} already exists; pass {option('overwrite', True)} to replace the "
                                         f"kept artifacts")
 
 

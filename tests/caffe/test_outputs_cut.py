@@ -6,6 +6,7 @@ import pytest
 
 import caffe2x
 from caffe2x import Caffe2xError
+from caffe2x.errors import cli_message
 from caffe2x.caffe import reader
 
 #: A Faster R-CNN shaped net: a conv trunk, then a Python layer caffe2x does not know that needs `im_info`.
@@ -30,8 +31,9 @@ layer { name: "head" type: "InnerProduct" bottom: "rois" top: "cls" inner_produc
 
 def test_python_layer_inside_the_net_is_named_with_module_and_class() -> None:
     with pytest.raises(Caffe2xError, match=r"layer 'proposal' is a Python layer \(module 'my.proposal_layer', "
-                                           r"class 'MyProposalLayer'\).*--outputs rpn_score"):
+                                           r"class 'MyProposalLayer'\).*outputs=\['rpn_score'\]") as err:
         reader.graph_from_text(FRCNN_LIKE)
+    assert "convert everything before it with --outputs rpn_score," in cli_message(err.value)
 
 
 def test_cutting_before_the_python_layer_keeps_the_trunk_and_drops_inputs_only_it_needs() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 import caffe2x
 from caffe2x import Caffe2xError, fixtures
+from caffe2x.errors import cli_message
 from caffe2x.caffe import parse, reader
 from caffe2x.caffe.proto import caffe_pb2
 from caffe2x.caffe.upgrade import V1_TYPES
@@ -87,8 +88,9 @@ def test_legacy_blob_dims_and_double_data_read_to_the_same_graph(tiny_pair, doub
 
 def test_caffemodel_without_prototxt_needs_an_input_shape(tiny_pair) -> None:
     data, _ = tiny_pair
-    with pytest.raises(Caffe2xError, match=r"no shape for input 'data'.*--input-shape"):
+    with pytest.raises(Caffe2xError, match=r"no shape for input 'data'.*input_shape=\(N, C, H, W\)") as err:
         reader.read_bytes(data, None)
+    assert "pass --input-shape N,C,H,W" in cli_message(err.value)
     g = reader.read_bytes(data, None, input_shape=(2, 3, 32, 32))
     assert g.inputs == {"data": (2, 3, 32, 32)} and g.shapes[g.value("prob")] == (2, 10)
 

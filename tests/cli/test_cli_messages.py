@@ -175,9 +175,9 @@ def test_option_for_another_target_is_refused_before_the_model_is_read(tmp_path:
 
 def test_library_save_refuses_options_of_another_target(tiny, tmp_path: Path) -> None:
     graph = caffe2x.load(*tiny)
-    with pytest.raises(caffe2x.Caffe2xError, match="emit_code= applies only to the torch target, not to onnx"):
+    with pytest.raises(caffe2x.Caffe2xError, match="emit_code=True applies only to the torch target, not to onnx"):
         caffe2x.save(graph, tmp_path / "x.onnx", emit_code=True)
-    with pytest.raises(caffe2x.Caffe2xError, match=r"profile= torchvision applies only to the torch target"):
+    with pytest.raises(caffe2x.Caffe2xError, match=r"profile='torchvision' applies only to the torch target"):
         caffe2x.save(graph, tmp_path / "x.safetensors", profile="torchvision")
     assert not list(tmp_path.glob("x.*"))
 

@@ -81,7 +81,7 @@ def test_kept_artifacts_are_not_overwritten_without_force(work, tmp_path: Path) 
     keep.mkdir()
     mine = keep / f"{model.stem}.safetensors"
     mine.write_bytes(b"the user's own file")
-    with pytest.raises(OutputExistsError, match="already exists; pass --force"):
+    with pytest.raises(OutputExistsError, match=r"already exists; pass overwrite=True to"):
         caffe2x.validate(model, deploy, frameworks=["numpy"], keep_artifacts=keep)
     assert mine.read_bytes() == b"the user's own file"
     report = caffe2x.validate(model, deploy, frameworks=["numpy"], keep_artifacts=keep, overwrite=True)

@@ -14,7 +14,7 @@ from tests.helpers.opencv_caffe import opencv_forward
 import caffe2x
 from caffe2x import fixtures
 from caffe2x.caffe.reader import graph_from_text, read_bytes
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, cli_message
 from caffe2x.graph.numeric import max_rel_error
 from caffe2x.graph.reference import execute
 from caffe2x.layers.proposal import generate_anchors, parse_param_str
@@ -319,7 +319,8 @@ def test_unknown_python_layer_names_module_class_and_the_cut_before_it() -> None
     message = str(info.value)
     assert "\n" not in message
     assert "layer 'proposal'" in message and "'my.layers'" in message and "'Mine'" in message
-    assert "--outputs conv2,rpn_bbox_pred,rpn_cls_prob_reshape" in message
+    assert "outputs=['conv2', 'rpn_bbox_pred', 'rpn_cls_prob_reshape']" in message  # the library's words
+    assert "--outputs conv2,rpn_bbox_pred,rpn_cls_prob_reshape" in cli_message(info.value)  # the CLI's
     cut = read_bytes(None, text, outputs=["conv2", "rpn_bbox_pred", "rpn_cls_prob_reshape"])
     assert "proposal" not in [n.name for n in cut.nodes] and list(cut.inputs) == ["data"]
 

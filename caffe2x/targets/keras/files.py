@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 from caffe2x.graph.ir import Graph
 from caffe2x.graph.numeric import round_to
 from caffe2x.targets import WriteOptions
@@ -36,8 +36,8 @@ def write(graph: Graph, path: str | os.PathLike[str], options: WriteOptions) -> 
             raise Caffe2xError(f"unknown Keras naming profile {options.profile!r}; the Keras target knows "
                                f"'keras-applications'")
         if suffix != ".h5" or full_model:
-            raise Caffe2xError("the keras-applications profile writes a weights-only .h5 for "
-                               "keras.applications (no --full-model, no .keras)")
+            raise Caffe2xError(f"the keras-applications profile writes a weights-only .h5 for "
+                               f"keras.applications (no {option('full_model', True)}, no .keras)")
         return write_keras_applications(graph, path, options.dtype)
 
     net = build_net(graph)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 from caffe2x.graph.ir import Graph
 from caffe2x.graph.numeric import max_rel_error
 from caffe2x.validation.comparison import compare_logits, comparison_problem
@@ -43,7 +43,7 @@ def require(names: Sequence[str]) -> None:
 
         why = opencv.unavailable_reason()
         if why is not None:
-            raise Caffe2xError(f"--oracle opencv: {why}")
+            raise Caffe2xError(f"{option('oracles', ['opencv'])}: {why}")
 
 
 def _caffemodel(model: Any) -> Path | None:
