@@ -32,6 +32,12 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "caffe_blobs": ("caffe_blobs", "--caffe-blobs"),
     "inputs": ("inputs", "--inputs"),
     "oracles": ("oracles", "--oracle"),
+    # caffe2x.evaluate
+    "force": ("force", "--force"),
+    "resume": ("resume", "--resume"),
+    "engine": ("engine", "--engine"),
+    "ray_address": ("ray_address", "--ray-address"),
+    "list_file": ("list_file", "--list"),
 }
 
 _OPTION = re.compile("\x00([a-z_]+)\x1f([^\x00\x1f]*)\x1f([^\x00\x1f]*)\x00")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 
 PathLike = str | os.PathLike[str]
 
@@ -135,7 +135,7 @@ def evaluate(model: PathLike | None, prototxt: PathLike | None = None, *, images
 
         _import_ray()
     elif ray_address is not None:
-        raise Caffe2xError("--ray-address is for --engine ray")
+        raise Caffe2xError(f"{option('ray_address')} is for {option('engine', 'ray')}")
     if resume and journal is None:
         raise Caffe2xError("resuming needs the journal folder of the interrupted run (journal=...)")
     check_outputs([("report", json_path), ("per-image CSV", per_image), ("HTML report", html_path)])

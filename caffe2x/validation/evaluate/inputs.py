@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 from caffe2x.validation.preprocess import IMAGE_SUFFIXES
 
 PathLike = str | os.PathLike[str]
@@ -179,7 +179,7 @@ def image_set(images: PathLike, listing: PathLike | None = None, limit: int | No
         raise Caffe2xError(f"limit must be a positive number of images, got {limit!r}")
     if listing is not None:
         if not images.is_dir():
-            raise Caffe2xError(f"{images}: with a list (--list) the images must be the folder its paths are "
+            raise Caffe2xError(f"{images}: with a list ({option('list_file')}) the images must be the folder its paths are "
                                f"relative to")
         if not Path(listing).is_file():
             raise Caffe2xError(f"{listing}: no such image list")

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 
 SCHEMA = "caffe2x.evaluate-journal/1"
 HEADER = "journal.json"
@@ -126,8 +126,8 @@ class Journal:
             if resume:
                 return journal, journal._check_existing()
             if not force:
-                raise Caffe2xError(f"{journal.directory} holds the journal of an unfinished evaluation: add --resume "
-                                   f"to continue it, or --force to start again")
+                raise Caffe2xError(f"{journal.directory} holds the journal of an unfinished evaluation: add {option('resume', True)} "
+                                   f"to continue it, or {option('force', True)} to start again")
             journal.remove()
         try:
             journal.directory.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ class Journal:
             differ = [k for k in sorted(set(theirs) | set(self.parts)) if theirs.get(k) != self.parts.get(k)]
             raise JournalError(f"{self.directory} is the journal of another evaluation ({', '.join(differ)} "
                                f"differ{'s' if len(differ) == 1 else ''}); resume with the same model, prototxt, "
-                               f"images and flags, or start again with --force")
+                               f"images and options, or start again with {option('force', True)}")
         done = []
         for batch, _path in sorted(self._batch_files()):
             self.read(batch)  # checks it

@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 from caffe2x.validation.evaluate.engines import Done, Work
 
 _EVALUATOR: Any = None
@@ -102,7 +102,7 @@ def run_local(spec: Any, work: Sequence[Work], workers: int, done: Done, say: Ca
         clean = True
     except BrokenProcessPool:
         raise Caffe2xError("a worker process died (killed or out of memory); the finished batches are in the "
-                           "journal: rerun with --resume") from None
+                           f"journal: rerun with {option('resume', True)}") from None
     finally:
         if clean:
             pool.shutdown(wait=True)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from caffe2x.errors import Caffe2xError
+from caffe2x.errors import Caffe2xError, option
 from caffe2x.validation.evaluate.engines import Done, Work
 
 
@@ -141,7 +141,7 @@ def run_ray(spec: Any, work: Sequence[Work], workers: int, done: Done, say: Call
                 number, count_, payload = ray.get(ready[0])
             except ray.exceptions.RayActorError as exc:
                 raise Caffe2xError(f"a Ray worker died ({_cause(exc)}); the finished batches are in the journal: "
-                                   f"rerun with --resume") from None
+                                   f"rerun with {option('resume', True)}") from None
             except ray.exceptions.RayTaskError as exc:
                 raise Caffe2xError(_cause(exc)) from None
             done(number, count_, payload)
