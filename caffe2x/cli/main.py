@@ -162,7 +162,9 @@ def _discard_output() -> None:
 
 
 def _stopped(how: str, written: Sequence[object]) -> str:
-    """``error: interrupted``, saying which outputs were complete (renamed into place) before it."""
+    """``error: interrupted``, saying which outputs were complete (renamed into place) before it and are
+    still there (a run's scratch files, such as validate's artifacts, went with its work directory)."""
+    written = [p for p in written if os.path.exists(p)]
     if not written:
         return f"error: {how}"
     return f"error: {how}; {', '.join(map(str, written))} had been written in full and {'is' if len(written) == 1 else 'are'} kept"

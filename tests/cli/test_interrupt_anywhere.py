@@ -205,3 +205,43 @@ def test_sigint_at_random_instants_of_a_whole_run(tiny_files, tmp_path: Path, re
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
     print(f"seed {seed}, run of {duration:.2f} s: {outcomes}")
     assert outcomes.get("130", 0) >= 10, outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["fixture", "validate"])
+def test_sigint_at_random_instants_of_fixture_and_validate(command: str, tiny_files, tmp_path: Path) -> None:
+    """The same rule for the other writing commands: 130 and one line that names no scratch file (validate's
+    artifacts go with its work directory), nothing in TMPDIR or the output directory, or a finished run."""
+    model, deploy = tiny_files
+
+    def cmd(out: Path) -> list[str]:
+        if command == "fixture":
+            return [sys.executable, "-m", "caffe2x", "fixture", "resnet50", "-o", str(out), "-q"]
+        return [sys.executable, "-m", "caffe2x", "validate", str(model), "-p", str(deploy), "--frameworks",
+                "numpy,torch,onnx", "--json", str(out / "r.json"), "-q"]
+
+    (tmpdir := tmp_path / "tmp").mkdir()
+    seed = int.from_bytes(os.urandom(4), "little")
+    rng = random.Random(seed)
+    outcomes: dict[int, int] = {}
+    for i in range(8):
+        (out := tmp_path / f"run{i}").mkdir()
+        delay = (i + rng.random()) / 8 * 4.0
+        proc = subprocess.Popen(cmd(out), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
+                                env={**os.environ, "TMPDIR": str(tmpdir), "OMP_NUM_THREADS": "1"})
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+        where = f"seed {seed}, run {i}, SIGINT at {delay:.2f} s: rc {proc.returncode}, {err!r}"
+        assert sorted(p.name for p in tmpdir.iterdir()) == [], where
+        if proc.returncode == 130:
+            assert err.count("\n") == 1 and err.startswith("error: interrupted"), where
+            assert str(tmpdir) not in err, where
+            assert all(p.suffix != ".part" and not p.name.startswith(".") for p in out.iterdir()), where
+        elif proc.returncode == 0:
+            assert err == "" and any(out.iterdir()), where
+        else:
+            assert proc.returncode in (-signal.SIGINT, 1) and caffe2x_frames(err) == [] and not any(out.iterdir()), where
+        outcomes[proc.returncode] = outcomes.get(proc.returncode, 0) + 1
+    print(f"{command}: seed {seed}: {outcomes}")
+    assert outcomes.get(130, 0) >= 4, outcomes
