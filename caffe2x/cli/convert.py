@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from caffe2x.fileio import refuse_collisions
 
     out, target = _convert_destination(args)
+    if not out.parent.is_dir():  # before the model is read, not when the writer opens the file
+        raise Caffe2xError(f"cannot write {out}: directory {out.parent} does not exist")
     refuse_collisions([("output", out)], [("model", args.model), ("prototxt", args.prototxt)])
     options = {k: True for k in ("emit_code", "full_model") if getattr(args, k)}
     check_request(target, out, dtype=args.dtype, profile=args.profile, options=options)
