@@ -26,7 +26,7 @@ Files (:func:`write`):
   ``by_name=True``. A destination named ``*.weights.h5`` gets Keras 3's native weights format instead,
   since that is the loader Keras picks for that name.
 * ``.h5`` with ``full_model=True`` -- the whole model (config + weights), via ``model.save``; load with
-  ``import caffe2x.targets.keras`` then ``keras.models.load_model(path)``.
+  ``import caffe2x.targets.keras`` then ``keras.models.load_model(path, compile=False)`` (no training configuration is stored).
 * ``.keras`` -- Keras 3's native format, via ``model.save``; load the same way.
 * ``profile="keras-applications"`` -- an ``.h5`` that ``keras.applications.ResNet50(weights=None)``
   (or ResNet101/152) loads with ``load_weights``; see :func:`write_keras_applications`.

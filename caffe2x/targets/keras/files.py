@@ -1,10 +1,12 @@
 """Writing the Keras target's files: ``.h5`` weights (Keras' HDF5 layout), ``.h5`` full model, ``.keras``."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import keras
@@ -48,12 +50,14 @@ def write(graph: Graph, path: str | os.PathLike[str], options: WriteOptions) -> 
     if options.dtype != "float32":
         _round_variables(model, options.dtype)
     if suffix == ".keras" or full_model:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _without_absl_lines("This file format is considered legacy"):
             warnings.simplefilter("ignore")  # Keras calls .h5 'legacy'; it is what was asked for
             model.save(str(path))
         kind = "Keras 3 native model" if suffix == ".keras" else "Keras HDF5 model (config + weights)"
+        # no training configuration is stored (the model is not compiled): compile=False loads it without
+        # Keras' "No training configuration found" warning
         notes.append(f"{kind}: `import caffe2x.targets.keras` (registers the caffe2x layers), then "
-                     f"`keras.models.load_model(path)`; input is NHWC")
+                     f"`keras.models.load_model(path, compile=False)`; input is NHWC")
         if options.dtype != "float32":
             notes.append(f"Keras holds the weights as float32 variables; their values are rounded to {options.dtype}")
         return notes
@@ -80,6 +84,24 @@ def _round_variables(model: keras.Model, dtype: str) -> None:
 
 
 _NATIVE_WEIGHTS_NAME = re.compile(r"\.weights\.h5$")
+
+
+@contextlib.contextmanager
+def _without_absl_lines(text: str) -> Iterator[None]:
+    """Drop absl log records containing ``text`` while the block runs (Keras logs its advice through
+    absl, which Python's ``warnings`` filters do not reach); every other record passes."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return text not in record.getMessage()
+
+    logger, drop = logging.getLogger("absl"), _Drop()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def _is_native_weights_name(path: Path) -> bool:
