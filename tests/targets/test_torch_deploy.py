@@ -137,7 +137,7 @@ def resnet50() -> Graph:
 
 @pytest.fixture(scope="module")
 def r50_cases(resnet50: Graph) -> list[tuple[torch.Tensor, np.ndarray]]:
-    """ResNet-50's logits at batch 1 and 2 (its InnerProduct fixes H x W: 224 is the size it takes)."""
+    """ResNet-50's logits at batch 1 and 2 (its InnerProduct fixes H x W)."""
     return [(torch.from_numpy(x), caffe2x.run(resnet50, x, "fc1000"))
             for x in (seeded((1, 3, 224, 224), 30, 50.0), seeded((2, 3, 224, 224), 31, 50.0))]
 

@@ -17,8 +17,7 @@ class CaffeShuffleChannel(nn.Module):
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c = x.shape[0], x.shape[1]
-        return x.reshape(n, self.group, c // self.group, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+        return x.unflatten(1, (self.group, -1)).transpose(1, 2).flatten(1, 2)
 
 
 HELPERS = (CaffeShuffleChannel,)

@@ -22,7 +22,7 @@ from caffe2x.targets.torch.ops import layer_spec
 
 #: names a local variable in generated ``forward`` must not take
 _RESERVED_LOCALS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
-    {"self", "torch", "nn", "F", "math", "annotations", "pool_output_size", "pool_window", "Net", "InputSizeError",
+    {"self", "torch", "nn", "F", "math", "Optional", "annotations", "pool_output_size", "pool_window", "Net", "InputSizeError",
      "check_min_size", "check_crop", "_min_size_eager", "_crop_eager"}
 ) | frozenset(c.__name__ for c in HELPER_CLASSES)
 
@@ -119,6 +119,7 @@ differs from torch's own layers (ceil-mode pooling windows, BatchNorm without af
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F

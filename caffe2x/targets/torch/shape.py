@@ -48,14 +48,13 @@ class CaffePermute(nn.Module):
 class CaffeTile(nn.Module):
     """Caffe's Tile: the block from ``axis`` on repeated ``tiles`` times along ``axis``."""
 
-    def __init__(self, axis: int = 1, tiles: int = 1) -> None:
+    def __init__(self, axis: int = 1, tiles: int = 1, rank: int = 4) -> None:
         super().__init__()
         self.axis, self.tiles = axis, tiles
+        self.reps = [tiles if i == axis else 1 for i in range(rank)]  # fixed when built: the input's rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        reps = [1] * x.dim()
-        reps[self.axis] = self.tiles
-        return x.repeat(reps)
+        return x.repeat(self.reps)
 
 
 class CaffeCrop(nn.Module):
@@ -79,10 +78,10 @@ class CaffeSlice(nn.Module):
     def __init__(self, axis: int = 1, points: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.axis, self.points = axis, tuple(points)
+        self.sizes = [b - a for a, b in zip(self.points, self.points[1:])]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        sizes = [b - a for a, b in zip(self.points, self.points[1:])]
-        return tuple(torch.split(x, sizes, dim=self.axis))
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return torch.split(x, self.sizes, dim=self.axis)  # a tuple (eager) or list (TorchScript): indexed, never unpacked
 
 
 HELPERS = (CaffeReshape, CaffePermute, CaffeTile, CaffeCrop, CaffeSlice)
@@ -110,7 +109,8 @@ def _permute(node: Node, graph: Graph) -> LayerSpec:
 
 @builder("Tile")
 def _tile(node: Node, graph: Graph) -> LayerSpec:
-    return LayerSpec(CaffeTile, {"axis": int(node.attrs["axis"]), "tiles": int(node.attrs["tiles"])})
+    return LayerSpec(CaffeTile, {"axis": int(node.attrs["axis"]), "tiles": int(node.attrs["tiles"]),
+                                 "rank": len(graph.shapes[node.inputs[0]])})
 
 
 @builder("Crop")
