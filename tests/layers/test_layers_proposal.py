@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.helpers.layer_targets import RUNNERS
+from tests.helpers.layer_targets import RUNNERS, run_emitted_torch
 from tests.helpers.opencv_caffe import opencv_forward
 
 import caffe2x
@@ -358,3 +358,27 @@ layer { name: "proposal" type: "Proposal" bottom: "p" bottom: "d" bottom: "im_in
         (theirs,) = opencv_forward(tmp_path, text % extra, x, ["proposal"])
         assert theirs.shape == (rows, 5) and np.all(theirs[len(ref):] == 0)
         assert max_rel_error(theirs[:len(ref)], ref) <= TOL
+
+
+def test_emitted_torch_code_and_the_keras_file_carry_the_proposal_layer(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--emit-code`` copies CaffeProposal (torch only, no caffe2x import) and a ``.keras`` file
+    reloads with ``keras.models.load_model``: both give the reference's detections."""
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    graph = load("post_20_pre_200_with_scores", tmp_path)
+    x = feeds()
+    ref = execute(graph, x)
+    emitted = run_emitted_torch(graph, x, tmp_path, monkeypatch)
+    path = tmp_path / "net.keras"
+    caffe2x.save(graph, path)
+    reloaded = keras.models.load_model(path)
+    outs = reloaded([x["data"].transpose(0, 2, 3, 1), x["im_info"]])
+    by_name = dict(zip([graph.blob_name(v) for v in graph.outputs], outs))
+    for blob in ("scores", "cls_prob", "bbox_pred"):
+        want = ref[graph.value(blob)]
+        assert max_rel_error(emitted[blob].numpy(), want) <= TOL, f"emitted {blob}"
+        assert np.asarray(by_name[blob]).shape == want.shape and max_rel_error(np.asarray(by_name[blob]), want) <= TOL
