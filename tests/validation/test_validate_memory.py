@@ -245,7 +245,7 @@ def test_a_child_process_that_dies_is_that_frameworks_failure_not_a_crash(tmp_pa
 
 LOST_TERMINATION = """
 import sys, weakref
-from caffe2x import isolated
+from caffe2x.validation import isolated
 from caffe2x.fileio import Terminated
 
 sys.unraisablehook = isolated._unraisable
