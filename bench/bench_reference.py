@@ -48,15 +48,18 @@ def main() -> None:
             for hw in sizes:
                 x = (np.random.default_rng(0).standard_normal((opts.batch, shape[1], *hw)) * 50).astype(np.float32)
                 caffe2x.run(graph, x, outputs=logits)  # warm-up
-                times = []
+                times, cpu = [], []
                 for _ in range(opts.repeat):
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     caffe2x.run(graph, x, outputs=logits)
                     times.append(time.perf_counter() - t)
+                    cpu.append(time.process_time() - c)
                 how = "read size" if hw == tuple(shape[2:]) else "reshaped"
+                # CPU seconds of this process: on a machine busy with other work they move far less than the
+                # wall (with CAFFE2X_BLAS_THREADS=1 no BLAS thread spins waiting for a core)
                 print(f"{name} {opts.batch}x{shape[1]}x{'x'.join(map(str, hw))} ({how}): median "
                       f"{statistics.median(times):.3f} s (min {min(times):.3f}, max {max(times):.3f}) over "
-                      f"{opts.repeat} runs")
+                      f"{opts.repeat} runs; CPU median {statistics.median(cpu):.3f} s (min {min(cpu):.3f})")
     print(f"machine: {os.cpu_count()} CPUs, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
 

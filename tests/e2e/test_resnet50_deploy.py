@@ -40,11 +40,13 @@ def test_reference_at_200x200_matches_opencv(resnet50_files, resnet50_graph) -> 
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.enableWinograd(False)
     x = photos(2, 200)
-    ours = caffe2x.run(resnet50_graph, x, outputs=["fc1000", "res4f", "pool1"])
+    # OpenCV names a layer's output: res4f's Eltwise before its in-place ReLU is value res4f@res4f here
+    values = {"fc1000": "fc1000", "res4f@res4f": "res4f", "pool1": "pool1"}
+    ours = caffe2x.run(resnet50_graph, x, outputs=list(values))
     net.setInput(x)
-    for name, theirs in zip(["fc1000", "res4f", "pool1"], net.forward(["fc1000", "res4f", "pool1"])):
-        assert ours[name].shape == theirs.shape
-        assert max_rel_error(ours[name], theirs) <= 1e-4, name
+    for (value, layer), theirs in zip(values.items(), net.forward(list(values.values()))):
+        assert ours[value].shape == theirs.shape
+        assert max_rel_error(ours[value], theirs) <= 1e-4, layer
     with pytest.raises(caffe2x.Caffe2xError, match=r"layer 'pool5' \(Pooling\).*H 195\.\.226, W 195\.\.226$"):
         caffe2x.run(resnet50_graph, photos(1, 160))
 
