@@ -131,12 +131,26 @@ def attempt(case: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": outcome, "message": message, "seconds": round(time.perf_counter() - start, 2)}
 
 
+def peak_rss_mb() -> int:
+    """This process's own peak RSS: ``VmHWM`` of its memory map. (``ru_maxrss`` is no use here: Linux
+    keeps the larger of the parent's RSS at fork and the child's across exec, so a driver started from
+    a pytest worker holding TensorFlow would report the worker's 1 GB.)"""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def main() -> int:
     names = sys.argv[1:] or list(CASES)
     for name in names:
         result = attempt(CASES[name])
         result["case"] = name
-        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        result["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(result), flush=True)
     return 0
 
