@@ -15,11 +15,12 @@ registry.
 
 Why the families are always registered, without an import cycle: a family imports the modules whose
 registries it fills (``reader``, ``ir``, ``reference``), so those modules cannot import the families
-back. Instead the *package* ``caffe2x/__init__.py`` imports this package at its end. Python runs a
-package's ``__init__`` before any of its submodules can be used, so whoever touches
-``caffe2x.caffe.reader``, ``caffe2x.graph.reference`` or ``caffe2x.graph.ir`` -- by ``import caffe2x``, ``from caffe2x
-import reader`` or ``python -m caffe2x`` -- finds every family registered, and no caffe2x module imports
-a module that imports it (``tests/layers/test_layer_families.py`` pins both facts).
+back. Instead the *package* ``caffe2x/__init__.py`` (which Python runs before any submodule can be
+used) hooks this package to the first read of any registry (``Registry.first_use``): whoever reads
+``caffe2x.caffe.reader.LAYERS``, ``caffe2x.graph.ir.SHAPE_FUNCTIONS`` or ``caffe2x.graph.reference.OPS``
+-- through ``caffe2x.load``, ``python -m caffe2x`` or those modules alone -- finds every family
+registered, ``import caffe2x`` by itself imports none of them, and no caffe2x module imports a module
+that imports it (``tests/layers/test_layer_families.py`` pins both facts).
 
 Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 """
