@@ -13,30 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.evaluate_sets import colour_set
+from tests.helpers.terminal import stderr_on_a_terminal
 
 
 def _stderr_on_a_terminal(cmd: list[str]) -> str:
-    import fcntl
-    import pty
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # tqdm draws nothing in 0 columns
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=300)
-    os.close(master)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return stderr_on_a_terminal(cmd, columns=120, timeout=300)[1].decode("utf-8", "replace")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")

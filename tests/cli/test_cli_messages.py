@@ -7,14 +7,10 @@ option, progress bars only on a terminal, and what ``--fold-bn`` reports.
 """
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
@@ -22,6 +18,7 @@ import pytest
 import caffe2x
 from caffe2x import fixtures
 from caffe2x.cli.main import build_parser, main
+from tests.helpers.terminal import stderr_on_a_terminal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -248,22 +245,9 @@ def _fixture_stderr(tmp_path: Path, *extra: str, terminal: bool) -> str:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     if not terminal:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env).stderr
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # tqdm draws nothing 0 wide
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:  # the terminal closed with the process
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert proc.wait(timeout=120) == 0
-    return b"".join(chunks).decode(errors="replace")
+    code, err = stderr_on_a_terminal(cmd, env=env, timeout=120)
+    assert code == 0
+    return err.decode(errors="replace")
 
 
 def test_fixture_shows_progress_bars_on_a_terminal_only(tmp_path: Path) -> None:

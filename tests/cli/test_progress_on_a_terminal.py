@@ -3,16 +3,13 @@ stderr, fixture, convert and validate draw a tqdm bar (``NN%|`` redrawn with ``\
 pipe, or with ``--quiet``, none."""
 from __future__ import annotations
 
-import fcntl
-import os
 import re
-import struct
 import subprocess
 import sys
-import termios
-from pathlib import Path
 
 import pytest
+
+from tests.helpers.terminal import stderr_on_a_terminal
 
 BAR = re.compile(rb"\r[^\r\n]*\d+%\|")
 
@@ -22,25 +19,9 @@ def stderr_of(args: list[str], terminal: bool) -> bytes:
     if not terminal:
         return subprocess.run([sys.executable, "-m", "caffe2x", *args], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, timeout=600).stderr
-    master, slave = os.openpty()
-    # a terminal of 80 x 24, as a real one has a size (tqdm draws nothing on a 0-column terminal)
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    try:
-        proc = subprocess.Popen([sys.executable, "-m", "caffe2x", *args], stdout=subprocess.DEVNULL, stderr=slave)
-        os.close(slave)
-        chunks = []
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.wait(timeout=600) == 0, b"".join(chunks)[-2000:]
-        return b"".join(chunks)
-    finally:
-        os.close(master)
+    code, err = stderr_on_a_terminal([sys.executable, "-m", "caffe2x", *args], columns=80)
+    assert code == 0, err[-2000:]
+    return err
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.terminal import stderr_on_a_terminal
+
 
 def _validate(tiny_files: tuple[Path, Path], *extra: str, tty: bool) -> str:
     """stderr of ``caffe2x validate`` on the tiny net (numpy only), through a pseudo-terminal or a pipe."""
@@ -17,28 +19,7 @@ def _validate(tiny_files: tuple[Path, Path], *extra: str, tty: bool) -> str:
            "--frameworks", "numpy", *extra]
     if not tty:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=300).stderr
-    import pty
-
-    import fcntl
-    import struct
-    import termios
-
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # tqdm draws nothing in 0 columns
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    proc.wait(timeout=300)
-    os.close(master)
-    return b"".join(chunks).decode("utf-8", "replace")
+    return stderr_on_a_terminal(cmd, timeout=300)[1].decode("utf-8", "replace")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
