@@ -79,6 +79,7 @@ def run_local(spec: Any, work: Sequence[Work], workers: int, done: Done, say: Ca
 
     workers = min(workers, len(work))
     say(f"starting {workers} worker processes")
+    _start_quiet_resource_tracker()
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start, initargs=(spec, workers))
     queue = iter(work)
@@ -108,6 +109,26 @@ def run_local(spec: Any, work: Sequence[Work], workers: int, done: Done, say: Ca
             pool.shutdown(wait=True)
         else:
             _stop(pool)
+
+
+def _start_quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker without its leaked-semaphore warning.
+
+    An interrupted run terminates the pool's workers and leaves at once (``os._exit``, so nothing
+    partial is written after the one-line message); the pool's queue semaphores are then never
+    unregistered, and the tracker, which removes them itself as the process ends, would print
+    "resource_tracker: There appear to be N leaked semaphore objects" on the user's terminal: noise
+    the user cannot act on. The tracker inherits ``sys.warnoptions`` as ``-W`` flags when it starts.
+    """
+    import sys
+    from multiprocessing import resource_tracker
+
+    quiet = "ignore::UserWarning:multiprocessing.resource_tracker"
+    sys.warnoptions.append(quiet)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        sys.warnoptions.remove(quiet)
 
 
 def _stop(pool: Any) -> None:
