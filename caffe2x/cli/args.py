@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 import os
+from collections.abc import Callable
 from typing import Any
+
+from caffe2x.errors import Caffe2xError
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -85,3 +88,26 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: the shell's code for a writer whose rea
 def say(args: argparse.Namespace, message: str) -> None:
     if not getattr(args, "quiet", False):
         print(message, file=sys.stderr)
+
+
+def progress_say(quiet: bool) -> tuple[bool, Callable[[str], None] | None]:
+    """(draw a tqdm bar?, how to print a progress line) for a long subcommand: a bar only on a terminal,
+    lines above it when one is shown, nothing under ``--quiet``."""
+    bar = not quiet and sys.stderr.isatty()
+    if quiet:
+        return bar, None
+    if bar:
+        from tqdm import tqdm
+
+        return bar, lambda m: tqdm.write(m, file=sys.stderr)
+    return bar, lambda m: print(m, file=sys.stderr, flush=True)
+
+
+def framework_list(text: str | None) -> list[str] | None:
+    """``--frameworks a,b`` as a list (None when the flag is not given); an empty list is an error."""
+    if text is None:
+        return None
+    frameworks = [f.strip() for f in text.split(",") if f.strip()]
+    if not frameworks:
+        raise Caffe2xError("--frameworks names no framework")
+    return frameworks

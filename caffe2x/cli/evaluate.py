@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from caffe2x.cli.args import EXIT_INTERRUPTED, EXIT_TERMINATED, add_force_argument, add_model_args, parse_floats
-from caffe2x.errors import Caffe2xError
+from caffe2x.cli.args import (EXIT_INTERRUPTED, EXIT_TERMINATED, add_force_argument, add_model_args, framework_list,
+                              parse_floats, progress_say)
 
 #: the journal folder when neither --journal nor --json names one
 DEFAULT_JOURNAL = "caffe2x-evaluate.journal"
@@ -78,20 +78,15 @@ def journal_folder(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     """``caffe2x evaluate``: 0 when every framework agrees within tolerance, 1 when not, 2 for bad input
     (undecodable images included: the report is still written); 130/143 when interrupted."""
-    from caffe2x.cli.validate import _say, quiet_frameworks
+    from caffe2x.cli.validate import quiet_frameworks
     from caffe2x.fileio import OutputExistsError, Terminated
     from caffe2x.validation.evaluate import evaluate
     from caffe2x.validation.evaluate.report import render_table, verdict
 
     quiet_frameworks()
     quiet = args.quiet
-    bar = not quiet and sys.stderr.isatty()
-    say = None if quiet else _say(bar)
-    frameworks = None
-    if args.frameworks is not None:
-        frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-        if not frameworks:
-            raise Caffe2xError("--frameworks names no framework")
+    bar, say = progress_say(quiet)
+    frameworks = framework_list(args.frameworks)
     for out in (args.json, args.per_image, args.html):
         if out and Path(out).exists() and not args.force:
             raise OutputExistsError(f"{out} already exists; pass --force to replace it")

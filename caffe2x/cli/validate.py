@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from caffe2x.cli.args import (EXIT_MISMATCH, EXIT_OK, add_force_argument, add_model_args, parse_floats,
-                              path_list_option)
+from caffe2x.cli.args import (EXIT_MISMATCH, EXIT_OK, add_force_argument, add_model_args, framework_list,
+                              parse_floats, path_list_option, progress_say)
 from caffe2x.errors import Caffe2xError
 from caffe2x.targets import all_targets, names, profile_choices
 from caffe2x.validation.comparison import DEFAULT_ATOL, DEFAULT_RTOL
@@ -68,15 +68,6 @@ def quiet_frameworks() -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
-def _say(bar: bool):  # type: ignore[no-untyped-def]
-    """Progress lines on stderr; above the tqdm bar when one is shown."""
-    if bar:
-        from tqdm import tqdm
-
-        return lambda m: tqdm.write(m, file=sys.stderr)
-    return lambda m: print(m, file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     """``caffe2x validate``: 0 when everything agrees, 1 when something differs (2: bad input, raised)."""
     from caffe2x.fileio import OutputExistsError, atomic_output, refuse_collisions
@@ -88,13 +79,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # every TF log line, the import-time ones too
     else:
         quiet_frameworks()
-    bar = not quiet and sys.stderr.isatty()
-    say = None if quiet else _say(bar)
-    frameworks = None
-    if args.frameworks is not None:
-        frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
-        if not frameworks:
-            raise Caffe2xError("--frameworks names no framework")
+    bar, say = progress_say(quiet)
+    frameworks = framework_list(args.frameworks)
     refuse_collisions([("--json report", args.json), ("--html report", args.html)],
                       run_inputs(args.model, args.prototxt, args.mean, args.images, args.against, args.labels))
     for out in (args.json, args.html):
