@@ -1,7 +1,9 @@
 """SSD's detection layers: Normalize, PriorBox, DetectionOutput (weiliu89/caffe, branch ``ssd``).
 
-Everything is resolved at read time from the prototxt and the (static) input shapes, so a target
-only evaluates formulas:
+Everything is resolved at read time from the prototxt and the input shapes, so a target only
+evaluates formulas; PriorBox's ``rule`` says which of ``img`` and ``step`` Caffe recomputes when the
+net is reshaped (:func:`prior_attrs`: without img_size the image input's H x W, without step image
+over feature size), so an SSD without img_size runs at any size and one with it keeps its read size.
 
 ===============  ===========================================================  =====================
 op               attrs                                                        params
@@ -10,7 +12,8 @@ Normalize        across_spatial, channel_shared, eps                          we
 PriorBox         min_sizes, max_sizes (ints: the fork truncates them),        -
                  aspect_ratios (1 first, deduplicated, flipped), clip,
                  variance (1 or 4 values), img [h, w], step [h, w], offset,
-                 offsets (TextBoxes: [[offset_h, offset_w], ...], optional)
+                 offsets (TextBoxes: [[offset_h, offset_w], ...], optional),
+                 rule {img: 'input' | 'fixed', step: 'derived' | 'fixed'}
 DetectionOutput  num_classes, share_location, background_label_id,            -
                  nms_threshold, top_k, eta, keep_top_k, confidence_threshold,
                  code_type ('corner' | 'center_size' | 'corner_size'),
@@ -50,7 +53,7 @@ import numpy as np
 from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.formulas import num_priors, prior_boxes
-from caffe2x.graph.ir import Graph, Node, Shape, pins_input_size, shape_function
+from caffe2x.graph.ir import Graph, Node, Shape, check_pinned, shape_function
 from caffe2x.graph.reference import op as reference_op
 
 f32 = np.float32
@@ -171,10 +174,15 @@ def _prior_box_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSp
         step = [float(p.step)] * 2
     else:
         step = [0.0, 0.0]
-    if step[0] <= 0 or step[1] <= 0:  # Caffe: image size over feature size, as a float
+    derived = step[0] <= 0 or step[1] <= 0
+    if derived:  # Caffe: image size over feature size, as a float
         step = [float(f32(img[0]) / f32(x[2])), float(f32(img[1]) / f32(x[3]))]
+    # which of img and step Caffe recomputes when the net is reshaped: img from the image input unless
+    # img_size / img_h / img_w are given, step as image over feature size unless step / step_h / step_w are
+    rule = {"img": "fixed" if p.HasField("img_h") or p.HasField("img_w") or p.HasField("img_size") else "input",
+            "step": "derived" if derived else "fixed"}
     attrs = {"min_sizes": min_sizes, "max_sizes": max_sizes, "aspect_ratios": ratios, "clip": bool(p.clip),
-             "variance": variance or [0.1], "img": img, "step": step, "offset": float(p.offset)}
+             "variance": variance or [0.1], "img": img, "step": step, "offset": float(p.offset), "rule": rule}
     offset_h, offset_w = _repeated(p, "offset_h"), _repeated(p, "offset_w")
     if offset_h or offset_w:  # TextBoxes: one box per size at each (offset_h[i], offset_w[i]) of the cell
         if len(offset_h) != len(offset_w):
@@ -190,19 +198,40 @@ def _repeated(p: Any, field: str) -> list[float]:
     return list(getattr(p, field)) if field in p.DESCRIPTOR.fields_by_name else []
 
 
-#: PriorBox's image size and steps are resolved at read time (from the data blob and the feature map)
-pins_input_size("PriorBox")
+def prior_follows_input(attrs: dict[str, Any]) -> bool:
+    """Whether PriorBox's image size comes from its image input at run time (no img_size / img_h /
+    img_w: Caffe's ``PriorBoxLayer::Forward`` reads ``bottom[1]``'s H and W), so the net takes any
+    size there; a given image size pins the input size it was read at. A graph stored before the rule
+    was kept pins it too."""
+    rule = attrs.get("rule")
+    return bool(rule) and rule["img"] == "input"
+
+
+def prior_attrs(attrs: dict[str, Any], feature: Shape, image: Shape | None) -> dict[str, Any]:
+    """PriorBox's attrs for a feature map shaped ``feature`` and an image input shaped ``image``: the
+    image size from the image input and the steps as image over feature size (as float32), each where
+    Caffe computes them at run time (see :func:`prior_follows_input`)."""
+    if not prior_follows_input(attrs) or image is None:
+        return attrs
+    img = [int(image[2]), int(image[3])]
+    step = list(attrs["step"])
+    if attrs["rule"]["step"] == "derived":
+        step = [float(f32(img[0]) / f32(feature[2])), float(f32(img[1]) / f32(feature[3]))]
+    return {**attrs, "img": img, "step": step}
 
 
 @shape_function("PriorBox")
 def _prior_box_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
+    if not prior_follows_input(node.attrs):  # img_size given: the feature map and image it was read at
+        check_pinned(node, ins, [graph.shapes.get(v) for v in node.inputs])
     x = ins[0]
     return [(1, 2, x[2] * x[3] * num_priors(node.attrs) * 4)]
 
 
 @reference_op("PriorBox")
 def _prior_box(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
-    return [prior_boxes(node.attrs, ins[0].shape[2], ins[0].shape[3])]
+    a = prior_attrs(node.attrs, ins[0].shape, ins[1].shape if len(ins) > 1 else None)
+    return [prior_boxes(a, ins[0].shape[2], ins[0].shape[3])]
 
 
 # =========================================================================== DetectionOutput

@@ -152,9 +152,46 @@ def test_an_interp_stored_without_its_rule_keeps_the_size_it_was_read_at() -> No
         caffe2x.run(graph, seeded((1, 2, 10, 8)))
 
 
-def test_priorbox_keeps_the_size_it_was_read_at() -> None:
+@pytest.mark.parametrize("shape", [(1, 3, 48, 40), (2, 3, 37, 21)])
+def test_priorbox_follows_the_image_input_as_caffe_does(shape) -> None:
+    """Without img_size, Caffe's PriorBox reads the image size from its image input and derives the
+    steps from it at every forward: the reshaped SSD computes what the SSD read at that size does."""
     graph = fixtures.graph("ssd_mobilenet_style")
-    with pytest.raises(Caffe2xError, match=r"\(PriorBox\) was resolved for an input shaped"):
+    at = graph_from_text(fixtures.ZOO["ssd_mobilenet_style"], input_shape=shape)
+    names = ["conv1_mbox_priorbox", "conv2_mbox_priorbox", "mbox_priorbox"]
+    ours = caffe2x.run(graph, seeded(shape), outputs=names)
+    theirs = caffe2x.run(at, seeded(shape), outputs=names)
+    for name in names:
+        np.testing.assert_array_equal(ours[name], theirs[name])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 48, 40), (1, 3, 37, 21)])
+def test_reshaped_priorbox_matches_opencv_read_at_that_size(tmp_path: Path, shape) -> None:
+    """OpenCV's Caffe importer is the oracle, read at each size: reshaped by ``setInput`` after a first
+    forward it keeps the steps it derived at the first size (its ``_stepX`` is set once), where Caffe's
+    ``PriorBoxLayer::Forward`` derives them from the current sizes at every call, as caffe2x does."""
+    cv2 = pytest.importorskip("cv2")
+    if not hasattr(cv2.dnn, "readNetFromCaffe"):
+        pytest.skip("this OpenCV has no Caffe importer")
+    model, deploy = fixtures.write_model("ssd_mobilenet_style", tmp_path)
+    graph = caffe2x.load(model, deploy)
+    sized = tmp_path / "sized.prototxt"
+    sized.write_text(deploy.read_text().replace("dim: 32 dim: 32", f"dim: {shape[2]} dim: {shape[3]}"))
+    net = cv2.dnn.readNetFromCaffe(str(sized), str(model))
+    names = ["conv1_mbox_priorbox", "conv2_mbox_priorbox"]
+    x = seeded(shape)
+    net.setInput(x)
+    ours = caffe2x.run(graph, x, outputs=names)
+    for name, theirs in zip(names, net.forward(names)):
+        assert ours[name].shape == theirs.shape, name
+        assert max_rel_error(ours[name], theirs) <= 1e-6, name
+
+
+def test_priorbox_with_an_image_size_keeps_the_size_it_was_read_at() -> None:
+    text = fixtures.ZOO["ssd_mobilenet_style"].replace("min_size: 6 ", "min_size: 6 img_size: 32 ")
+    graph = graph_from_text(text)
+    with pytest.raises(Caffe2xError, match=r"layer 'conv1_mbox_priorbox' \(PriorBox\) was resolved for an input "
+                                           r"shaped \[1, 16, 8, 8\].*it takes data: N free, C fixed 3, H fixed 32"):
         caffe2x.run(graph, seeded((1, 3, 64, 64)))
     assert caffe2x.run(graph, seeded((2, 3, 32, 32))).shape[0] == 1  # another batch is fine
 
