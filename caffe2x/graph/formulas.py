@@ -5,6 +5,7 @@ source positions and weights). Kept outside :mod:`caffe2x.layers` so targets nev
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,28 @@ def prior_box_sizes(attrs: dict[str, Any]) -> list[tuple[float, float]]:
             root = f32(math.sqrt(ar))
             sizes.append((float(f32(f32(m) * root)), float(f32(f32(m) / root))))
     return sizes
+
+
+def prior_follows_input(attrs: dict[str, Any]) -> bool:
+    """Whether PriorBox's image size comes from its image input at run time (no img_size / img_h /
+    img_w: Caffe's ``PriorBoxLayer::Forward`` reads ``bottom[1]``'s H and W), so the net takes any
+    size there; a given image size pins the input size it was read at. A graph stored before the rule
+    was kept pins it too."""
+    rule = attrs.get("rule")
+    return bool(rule) and rule["img"] == "input"
+
+
+def prior_attrs(attrs: dict[str, Any], feature: Sequence[int], image: Sequence[int] | None) -> dict[str, Any]:
+    """PriorBox's attrs for a feature map shaped ``feature`` and an image input shaped ``image``: the
+    image size from the image input and the steps as image over feature size (as float32), each where
+    Caffe computes them at run time (see :func:`prior_follows_input`)."""
+    if not prior_follows_input(attrs) or image is None:
+        return attrs
+    img = [int(image[2]), int(image[3])]
+    step = list(attrs["step"])
+    if attrs["rule"]["step"] == "derived":
+        step = [float(f32(img[0]) / f32(feature[2])), float(f32(img[1]) / f32(feature[3]))]
+    return {**attrs, "img": img, "step": step}
 
 
 def prior_boxes(attrs: dict[str, Any], height: int, width: int) -> np.ndarray:

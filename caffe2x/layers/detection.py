@@ -2,7 +2,7 @@
 
 Everything is resolved at read time from the prototxt and the input shapes, so a target only
 evaluates formulas; PriorBox's ``rule`` says which of ``img`` and ``step`` Caffe recomputes when the
-net is reshaped (:func:`prior_attrs`: without img_size the image input's H x W, without step image
+net is reshaped (:func:`caffe2x.graph.formulas.prior_attrs`: without img_size the image input's H x W, without step image
 over feature size), so an SSD without img_size runs at any size and one with it keeps its read size.
 
 ===============  ===========================================================  =====================
@@ -52,7 +52,7 @@ import numpy as np
 
 from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
 from caffe2x.errors import Caffe2xError
-from caffe2x.graph.formulas import num_priors, prior_boxes
+from caffe2x.graph.formulas import num_priors, prior_attrs, prior_boxes, prior_follows_input
 from caffe2x.graph.ir import Graph, Node, Shape, check_pinned, shape_function
 from caffe2x.graph.reference import op as reference_op
 
@@ -196,28 +196,6 @@ def _prior_box_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSp
 def _repeated(p: Any, field: str) -> list[float]:
     """A repeated field of ``p`` (empty when a ``--proto`` schema has no such field)."""
     return list(getattr(p, field)) if field in p.DESCRIPTOR.fields_by_name else []
-
-
-def prior_follows_input(attrs: dict[str, Any]) -> bool:
-    """Whether PriorBox's image size comes from its image input at run time (no img_size / img_h /
-    img_w: Caffe's ``PriorBoxLayer::Forward`` reads ``bottom[1]``'s H and W), so the net takes any
-    size there; a given image size pins the input size it was read at. A graph stored before the rule
-    was kept pins it too."""
-    rule = attrs.get("rule")
-    return bool(rule) and rule["img"] == "input"
-
-
-def prior_attrs(attrs: dict[str, Any], feature: Shape, image: Shape | None) -> dict[str, Any]:
-    """PriorBox's attrs for a feature map shaped ``feature`` and an image input shaped ``image``: the
-    image size from the image input and the steps as image over feature size (as float32), each where
-    Caffe computes them at run time (see :func:`prior_follows_input`)."""
-    if not prior_follows_input(attrs) or image is None:
-        return attrs
-    img = [int(image[2]), int(image[3])]
-    step = list(attrs["step"])
-    if attrs["rule"]["step"] == "derived":
-        step = [float(f32(img[0]) / f32(feature[2])), float(f32(img[1]) / f32(feature[3]))]
-    return {**attrs, "img": img, "step": step}
 
 
 @shape_function("PriorBox")

@@ -108,3 +108,62 @@ def test_fcn_in_openvino_matches_the_reference_at_every_size(fcn, fcn_onnx, tmp_
             got = result[compiled.output(name)]
             assert got.shape == ref[name].shape, (shape, name)
             assert max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
+
+
+@pytest.fixture(scope="module")
+def resize_net() -> caffe2x.graph.ir.Graph:
+    from caffe2x.caffe.reader import read_bytes
+    from tests.helpers.resize_net import RESIZE_PROTOTXT
+
+    return read_bytes(fixtures.synthesize(RESIZE_PROTOTXT, seed=3), RESIZE_PROTOTXT)
+
+
+@pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
+def test_interp_lrn_reshape_and_priorbox_follow_the_run_time_size(resize_net, level: str) -> None:
+    """Interp's zoom / shrink-with-crop / size-of-a-blob rules and an explicit height/width (its output
+    stays 7x9 while its input varies), LRN within a channel, a 0/-1 Reshape and PriorBox's image size
+    and steps are computed in the graph from the run-time shape: H and W stay symbolic, strict shape
+    inference passes, and onnxruntime matches the reference at sizes the net was not read at."""
+    from tests.helpers.resize_net import RESIZE_OUTPUTS, RESIZE_SIZES
+
+    model = to_onnx(resize_net, outputs=RESIZE_OUTPUTS)
+    assert dims(model.graph.input[0]) == ["N", 3, "H", "W"]
+    outs = {o.name: dims(o) for o in model.graph.output}
+    assert outs["fixed"] == ["N", 6, 7, 9] and outs["flat"] == ["N", 6, None]
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    sess = session(model.SerializeToString(), level)
+    for shape in RESIZE_SIZES:
+        x = seeded(shape)
+        ref = caffe2x.run(resize_net, x, outputs=RESIZE_OUTPUTS)
+        for name, got in zip(RESIZE_OUTPUTS, sess.run(RESIZE_OUTPUTS, {"data": x})):
+            assert got.shape == ref[name].shape, (shape, name)
+            assert max_rel_error(got, ref[name]) <= 1e-5, (level, shape, name)
+
+
+def test_priorbox_with_an_image_size_keeps_the_onnx_input_size(resize_net) -> None:
+    """img_size pins the size PriorBox was read at (Caffe would divide by it at any size): the ONNX
+    input keeps H and W, the boxes are the constant of the read size."""
+    from caffe2x.caffe.reader import graph_from_text
+    from tests.helpers.resize_net import RESIZE_PROTOTXT
+
+    graph = graph_from_text(RESIZE_PROTOTXT.replace("min_size: 3 ", "min_size: 3 img_size: 20 "))
+    model = to_onnx(graph, outputs=["prior_step", "like"])
+    assert dims(model.graph.input[0]) == ["N", 3, 20, 18]
+
+
+def test_resize_rules_in_openvino(resize_net, tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    from tests.helpers.resize_net import RESIZE_OUTPUTS, RESIZE_SIZES
+
+    path = tmp_path / "resize.onnx"
+    path.write_bytes(to_onnx(resize_net, outputs=RESIZE_OUTPUTS).SerializeToString())
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for shape in RESIZE_SIZES[1:]:
+        x = seeded(shape)
+        ref = caffe2x.run(resize_net, x, outputs=RESIZE_OUTPUTS)
+        result = compiled(x)
+        for name in RESIZE_OUTPUTS:
+            got = result[compiled.output(name)]
+            assert got.shape == ref[name].shape, (shape, name)
+            assert max_rel_error(got, ref[name]) <= 1e-5, (shape, name)

@@ -2,8 +2,9 @@
 :mod:`caffe2x.layers.detection`).
 
 * Normalize: ReduceSum of squares, ``+ eps``, Sqrt, Div, Mul by the scale.
-* PriorBox: its output depends only on the (static) shapes, so it is a ``Constant`` computed by the
-  numpy reference.
+* PriorBox: its output depends only on the shapes, so at the read size it is a ``Constant`` computed
+  by the numpy reference; when its image size follows a symbolic input it is computed in the graph
+  (:mod:`.dynamic_layers`).
 * DetectionOutput: decoding in plain arithmetic, then ONNX ``NonMaxSuppression`` -- which is Caffe's
   greedy NMS (strict ``score > threshold``, suppression when ``IoU > threshold``, same float32 IoU for
   well-formed boxes) once Caffe's *pre*-NMS ``top_k`` is applied by masking every score outside its
@@ -21,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from caffe2x.graph.formulas import prior_boxes
+from caffe2x.graph.formulas import prior_boxes, prior_follows_input
 from caffe2x.graph.ir import Node
 from caffe2x.targets.onnx.adaptive_nms import adaptive_nms
 from caffe2x.targets.onnx.ops import Builder, converter
@@ -55,6 +56,11 @@ def _normalize(b: Builder, node: Node) -> None:
 
 @converter("PriorBox")
 def _prior_box(b: Builder, node: Node) -> None:
+    if prior_follows_input(node.attrs) and any(b.varies(v) for v in node.inputs):
+        from caffe2x.targets.onnx.dynamic_layers import prior_box
+
+        prior_box(b, node)
+        return
     _, _, h, w = b.shape(node.inputs[0])
     tensor = numpy_helper.from_array(prior_boxes(node.attrs, h, w), name=b.out(node))
     b.nodes.append(helper.make_node("Constant", [], [b.out(node)], name=node.name, value=tensor))

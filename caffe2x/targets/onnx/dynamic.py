@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from onnx import TensorProto, helper
 
+from caffe2x.graph.formulas import prior_follows_input
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.graph.reshape import axis_name, symbolic_axes
 
@@ -40,6 +41,12 @@ def size_agnostic(node: Node) -> bool:
     """Whether the ONNX converter of ``node`` follows input sizes known only at run time."""
     if node.op == "InnerProduct":
         return node.attrs["axis"] == 1  # Flatten + Gemm; another axis reshapes to a constant shape
+    if node.op == "Interp":  # its rule is applied in the graph (.dynamic_layers); older graphs have none
+        return "rule" in node.attrs
+    if node.op == "Reshape":  # Caffe's rule on the run-time shape
+        return bool(node.attrs.get("caffe_rule"))
+    if node.op == "PriorBox":  # its image size follows the image input (.dynamic_layers)
+        return prior_follows_input(node.attrs) and len(node.inputs) > 1
     return node.op in _AGNOSTIC
 
 

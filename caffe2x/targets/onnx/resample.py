@@ -10,7 +10,8 @@
   that is cut off.
 * UpsampleNearest: ``Resize`` nearest with integer scales (exact: asymmetric, floor).
 * Interp: Caffe's source positions and weights depend only on the sizes; they are constants, and the
-  output is two ``Gather`` per axis and Caffe's weighted sum.
+  output is two ``Gather`` per axis and Caffe's weighted sum. At sizes known only at run time they
+  are computed in the graph with the same float32 operations (:mod:`.dynamic_layers`).
 """
 from __future__ import annotations
 
@@ -94,29 +95,34 @@ def _nearest(b: Builder, node: Node) -> None:
 @converter("Interp")
 def _interp(b: Builder, node: Node) -> None:
     a = node.attrs
-    (t, l), (rh, rw) = a["crop"], a["region"]
     x = b.inp(node)
-    _, _, h, w = b.shape(node.inputs[0])
-    if (t, l, rh, rw) != (0, 0, h, w):
-        x = b.tmp("Slice", [x, b.shape_const(node, "crop_start", [t, l]), b.shape_const(node, "crop_end", [t + rh, l + rw]),
-                            b.shape_const(node, "crop_axes", [2, 3])], node, "crop")
-    h0, h1, a0, a1 = interp_axis(rh, a["size"][0])
-    w0, w1, b0, b1 = interp_axis(rw, a["size"][1])
+    if "rule" in a and any(b.varies(v) for v in node.inputs):  # sizes known at run time: computed in the graph
+        from caffe2x.targets.onnx.dynamic_layers import interp_geometry
 
-    def gather(t_: str, idx: np.ndarray, axis: int, what: str) -> str:
-        return b.tmp("Gather", [t_, b.const(node, f"{what}_idx", idx.astype(i64))], node, what, axis=axis)
+        x, (h0, h1, a0, a1), (w0, w1, wb0, wb1) = interp_geometry(b, node, x)
+    else:
+        (t, l), (rh, rw) = a["crop"], a["region"]
+        _, _, h, w = b.shape(node.inputs[0])
+        if (t, l, rh, rw) != (0, 0, h, w):
+            x = b.tmp("Slice", [x, b.shape_const(node, "crop_start", [t, l]),
+                                b.shape_const(node, "crop_end", [t + rh, l + rw]),
+                                b.shape_const(node, "crop_axes", [2, 3])], node, "crop")
+        rows, cols = interp_axis(rh, a["size"][0]), interp_axis(rw, a["size"][1])
+        h0, h1 = (b.const(node, f"row{i}_idx", v.astype(i64)) for i, v in enumerate(rows[:2]))
+        a0, a1 = (b.const(node, f"h{i}w", v.reshape(-1, 1).astype(np.float32)) for i, v in enumerate(rows[2:]))
+        w0, w1 = (b.const(node, f"col{i}_idx", v.astype(i64)) for i, v in enumerate(cols[:2]))
+        wb0, wb1 = (b.const(node, f"w{i}", v.reshape(1, -1).astype(np.float32)) for i, v in enumerate(cols[2:]))
 
-    def weight(v: np.ndarray, shape: tuple[int, ...], what: str) -> str:
-        return b.const(node, what, v.reshape(shape).astype(np.float32))
+    def gather(t_: str, idx: str, axis: int, what: str) -> str:
+        return b.tmp("Gather", [t_, idx], node, what, axis=axis)
 
     r0, r1 = gather(x, h0, 2, "row0"), gather(x, h1, 2, "row1")
-    wb0, wb1 = weight(b0, (1, -1), "w0"), weight(b1, (1, -1), "w1")
 
     def blend(r: str, what: str) -> str:
         left = b.tmp("Mul", [wb0, gather(r, w0, 3, f"{what}_c0")], node, f"{what}_l")
         right = b.tmp("Mul", [wb1, gather(r, w1, 3, f"{what}_c1")], node, f"{what}_r")
         return b.tmp("Add", [left, right], node, what)
 
-    top = b.tmp("Mul", [weight(a0, (-1, 1), "h0w"), blend(r0, "top")], node, "top_w")
-    bottom = b.tmp("Mul", [weight(a1, (-1, 1), "h1w"), blend(r1, "bottom")], node, "bottom_w")
+    top = b.tmp("Mul", [a0, blend(r0, "top")], node, "top_w")
+    bottom = b.tmp("Mul", [a1, blend(r1, "bottom")], node, "bottom_w")
     b.add("Add", [top, bottom], b.out(node), node.name)

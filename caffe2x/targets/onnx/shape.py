@@ -17,8 +17,8 @@ def _ints(values: list[int]) -> np.ndarray:
 def _reshape(b: Builder, node: Node) -> None:
     x, y = b.shape(node.inputs[0]), list(b.shape(node.outputs[0]))
     rule = node.attrs.get("caffe_rule")
-    if rule and batch_moved(b, node.inputs[0]):
-        # Caffe's rule on the input's run-time shape: its axes before the rule, the rule's dims (0 copies
+    if rule and (batch_moved(b, node.inputs[0]) or b.varies(node.inputs[0])):
+        # Caffe's rule on the input's run-time shape (a moved batch, or symbolic H/W): its axes before the rule, the rule's dims (0 copies
         # the input dim at the same index, as in ONNX; -1 is inferred), its axes after the replaced ones
         start, end = int(rule["axis"]), int(rule["axis"]) + int(rule["num_axes"])
         dims = b.tmp("Shape", [b.inp(node)], node, "in_shape")
