@@ -40,6 +40,8 @@ RELOCATIONS: tuple[Relocation, ...] = (
     Relocation(("Lstm",), "roi_pooling_param", "lstm_param", "LSTMParameter", "OCR fork (8266711)"),
     Relocation(("Interp",), "ocr_interp_param", "interp_param", "InterpParameter", "OCR fork (162)"),
     Relocation(("Proposal",), "multibox_loss_param", "proposal_param", "ProposalParameter", "OpenCV (201)"),
+    Relocation(("DenseBlock",), "swish_param", "denseblock_param", "DenseBlockParameter",
+               "DenseBlock, Tongcheng/caffe and the OCR fork (147)"),
 )
 
 

@@ -151,8 +151,9 @@ class SubLayer:
 
 @dataclass
 class Composite:
-    """What a handler returns for such a layer: its parts in order; the last one (named as the layer)
-    writes the layer's tops and must take no parameters (the parts are plain ops every target has)."""
+    """What a handler returns for such a layer: its parts in order, plain ops every target has; the last
+    one (named as the layer) writes the layer's tops. A part's tensors are stored as
+    ``<layer>/<suffix>.<role>`` (the last part's as ``<layer>.<role>``), like any layer's."""
 
     parts: list[SubLayer]
 
@@ -411,7 +412,12 @@ class _GraphBuilder:
             if value in self.shapes or value in self.current:
                 raise Caffe2xError(f"layer {layer.name!r}: its internal value {value!r} clashes with a blob")
             ins_ = [inputs[i] if isinstance(i, int) else inner[i] for i in part.inputs]
-            sub = Node(value, part.spec.op, ins_, [value], part.spec.attrs, {})
+            params = {}
+            for role, arr in part.spec.params.items():
+                key = f"{value}.{role}"
+                self.graph.tensors[key] = np.ascontiguousarray(arr, dtype=np.float32)
+                params[role] = key
+            sub = Node(value, part.spec.op, ins_, [value], part.spec.attrs, params)
             (sub_shape,) = checks.output_shapes(sub, [self.shapes[v] for v in ins_], self.graph)
             self.budget.value(layer.name, value, sub_shape)
             self.shapes[value] = tuple(int(d) for d in sub_shape)

@@ -27,9 +27,9 @@ Adding a family: write ``caffe2x/layers/<family>.py`` and import it below.
 from __future__ import annotations
 
 from caffe2x.layers import core  # noqa: F401  (first: families extend some core handlers)
-from caffe2x.layers import (broadcast, channels, detection, elementwise, embedding, normalization, proposal,
+from caffe2x.layers import (broadcast, channels, dense, detection, elementwise, embedding, normalization, proposal,
                             pyramid, recurrent, reduction, resample, roi, sequence, shape)  # noqa: F401
 
 #: the family modules (importing each registers it)
 FAMILIES = ("core", "elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
-            "detection", "resample", "roi", "proposal", "recurrent", "sequence", "pyramid")
+            "detection", "resample", "roi", "proposal", "recurrent", "sequence", "pyramid", "dense")

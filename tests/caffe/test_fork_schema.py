@@ -29,6 +29,7 @@ from caffe2x.caffe.parse import parse_caffemodel_bytes, parse_prototxt_text
     ("box_annotator_ohem_param", 10000), ("psroi_pooling_param", 10001),  # R-FCN
     ("ctc_decoder_param", 158), ("ctc_loss_param", 159), ("reverse_param", 160),
     ("reverse_time_param", 161), ("transpose_param", 8266710),           # OCR fork
+    ("denseblock_param", 1000147),                                        # DenseBlock (147 in the fork)
     # upstream keeps its numbers where forks collide
     ("input_param", 143), ("swish_param", 147), ("embed_param", 137), ("tile_param", 138),
 ])
@@ -163,6 +164,10 @@ def _fork_net(layer_type: str, number: int, settings: bytes) -> bytes:
      {"num_output": 100, "clipping_threshold": pytest.approx(5.0), "batch_size": 4}),
     # OCR fork Interp at 162
     ("Interp", 162, _uint(3, 4) + _uint(1, 17), "interp_param", {"zoom_factor": 4, "height": 17}),
+    # DenseBlock at 147 (upstream swish_param, whose field 1 is a float): 8 transitions, growth 8, BC,
+    # moving_average_fraction 0.2
+    ("DenseBlock", 147, _uint(1, 8) + _uint(3, 8) + _uint(18, 1) + _float(21, 0.2), "denseblock_param",
+     {"numTransition": 8, "growthRate": 8, "use_BC": True, "moving_average_fraction": pytest.approx(0.2)}),
 ])
 def test_fork_binary_collisions_are_read_as_the_fork_meant(layer_type: str, number: int, settings: bytes,
                                                           field: str, expected: dict) -> None:
