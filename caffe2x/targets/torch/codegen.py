@@ -19,12 +19,14 @@ from caffe2x.graph.ir import Graph
 from caffe2x.targets.torch.model import node_module_names, resolve_outputs
 from caffe2x.targets.torch.modules import HELPER_CLASSES, helper_source
 from caffe2x.targets.torch.ops import layer_spec
+from caffe2x.targets.torch.sizes import GENERATED_HELPERS
 
 #: names a local variable in generated ``forward`` must not take
 _RESERVED_LOCALS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
     {"self", "torch", "nn", "F", "math", "Optional", "annotations", "pool_output_size", "pool_window", "Net", "InputSizeError",
-     "check_min_size", "check_crop", "_min_size_eager", "_crop_eager"}
-) | frozenset(c.__name__ for c in HELPER_CLASSES)
+     "List"}
+) | frozenset(c.__name__ for c in HELPER_CLASSES) | frozenset(GENERATED_HELPERS) | frozenset(
+    h for helpers in GENERATED_HELPERS.values() for h in helpers)
 
 
 def _local_name(name: str) -> str:
@@ -119,7 +121,7 @@ differs from torch's own layers (ceil-mode pooling windows, BatchNorm without af
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F

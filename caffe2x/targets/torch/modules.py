@@ -304,8 +304,8 @@ def helper_source(classes: Sequence[type[nn.Module]]) -> str:
     parts = [inspect.getsource(pool_window)] if any("pool_window(" in src for src in sources) else []
     if any("pool_output_size(" in src for src in sources + parts):
         parts.insert(0, inspect.getsource(pool_output_size))
-    checks = [f for f in (sizes.check_min_size, sizes.check_crop) if any(f"{f.__name__}(" in src for src in sources)]
-    if checks:
-        eager = [sizes._min_size_eager, sizes._crop_eager]
-        parts += [GENERATED_SIZE_ERROR] + [inspect.getsource(f) for f in eager + checks]
+    used = [name for name in sizes.GENERATED_HELPERS if any(f"{name}(" in src for src in sources)]
+    if used:
+        names = [helper for name in used for helper in sizes.GENERATED_HELPERS[name]] + used
+        parts += [GENERATED_SIZE_ERROR] + [inspect.getsource(getattr(sizes, name)) for name in names]
     return "\n\n".join(p.rstrip() + "\n" for p in parts + sources)

@@ -40,7 +40,7 @@ class CaffeBN(nn.Module):
             self.register_buffer("running_var", torch.ones(1, channels, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "stored":
+        if hasattr(self, "running_mean") and self.mode == "stored":  # TorchScript resolves hasattr when compiling
             x = (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
         elif self.mode == "batch":
             mean = x.mean(dim=(0, 2, 3), keepdim=True)

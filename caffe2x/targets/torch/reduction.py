@@ -1,6 +1,8 @@
 """Torch modules for the reduction family (:mod:`caffe2x.layers.reduction`): Reduction, ArgMax."""
 from __future__ import annotations
 
+from typing import List
+
 import torch
 from torch import nn
 
@@ -17,7 +19,7 @@ class CaffeReduction(nn.Module):
         self.operation, self.axis, self.coeff = operation, axis, coeff
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(*x.shape[:self.axis], -1)
+        flat = x.flatten(self.axis)  # axis 0: one vector, summed to a scalar
         if self.operation == "asum":
             flat = flat.abs()
         elif self.operation == "sumsq":
@@ -34,13 +36,15 @@ class CaffeArgMax(nn.Module):
                  out_shape: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.top_k, self.out_max_val, self.axis, self.out_shape = top_k, out_max_val, axis, tuple(out_shape)
+        #: the output's dims after the batch (fixed by top_k and the input's rank), a list for TorchScript
+        self.tail: List[int] = [int(d) for d in out_shape[1:]]
 
     def top(self, x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``top_k`` largest along ``dim``, equal values by the larger index first (Caffe's
         partial_sort of (value, index) pairs): a stable descending sort of the reversed axis."""
-        size = int(x.shape[dim])
         values, flipped = torch.sort(torch.flip(x, (dim,)), dim=dim, descending=True, stable=True)
-        return values.narrow(dim, 0, self.top_k), (size - 1 - flipped).narrow(dim, 0, self.top_k)
+        indices = flipped.narrow(dim, 0, self.top_k).neg() + (x.shape[dim] - 1)  # the size stays symbolic
+        return values.narrow(dim, 0, self.top_k), indices
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.axis is not None:
@@ -48,7 +52,7 @@ class CaffeArgMax(nn.Module):
             return values if self.out_max_val else indices.to(x.dtype)
         values, indices = self.top(x.reshape(x.shape[0], -1), 1)
         parts = [indices.to(x.dtype)] + ([values] if self.out_max_val else [])
-        return torch.stack(parts, dim=1).reshape(x.shape[0], *self.out_shape[1:])
+        return torch.stack(parts, dim=1).reshape([x.shape[0]] + self.tail)
 
 
 HELPERS = (CaffeReduction, CaffeArgMax)

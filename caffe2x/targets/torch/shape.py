@@ -2,16 +2,17 @@
 Slice. Torch is NCHW like Caffe, so every axis is Caffe's own."""
 from __future__ import annotations
 
-import math
+from typing import List
 
 import torch
 from torch import nn
 
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.targets.torch.ops import LayerSpec, builder
-from caffe2x.targets.torch.sizes import check_crop
+from caffe2x.targets.torch.sizes import check_crop, reshape_size
 
-torch.fx.wrap("check_crop")  # FX records the call instead of tracing its Python `if` on sizes
+torch.fx.wrap("check_crop")  # FX records the calls instead of tracing their Python `if` on sizes
+torch.fx.wrap("reshape_size")
 
 
 class CaffeReshape(nn.Module):
@@ -21,17 +22,16 @@ class CaffeReshape(nn.Module):
     the input's shape, as Caffe does."""
 
     def __init__(self, shape: tuple[int, ...] = (), keep_batch: bool = True,
-                 rule: tuple[int, int, tuple[int, ...]] | None = None) -> None:
+                 rule: tuple[int, int, tuple[int, ...]] | None = None, layer: str = "reshape") -> None:
         super().__init__()
-        self.shape, self.keep_batch, self.rule = tuple(shape), keep_batch, rule
+        self.shape, self.keep_batch, self.rule, self.layer = tuple(shape), keep_batch, rule, layer
+        #: the same as plain lists (TorchScript takes no Optional tuple of mixed types); start -1: no rule
+        self.out: List[int] = [int(d) for d in shape]
+        self.start, self.count = (int(rule[0]), int(rule[1])) if rule is not None else (-1, 0)
+        self.dims: List[int] = [int(d) for d in rule[2]] if rule is not None else []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (x.shape[0], *self.shape[1:]) if self.keep_batch else self.shape
-        if self.rule is not None and math.prod(shape) != x.numel():
-            start, count, dims = self.rule
-            out = list(x.shape[:start]) + [x.shape[start + i] if d == 0 else d for i, d in enumerate(dims)]
-            shape = tuple(out + list(x.shape[start + count:]))  # one -1 left for reshape to infer
-        return x.reshape(shape)
+        return x.reshape(reshape_size(x, self.out, self.keep_batch, self.start, self.count, self.dims, self.layer))
 
 
 class CaffePermute(nn.Module):
@@ -96,7 +96,8 @@ def keeps_batch(graph: Graph, node: Node) -> bool:
 @builder("Reshape")
 def _reshape(node: Node, graph: Graph) -> LayerSpec:
     rule = node.attrs.get("caffe_rule")
-    kwargs = {"shape": tuple(int(d) for d in node.attrs["shape"]), "keep_batch": keeps_batch(graph, node)}
+    kwargs = {"shape": tuple(int(d) for d in node.attrs["shape"]), "keep_batch": keeps_batch(graph, node),
+              "layer": node.name}
     if rule:
         kwargs["rule"] = (int(rule["axis"]), int(rule["num_axes"]), tuple(int(d) for d in rule["dims"]))
     return LayerSpec(CaffeReshape, kwargs)

@@ -12,10 +12,14 @@ small". The check is one function, :func:`check_min_size`, that works in every m
 * ``torch.export`` / ``torch.compile`` with dynamic sizes: ``torch._check``, a runtime assertion that
   also tells the compiler the size range (no Python ``if`` on a symbolic size).
 
-:func:`check_min_size` and :func:`check_crop` are copied verbatim into ``--emit-code`` output, where
+:func:`reshape_size` (Caffe's Reshape rule on the input's shape at run time) is wrapped the same way.
+:func:`check_min_size`, :func:`check_crop` and :func:`reshape_size` are copied verbatim into ``--emit-code`` output, where
 :class:`InputSizeError` is a ``ValueError`` defined by the generated file (it needs nothing but torch).
 """
 from __future__ import annotations
+
+import math
+from typing import List
 
 import torch
 
@@ -75,3 +79,96 @@ def check_crop(x: torch.Tensor, reference: torch.Tensor, axis: int, offsets: lis
     elif not torch.jit.is_tracing():
         _crop_eager(x, reference, axis, offsets, layer)
     return x
+
+
+
+@torch.jit.unused
+def _concrete_dims(x: torch.Tensor) -> List[int]:
+    """``x``'s dims as ints, also under ``torch.jit.trace`` (where ``x.shape[i]`` is a traced tensor but
+    ``torch.Size.numel`` a plain int)."""
+    if not torch.jit.is_tracing():
+        return list(x.shape)
+    counts = [x.shape[i:].numel() for i in range(x.dim())] + [1]
+    return [counts[i] // counts[i + 1] if counts[i + 1] else 0 for i in range(x.dim())]
+
+
+@torch.jit.unused
+def _reshape_uses_rule(x: torch.Tensor, shape: List[int], keep_batch: bool, start: int, count: int,
+                       dims: List[int]) -> bool:
+    """Whether the prototxt's rule shapes ``x``: when ``shape`` (batch following ``x`` if ``keep_batch``)
+    does not hold its values, and also when the rule gives that same shape, so that a module traced
+    here keeps the rule's copied and inferred dims, not sizes fixed at trace time."""
+    x_dims = _concrete_dims(x)
+    out = [x_dims[0]] + shape[1:] if keep_batch else list(shape)
+    n = math.prod(x_dims)
+    if math.prod(out) != n:
+        return True
+    ruled = x_dims[:start] + [x_dims[start + i] if d == 0 else d for i, d in enumerate(dims)] + x_dims[start + count:]
+    known = math.prod(d for d in ruled if d != -1)
+    if -1 in ruled and known and n % known == 0:
+        ruled[ruled.index(-1)] = n // known
+    return ruled == out
+
+
+@torch.jit.unused
+def _check_rule_eager(x: torch.Tensor, ruled: List[int], dims: List[int], start: int, layer: str) -> None:
+    if torch.jit.is_tracing():
+        return  # traced sizes are tensors: reshape itself refuses what does not fit
+    known = math.prod(d for d in ruled if d != -1)
+    n = x.numel()
+    if known == 0 or n % known or (-1 not in ruled and known != n):
+        raise InputSizeError(f"layer {layer!r} (Reshape): an input shaped {list(x.shape)} cannot be shaped {dims} "
+                             f"from axis {start}")
+
+
+@torch.fx.wrap
+def reshape_size(x: torch.Tensor, shape: List[int], keep_batch: bool, start: int, count: int, dims: List[int],
+                 layer: str) -> List[int]:
+    """The shape Caffe's Reshape gives ``x``: ``shape`` (read at the graph's size) with the batch
+    following the input when ``keep_batch``; when that does not hold ``x``'s values and a rule is
+    kept (``start`` >= 0), the prototxt's rule (``count`` axes from ``start`` replaced by ``dims``: 0
+    copies the input's axis, one -1 is inferred), as the numpy reference does. Under ``torch.jit.trace``
+    the sizes taken from ``x`` stay traced (which of the two applies is decided at trace time, the rule
+    whenever it gives the same shape there)."""
+    out = list(shape)
+    if keep_batch:
+        out[0] = x.shape[0]
+    if start < 0:
+        return out
+    if torch.jit.is_scripting():
+        kept = 1
+        for d in out:
+            kept = kept * d
+        fits = kept == x.numel()
+    else:
+        fits = not _reshape_uses_rule(x, shape, keep_batch, start, count, dims)
+    if fits:
+        return out
+    ruled: List[int] = []
+    for i in range(start):
+        ruled.append(x.shape[i])
+    for i in range(len(dims)):
+        ruled.append(x.shape[start + i] if dims[i] == 0 else dims[i])
+    for i in range(start + count, x.dim()):
+        ruled.append(x.shape[i])
+    if torch.jit.is_scripting():
+        known = 1
+        for d in ruled:
+            if d != -1:
+                known = known * d
+        n = x.numel()
+        if known == 0 or n % known != 0 or (-1 not in ruled and known != n):
+            raise InputSizeError("layer " + layer + " (Reshape): an input shaped " + str(x.shape) + " cannot be shaped "
+                                 + str(dims) + " from axis " + str(start))
+    else:
+        _check_rule_eager(x, ruled, dims, start, layer)
+    return ruled
+
+
+#: the checks and size helpers that generated code may call, each with the eager helpers it calls
+#: (copied into ``--emit-code`` output in this order)
+GENERATED_HELPERS = {
+    "check_min_size": ("_min_size_eager",),
+    "check_crop": ("_crop_eager",),
+    "reshape_size": ("_concrete_dims", "_reshape_uses_rule", "_check_rule_eager"),
+}
