@@ -120,6 +120,11 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+class ForkRuleWarning(UserWarning):
+    """A net whose shapes do not fit upstream Caffe's rules was read with a fork's rule under which they do
+    (the YOLOv3-tiny ports' pooling size: :mod:`caffe2x.layers.yolo_pooling`)."""
+
+
 class DuplicateLayerNameWarning(UserWarning):
     """A net names two layers alike (HED's two ``crop`` layers): Caffe allows it; caffe2x follows Caffe's
     weight copying and renames the later ones (:mod:`caffe2x.caffe.layernames`)."""

@@ -34,7 +34,7 @@ from caffe2x.caffe.calibration import calibrate
 from caffe2x.caffe.netcut import cut_before, needed_layers, python_layer_error
 from caffe2x.caffe.parse import _pb2, blob_array, parse_caffemodel_bytes, parse_prototxt_text
 from caffe2x.caffe.wire import map_file, split
-from caffe2x.errors import Caffe2xError, option, prefix, template
+from caffe2x.errors import Caffe2xError, ForkRuleWarning, option, prefix, template
 from caffe2x.graph import checks
 from caffe2x.graph.ir import Graph, Node, Shape
 from caffe2x.graph.registry import Registry
@@ -164,6 +164,16 @@ LAYERS: Registry[Handler] = Registry("layer type")
 layer_handler = LAYERS.register
 
 
+#: A fork's rule for a layer type that upstream Caffe also has, used only when the net cannot be read
+#: with upstream's: ``rule name -> layer type -> handler`` (filled by :mod:`caffe2x.layers`; see
+#: :func:`build_graph`). A handler returns ``None`` for a layer the fork computes as upstream does.
+FORK_RULES: dict[str, dict[str, Callable[[Any, list[Shape], BlobSource], "LayerSpec | Composite | None"]]] = {}
+#: what each rule is, for the warning that names it
+FORK_RULE_SOURCES: dict[str, str] = {}
+#: whether a layer is one the rule reads otherwise (a net without any is not read again)
+FORK_RULE_TRIGGERS: dict[str, Callable[[Any], bool]] = {}
+
+
 #: Layers that feed or score training and mean nothing at inference: their data tops become net
 #: inputs (a shape must come from --input-shape), label-consuming layers are dropped.
 DATA_LAYERS = {"Data", "ImageData", "DenseImageData", "HDF5Data", "MemoryData", "WindowData", "DummyData", "Python"}
@@ -229,6 +239,11 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
     Each layer is checked (:func:`caffe2x.graph.checks.output_shapes`) before its shape rule runs, and every
     new value and seeded tensor is counted against ``budget`` before anything is allocated. Layers that
     share a name are renamed as :mod:`caffe2x.caffe.layernames` says (Caffe's weight-copying rule).
+
+    A net whose shapes do not fit upstream Caffe's rules is read again with each fork rule
+    (:data:`FORK_RULES`) that concerns one of its layers; the first under which it reads is used, with
+    a warning naming the rule and the layers it changed, else upstream's error stands. So a net that
+    upstream Caffe runs is always read as upstream Caffe runs it.
     """
     budget = budget or checks.SizeBudget(checks.max_bytes())
     _require_text(net)
@@ -236,17 +251,40 @@ def build_graph(net: Any, weights: dict[str, Sequence[Any]] | None, input_shape:
     with renamed_duplicates(all_layers) as renamed:
         layers, declared = _select_layers(net, all_layers, outputs)
         declared = _input_shapes(layers, declared, input_shape, budget)
-        graph = Graph(name=net.name or "net", inputs=dict(declared), nodes=[], tensors={})  # type: ignore[arg-type]
-        builder = _GraphBuilder(graph, _count_writes(net, all_layers, declared), weights, seed, budget,
-                                input_shape, renamed)
-        iterator: Any = layers
-        if progress:
-            from tqdm import tqdm
+        writes = _count_writes(net, all_layers, declared)
 
-            iterator = tqdm(layers, desc="reading layers", unit="layer", leave=False)
-        for layer in iterator:
-            builder.add(layer)
-        return builder.finish(outputs)
+        def build(rule: str | None, budget: checks.SizeBudget) -> Graph:
+            graph = Graph(name=net.name or "net", inputs=dict(declared), nodes=[], tensors={})  # type: ignore[arg-type]
+            builder = _GraphBuilder(graph, writes, weights, seed, budget, input_shape, renamed, fork_rule=rule)
+            iterator: Any = layers
+            if progress:
+                from tqdm import tqdm
+
+                iterator = tqdm(layers, desc="reading layers", unit="layer", leave=False)
+            for layer in iterator:
+                builder.add(layer)
+            graph = builder.finish(outputs)
+            if rule is not None:
+                if not builder.fork_ruled:
+                    raise Caffe2xError(f"the {rule} rule changes no layer")
+                import warnings
+
+                warnings.warn(f"the net's shapes do not fit upstream Caffe's; read with {FORK_RULE_SOURCES[rule]}, "
+                              f"under which they do (layers {', '.join(map(repr, builder.fork_ruled))})",
+                              ForkRuleWarning, stacklevel=5)
+            return graph
+
+        try:
+            return build(None, budget)
+        except Caffe2xError as upstream:
+            for rule in FORK_RULES:  # a fork whose own rule for an upstream layer type makes the net fit
+                if not any(FORK_RULE_TRIGGERS[rule](layer) for layer in layers):
+                    continue
+                try:
+                    return build(rule, checks.SizeBudget(budget.limit, budget.source))
+                except Caffe2xError:
+                    continue
+            raise upstream
 
 
 def _select_layers(net: Any, all_layers: list[Any],
@@ -340,6 +378,8 @@ class _GraphBuilder:
     current: dict[str, str] = field(init=False)  # blob -> its current value
     dropped: set[str] = field(default_factory=set)  # label tops and what train-only layers write
     silenced: set[str] = field(default_factory=set)
+    fork_rule: str | None = None  # a FORK_RULES entry to read with
+    fork_ruled: list[str] = field(default_factory=list)  # the layers it changed
 
     def __post_init__(self) -> None:
         self.shapes = dict(self.graph.inputs)
@@ -366,7 +406,14 @@ class _GraphBuilder:
         handler = LAYERS.lookup(layer.type, layer.name)
         self._check_bottoms(layer, layer.bottom)
         inputs = [self.current[b] for b in layer.bottom]
-        spec = self._spec(layer, handler, inputs)
+        spec = None
+        rule = FORK_RULES.get(self.fork_rule or "", {}).get(layer.type)
+        if rule is not None:
+            spec = self._spec(layer, rule, inputs)  # type: ignore[arg-type]
+            if spec is not None:
+                self.fork_ruled.append(layer.name)
+        if spec is None:
+            spec = self._spec(layer, handler, inputs)
         if isinstance(spec, Composite):  # internal nodes first, the last part is the layer itself
             spec, inputs = self._add_parts(layer, spec, inputs)
         self._add_node(layer, spec, inputs)

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 from caffe2x.layers import core  # noqa: F401  (first: families extend some core handlers)
 from caffe2x.layers import (broadcast, channels, dense, detection, elementwise, embedding, normalization, proposal,
-                            pyramid, recurrent, reduction, resample, roi, sequence, shape)  # noqa: F401
+                            pyramid, recurrent, reduction, resample, roi, sequence, shape,
+                            yolo_pooling)  # noqa: F401
 
 #: the family modules (importing each registers it)
 FAMILIES = ("core", "elementwise", "broadcast", "shape", "reduction", "normalization", "channels", "embedding",
-            "detection", "resample", "roi", "proposal", "recurrent", "sequence", "pyramid", "dense")
+            "detection", "resample", "roi", "proposal", "recurrent", "sequence", "pyramid", "dense",
+            "yolo_pooling")
