@@ -8,9 +8,9 @@ PoolingWithMask     as Pooling (method 'max')                   second output: t
                                                                 ``h * W + w`` (unpadded input) of
                                                                 each window's first maximum in
                                                                 row-major order, as a float
-Unpooling           size [h, w]                                 zeros, then ``y[mask[i]] = x[i]``
-                                                                per channel in input order (a later
-                                                                write wins); an index outside the
+Unpooling           size [h, w] (as read), rule (``size``       zeros, then ``y[mask[i]] = x[i]``
+                    fixed, or ``scale`` and ``pad_out``:        per channel in input order (a later
+                    ``H * scale - pad_out`` at run time)        write wins); an index outside the
                                                                 output is an error
 UpsampleNearest     scale [h, w] (integers)                     ``y[h, w] = x[h // s, w // s]``
 Interp              size [h, w], crop [top, left], region       bilinear with Caffe's
@@ -38,7 +38,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from caffe2x.caffe.reader import BlobSource, LayerSpec, layer_handler
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.formulas import interp_axis
-from caffe2x.graph.ir import SHAPE_FUNCTIONS, Graph, Node, Shape, check_pinned, pins_input_size, shape_function
+from caffe2x.graph.ir import SHAPE_FUNCTIONS, Graph, Node, Shape, check_pinned, shape_function
 from caffe2x.graph.reference import op as reference_op
 
 f32 = np.float32
@@ -119,6 +119,7 @@ def _upsample_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpe
         size = [int(uh), int(uw)]
         if min(size) <= 1:
             raise Caffe2xError(f"layer {name!r} (Upsample): upsample_h/upsample_w must be > 1")
+        rule: dict[str, list[int]] = {"size": size}
     else:
         sh, sw = field(p, "scale_h"), field(p, "scale_w")
         if sh is not None and sw is not None:
@@ -130,18 +131,31 @@ def _upsample_layer(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpe
         pad_out = [bool(field(p, "pad_out_h") or False), bool(field(p, "pad_out_w") or False)]
         if (pad_out[0] and scale[0] != 2) or (pad_out[1] and scale[1] != 2):
             raise Caffe2xError(f"layer {name!r} (Upsample): pad_out_h/pad_out_w need scale 2")
-        size = [x[2] * scale[0] - int(pad_out[0]), x[3] * scale[1] - int(pad_out[1])]
-    return LayerSpec("Unpooling", {"size": size})
+        rule = {"scale": scale, "pad_out": [int(pad_out[0]), int(pad_out[1])]}
+        size = unpool_size(rule, x)
+    return LayerSpec("Unpooling", {"size": size, "rule": rule})
 
 
-#: Upsample's output plane is resolved at read time (upsample_h/w or the input times the scale, less pad_out)
-pins_input_size("Unpooling")
+def unpool_size(rule: dict[str, list[int]], x: Shape) -> list[int]:
+    """SegNet's Upsample output plane for data shaped ``x``, as its ``UpsampleLayer::Reshape`` computes it
+    at every reshape: ``upsample_h`` x ``upsample_w`` when given (fixed), else ``H * scale - pad_out``."""
+    if "size" in rule:
+        return list(rule["size"])
+    (sh, sw), (ph, pw) = rule["scale"], rule["pad_out"]
+    return [x[2] * sh - ph, x[3] * sw - pw]
 
 
 @shape_function("Unpooling")
 def _unpool_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     x = ins[0]
-    return [(x[0], x[1], *node.attrs["size"])]
+    rule = node.attrs.get("rule")
+    if rule is None:  # a graph written before the rule was kept: only the size it was read at
+        check_pinned(node, ins, [graph.shapes.get(v) for v in node.inputs])
+        return [(x[0], x[1], *node.attrs["size"])]
+    if tuple(ins[1]) != tuple(x):
+        raise Caffe2xError(f"layer {node.name!r} (Upsample): data {list(x)} and mask {list(ins[1])} must be the same "
+                           f"shape")
+    return [(x[0], x[1], *unpool_size(rule, x))]
 
 
 @shape_function("UpsampleNearest")
@@ -169,7 +183,9 @@ def unpool(x: np.ndarray, mask: np.ndarray, size: list[int], layer: str = "Upsam
 
 @reference_op("Unpooling")
 def _unpool(node: Node, ins: list[np.ndarray], graph: Graph) -> list[np.ndarray]:
-    return [unpool(ins[0], ins[1], node.attrs["size"], node.name)]
+    rule = node.attrs.get("rule")
+    size = node.attrs["size"] if rule is None else unpool_size(rule, ins[0].shape)
+    return [unpool(ins[0], ins[1], size, node.name)]
 
 
 @reference_op("UpsampleNearest")

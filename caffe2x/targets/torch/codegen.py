@@ -24,7 +24,7 @@ from caffe2x.targets.torch.sizes import GENERATED_HELPERS
 #: names a local variable in generated ``forward`` must not take
 _RESERVED_LOCALS = frozenset(keyword.kwlist) | frozenset(dir(builtins)) | frozenset(
     {"self", "torch", "nn", "F", "math", "Optional", "annotations", "pool_output_size", "pool_window", "Net", "InputSizeError",
-     "List"}
+     "List", "Tuple"}
 ) | frozenset(c.__name__ for c in HELPER_CLASSES) | frozenset(GENERATED_HELPERS) | frozenset(
     h for helpers in GENERATED_HELPERS.values() for h in helpers)
 
@@ -121,7 +121,7 @@ differs from torch's own layers (ceil-mode pooling windows, BatchNorm without af
 from __future__ import annotations
 
 import math
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F

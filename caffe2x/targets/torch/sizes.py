@@ -19,7 +19,7 @@ small". The check is one function, :func:`check_min_size`, that works in every m
 from __future__ import annotations
 
 import math
-from typing import List
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -165,10 +165,110 @@ def reshape_size(x: torch.Tensor, shape: List[int], keep_batch: bool, start: int
     return ruled
 
 
+
+@torch.jit.unused
+def _interp_size_eager(x: torch.Tensor, like: Optional[torch.Tensor], shrink: int, zoom: int, height: int, width: int,
+                       pad_beg: int, pad_end: int, layer: str) -> List[int]:
+    eff = [x.shape[2] + pad_beg + pad_end, x.shape[3] + pad_beg + pad_end]  # traced tensors under jit.trace
+    if not torch.jit.is_tracing() and min(eff) <= 0:
+        raise InputSizeError(f"layer {layer!r} (Interp): cropping {-pad_beg} and {-pad_end} leaves no input of "
+                             f"{x.shape[2]}x{x.shape[3]}")
+    if shrink and not zoom:
+        out = [(e - 1) // shrink + 1 for e in eff]
+    elif zoom and not shrink:
+        out = [e + (e - 1) * (zoom - 1) for e in eff]
+    elif height and width:
+        out = [height, width]
+    elif shrink and zoom:
+        out = [(e - 1) // shrink + 1 for e in eff]
+        out = [s + (s - 1) * (zoom - 1) for s in out]
+    elif like is not None:
+        out = [like.shape[2], like.shape[3]]
+    else:
+        raise InputSizeError(f"layer {layer!r} (Interp) takes its size from a second input")
+    return eff + out
+
+
+@torch.fx.wrap
+def interp_size(x: torch.Tensor, like: Optional[torch.Tensor], shrink: int, zoom: int, height: int, width: int,
+                pad_beg: int, pad_end: int, layer: str) -> List[int]:
+    """``[in_h, in_w, out_h, out_w]``: the cropped input's size and Interp's output size by Caffe's
+    ``InterpLayer::Reshape`` rule, in its order of precedence (shrink only, zoom only, explicit height
+    and width, shrink then zoom, the second input's size; 0 = not set). Traced sizes stay traced."""
+    if not torch.jit.is_scripting():
+        return _interp_size_eager(x, like, shrink, zoom, height, width, pad_beg, pad_end, layer)
+    eh, ew = x.shape[2] + pad_beg + pad_end, x.shape[3] + pad_beg + pad_end
+    if eh <= 0 or ew <= 0:
+        raise InputSizeError("layer " + layer + " (Interp): cropping leaves no input of " + str(x.shape[2]) + "x"
+                             + str(x.shape[3]))
+    if shrink > 0 and zoom == 0:
+        return [eh, ew, (eh - 1) // shrink + 1, (ew - 1) // shrink + 1]
+    if zoom > 0 and shrink == 0:
+        return [eh, ew, eh + (eh - 1) * (zoom - 1), ew + (ew - 1) * (zoom - 1)]
+    if height > 0 and width > 0:
+        return [eh, ew, height, width]
+    if shrink > 0 and zoom > 0:
+        sh, sw = (eh - 1) // shrink + 1, (ew - 1) // shrink + 1
+        return [eh, ew, sh + (sh - 1) * (zoom - 1), sw + (sw - 1) * (zoom - 1)]
+    if like is None:
+        raise InputSizeError("layer " + layer + " (Interp) takes its size from a second input")
+    return [eh, ew, like.shape[2], like.shape[3]]
+
+
+@torch.jit.unused
+def _interp_positions(src: int, dst: int) -> torch.Tensor:
+    if isinstance(dst, torch.Tensor):  # under jit.trace: int64 tensors, divided in float32 as Caffe does
+        return torch.arange(dst, dtype=torch.float32) * ((src - 1) / (dst - 1).clamp(min=1))
+    # float(a) / b rounded to float32 equals float32 division: double rounding is innocuous for a quotient
+    return torch.arange(dst, dtype=torch.float32) * ((src - 1) / (dst - 1) if dst > 1 else 0.0)
+
+
+@torch.fx.wrap
+def interp_axis(src: int, dst: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Along one axis, per output position: (index, next index, weight of index, weight of next), as
+    Caffe's ``caffe_cpu_interp2`` (float32 ``r = (src - 1) / (dst - 1)``, ``pos = r * i`` truncated)."""
+    if torch.jit.is_scripting():
+        r = float(src - 1) / float(dst - 1) if dst > 1 else 0.0
+        pos = torch.arange(dst, dtype=torch.float32) * r
+    else:
+        pos = _interp_positions(src, dst)
+    i0 = pos.long()
+    i1 = i0 + (i0 < src - 1).long()
+    lam1 = pos - i0.to(torch.float32)
+    return i0, i1, 1 - lam1, lam1
+
+
+@torch.jit.unused
+def _unpool_mask_eager(idx: torch.Tensor, height: int, width: int, layer: str) -> None:
+    if torch.jit.is_tracing() or not idx.numel():  # traced: a value check cannot be recorded
+        return
+    low, high = int(idx.min()), int(idx.max())
+    if low < 0 or high >= height * width:
+        raise InputSizeError(f"layer {layer!r} (Upsample): mask index {low if low < 0 else high} is outside the "
+                             f"{height}x{width} output")
+
+
+@torch.fx.wrap
+def check_unpool_mask(idx: torch.Tensor, height: int, width: int, layer: str) -> torch.Tensor:
+    """``idx`` itself, after checking that every mask index falls in the ``height`` x ``width`` plane
+    (Caffe's ``UpsampleLayer`` CHECK): a mask from a larger input, or an explicit plane too small."""
+    if torch.jit.is_scripting():
+        if idx.numel() > 0:
+            low, high = int(idx.min()), int(idx.max())
+            if low < 0 or high >= height * width:
+                raise InputSizeError("layer " + layer + " (Upsample): mask index outside the " + str(height) + "x"
+                                     + str(width) + " output")
+    else:
+        _unpool_mask_eager(idx, height, width, layer)
+    return idx
+
 #: the checks and size helpers that generated code may call, each with the eager helpers it calls
 #: (copied into ``--emit-code`` output in this order)
 GENERATED_HELPERS = {
     "check_min_size": ("_min_size_eager",),
     "check_crop": ("_crop_eager",),
     "reshape_size": ("_concrete_dims", "_reshape_uses_rule", "_check_rule_eager"),
+    "interp_size": ("_interp_size_eager",),
+    "interp_axis": ("_interp_positions",),
+    "check_unpool_mask": ("_unpool_mask_eager",),
 }
