@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.helpers.layer_targets import RUNNERS
+from tests.helpers.layer_targets import RUNNERS, run_emitted_torch
 
 import caffe2x
 from caffe2x import fixtures
@@ -201,3 +201,28 @@ def test_dense_block_missing_blob_names_the_layer(tmp_path: Path) -> None:
     model.write_bytes(net.SerializeToString())
     with pytest.raises(Caffe2xError, match=r"'DenseBlock2' has 20 blob\(s\) in the caffemodel, needs blob 20"):
         caffe2x.load(model, deploy)
+
+
+def test_dense_block_through_emitted_torch_code(dense_net, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The standalone ``--emit-code`` module: the composite's parts are ordinary torch layers."""
+    graph, feeds, _ = dense_net
+    assert graph.outputs == [graph.blobs["DenseBlock2"]]
+    out = run_emitted_torch(graph, feeds, tmp_path, monkeypatch)
+    ref = execute(graph, feeds)[graph.blobs["DenseBlock2"]]
+    assert max_rel_error(out.numpy(), ref) <= TOL
+
+
+def test_dense_block_with_folded_batch_norm_matches(dense_net) -> None:  # type: ignore[no-untyped-def]
+    """``--fold-bn``: the bottleneck's BN and Scale fold into the 1x1 convolution before them; the
+    transitions' first BN reads a Concat and stays."""
+    from caffe2x.graph.transforms import fold_bn
+
+    graph, feeds, _ = dense_net
+    folded = fold_bn(graph)
+    names = {n.name for n in folded.nodes}
+    assert "DenseBlock2/t0_bc_bn" not in names and "DenseBlock2/t0_bc_scale" not in names
+    assert "DenseBlock2/t0_bn" in names
+    ref = execute(graph, feeds)
+    got = execute(folded, feeds)
+    for name in ("DenseBlock1", "DenseBlock2"):
+        assert max_rel_error(got[folded.blobs[name]], ref[graph.blobs[name]]) <= TOL
