@@ -158,3 +158,126 @@ def test_a_net_with_a_fixed_size_keeps_its_keras_input_size() -> None:
     assert tuple(model.inputs[0].shape) == (None, 32, 32, 3)
     x = seeded((3, 3, 32, 32))
     assert max_rel_error(np.asarray(model(nhwc(x))), caffe2x.run(graph, x)) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def resize_net() -> caffe2x.graph.ir.Graph:
+    from caffe2x.caffe.reader import read_bytes
+    from caffe2x.fixtures import synthesize
+    from tests.helpers.resize_net import RESIZE_PROTOTXT
+
+    return read_bytes(synthesize(RESIZE_PROTOTXT, seed=3), RESIZE_PROTOTXT)
+
+
+def caffe_layout(y: object, ref: np.ndarray) -> np.ndarray:
+    """A Keras output in the reference's layout (4-D outputs are NHWC)."""
+    y = np.asarray(keras.ops.convert_to_numpy(y))
+    return y.transpose(0, 3, 1, 2) if y.ndim == 4 else y
+
+
+def assert_resize_outputs(graph, run, sizes, names) -> None:  # type: ignore[no-untyped-def]
+    for shape in sizes:
+        x = seeded(shape)
+        ref = caffe2x.run(graph, x, outputs=names)
+        for name, got in zip(names, run(nhwc(x))):
+            got = caffe_layout(got, ref[name])
+            assert got.shape == ref[name].shape, (shape, name)
+            assert max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
+
+
+def test_interp_lrn_reshape_and_priorbox_follow_the_run_time_size_in_keras(resize_net) -> None:
+    """Interp's zoom / shrink-with-crop / size-of-a-blob rules and an explicit height/width (its output
+    stays 7x9), LRN within a channel, a 0/-1 Reshape and PriorBox's image size and steps follow the
+    input: the Keras input is (None, None, None, 3), eager calls and a tf.function traced at unknown
+    sizes (the path of SavedModel and TFLite) match the reference at sizes it was not read at."""
+    from tests.helpers.resize_net import RESIZE_OUTPUTS, RESIZE_SIZES
+
+    model = caffe2x.to_keras(resize_net, outputs=RESIZE_OUTPUTS)
+    assert tuple(model.inputs[0].shape) == (None, None, None, 3)
+    shapes = dict(zip(RESIZE_OUTPUTS, (tuple(o.shape) for o in model.outputs)))
+    assert shapes["fixed"] == (None, 7, 9, 6) and shapes["prior"] == (1, 2, None)
+    assert_resize_outputs(resize_net, model, RESIZE_SIZES, RESIZE_OUTPUTS)
+    tf = pytest.importorskip("tensorflow")
+    fn = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    assert_resize_outputs(resize_net, fn, RESIZE_SIZES[1:], RESIZE_OUTPUTS)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_resize_rules_survive_the_keras_files(resize_net, tmp_path: Path, suffix: str) -> None:
+    import caffe2x.targets.keras  # noqa: F401  (registers the caffe2x layers for load_model)
+    from tests.helpers.resize_net import RESIZE_SIZES
+
+    path = tmp_path / f"resize{suffix}"
+    caffe2x.save(resize_net, path, full_model=True) if suffix == ".h5" else caffe2x.save(resize_net, path)
+    loaded = keras.models.load_model(path, compile=False)
+    assert tuple(loaded.inputs[0].shape) == (None, None, None, 3)
+    assert_resize_outputs(resize_net, loaded, RESIZE_SIZES[1:3], list(resize_net.outputs))
+
+
+@pytest.mark.slow
+def test_resize_rules_through_savedmodel_and_tflite(resize_net, tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    from tests.helpers.resize_net import RESIZE_SIZES
+
+    model = caffe2x.to_keras(resize_net)
+    export = tmp_path / "resize_savedmodel"
+    model.export(str(export), verbose=False)
+    served = tf.saved_model.load(str(export))
+    names = list(resize_net.outputs)
+    assert_resize_outputs(resize_net, served.serve, RESIZE_SIZES[1:], names)
+
+    interpreter = _interpreter(tf.lite.TFLiteConverter.from_saved_model(str(export)).convert())
+    inp = interpreter.get_input_details()[0]
+    assert list(inp["shape_signature"]) == [-1, -1, -1, 3]
+    signature = interpreter.get_signature_runner()  # resizes the input to each call's shape
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        outs = signature(data=x)  # the SavedModel's outputs, in the model's order
+        return [outs[f"output_{i}"] for i in range(len(names))]
+
+    assert_resize_outputs(resize_net, run, RESIZE_SIZES[1:], names)
+
+
+_BACKEND_RUN_ALL = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import keras
+    import caffe2x.targets.keras  # registers the caffe2x layers
+    model = keras.models.load_model(sys.argv[1], compile=False)
+    data = np.load(sys.argv[2])
+    outs = {}
+    for k in data.files:
+        for i, y in enumerate(model(data[k])):
+            outs[f"{k}/{i}"] = np.asarray(keras.ops.convert_to_numpy(y))
+    np.savez(sys.argv[3], **outs)
+    print(keras.backend.backend())
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_resize_rules_on_the_jax_and_torch_backends(resize_net, tmp_path: Path, backend: str) -> None:
+    """The .keras file written on TensorFlow, read on JAX / torch, where every size is a Python int:
+    the layers take Caffe's numpy formulas at the size of each call."""
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed (the '{backend}' extra)")
+    from tests.helpers.resize_net import RESIZE_SIZES
+
+    path = tmp_path / "resize.keras"
+    caffe2x.save(resize_net, path)
+    inputs = {"x" + "x".join(map(str, s)): seeded(s) for s in RESIZE_SIZES[1:]}
+    np.savez(tmp_path / "in.npz", **{k: nhwc(v) for k, v in inputs.items()})
+    proc = subprocess.run([sys.executable, "-c", _BACKEND_RUN_ALL, str(path), str(tmp_path / "in.npz"),
+                           str(tmp_path / "out.npz")], capture_output=True, text=True,
+                          env={**os.environ, "KERAS_BACKEND": backend}, timeout=600,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == backend
+    outs = np.load(tmp_path / "out.npz")
+    names = list(resize_net.outputs)
+    for key, x in inputs.items():
+        ref = caffe2x.run(resize_net, x, outputs=names)
+        for i, name in enumerate(names):
+            got = caffe_layout(outs[f"{key}/{i}"], ref[name])
+            assert got.shape == ref[name].shape, (backend, key, name)
+            assert max_rel_error(got, ref[name]) <= 1e-5, (backend, key, name)

@@ -16,8 +16,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from caffe2x.graph.formulas import prior_boxes
+from caffe2x.graph.formulas import prior_follows_input
 from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.dynamic_layers import prior_box_tensor
 from caffe2x.targets.keras.layers import CUSTOM_OBJECTS
 from caffe2x.targets.keras.ops import BuildContext, builder, set_weights
 
@@ -52,20 +53,24 @@ class CaffeNormalize(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CaffePriorBox(keras.layers.Layer):
-    """SSD's PriorBox: a constant ``(1, 2, H*W*P*4)`` computed from the feature map's static size."""
+    """SSD's PriorBox: ``(1, 2, H*W*P*4)`` for the feature map's size (and, called with the image too
+    and no img_size, the image's: :func:`caffe2x.graph.formulas.prior_attrs`), a constant when the
+    sizes are known, computed from the run-time shapes otherwise (:mod:`.dynamic_layers`)."""
 
     def __init__(self, prior: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.prior = dict(prior)
 
     def call(self, x: Any, *image: Any) -> Any:
-        h, w = int(x.shape[1]), int(x.shape[2])
-        return ops.convert_to_tensor(prior_boxes(self.prior, h, w))
+        shape = ops.shape(x)
+        size = tuple(ops.shape(image[0])[1:3]) if image and prior_follows_input(self.prior) else None
+        return prior_box_tensor(self.prior, shape[1], shape[2], size)
 
-    def compute_output_shape(self, input_shape: Any, *image: Any) -> tuple[int, ...]:
+    def compute_output_shape(self, input_shape: Any, *image: Any) -> tuple[int | None, ...]:
         from caffe2x.graph.formulas import num_priors
 
-        return (1, 2, int(input_shape[1]) * int(input_shape[2]) * num_priors(self.prior) * 4)
+        h, w = input_shape[1], input_shape[2]
+        return (1, 2, None if h is None or w is None else int(h) * int(w) * num_priors(self.prior) * 4)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "prior": self.prior}
@@ -186,6 +191,8 @@ def _normalize(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
 
 @builder("PriorBox")
 def _prior_box(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
+    if prior_follows_input(node.attrs) and any(ctx.varies(v) for v in node.inputs):
+        return [CaffePriorBox(node.attrs, name=ctx.name(node))(ins[0], ins[1])]
     return [CaffePriorBox(node.attrs, name=ctx.name(node))(ins[0])]
 
 

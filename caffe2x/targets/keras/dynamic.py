@@ -3,26 +3,33 @@
 :func:`plan` picks the input axes to leave as ``None`` in ``keras.Input`` (the free ones of
 :func:`caffe2x.graph.reshape.symbolic_axes`, when every layer on a value whose shape varies is built without a
 baked-in size), so a fully convolutional net's model, ``.keras`` and ``.h5`` files, SavedModel and
-TFLite conversion take any H x W. Pooling (:class:`~.layers.CaffePooling2D`) and Crop
-(:class:`~.shape.CaffeCropLike`) compute Caffe's geometry from the run-time shape; a net with anything
-else on a varying value keeps the sizes it was read at (any batch).
+TFLite conversion take any H x W. Pooling (:class:`~.layers.CaffePooling2D`), Crop
+(:class:`~.shape.CaffeCropLike`), Interp and PriorBox (:mod:`.dynamic_layers`) and Reshape
+(:class:`~.shape.CaffeRuleReshape`) compute Caffe's geometry from the run-time shape; LRN (across or
+within channels) only pads by its window. A net with anything else on a varying value keeps the sizes
+it was read at (any batch).
 """
 from __future__ import annotations
 
+from caffe2x.graph.formulas import prior_follows_input
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.graph.reshape import symbolic_axes
 
 #: ops whose builder never bakes in a size that can vary: only attributes and channel counts
 _AGNOSTIC = {"Convolution", "Deconvolution", "BatchNorm", "Scale", "ReLU", "ELU", "PReLU", "Sigmoid", "TanH",
-             "Dropout", "Softmax", "Concat", "Eltwise",
+             "Dropout", "Softmax", "Concat", "Eltwise", "LRN",
              # these two compute their sizes at run time when their input varies
              "Pooling", "Crop"}
 
 
 def size_agnostic(node: Node) -> bool:
     """Whether the Keras builder of ``node`` follows input sizes known only at run time."""
-    if node.op == "LRN":
-        return node.attrs["region"] == "across"
+    if node.op == "Interp":  # Caffe's rule on the run-time size (.dynamic_layers); older graphs have none
+        return "rule" in node.attrs
+    if node.op == "Reshape":  # Caffe's rule on the run-time shape (CaffeRuleReshape)
+        return bool(node.attrs.get("caffe_rule"))
+    if node.op == "PriorBox":  # the image size follows the image input (.dynamic_layers)
+        return prior_follows_input(node.attrs) and len(node.inputs) > 1
     if node.op in ("Softmax", "Concat"):
         return node.attrs["axis"] == 1  # the channel axis; a spatial axis would move in NHWC alike, kept simple
     return node.op in _AGNOSTIC

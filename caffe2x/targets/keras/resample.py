@@ -5,7 +5,8 @@ written with ``keras.ops`` on NHWC tensors (formulas: :mod:`caffe2x.layers.resam
   greater (Caffe's first maximum on ties; ``argmax`` does not promise which tie it returns).
 * CaffeUnpooling sorts each channel's (index, position) keys so only the last write to an index is
   scattered (Caffe's loop order); the others go to a spare slot that is cut off.
-* CaffeInterp gathers rows and columns at Caffe's float32 source positions (constants from the sizes).
+* CaffeInterp gathers rows and columns at Caffe's float32 source positions (constants from the sizes,
+  or computed from the run-time sizes by Caffe's rule, :mod:`.dynamic_layers`).
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from caffe2x.graph.formulas import interp_axis, pool_window
+from caffe2x.graph.formulas import pool_window
 from caffe2x.graph.ir import Node
+from caffe2x.targets.keras.dynamic_layers import interp_size, interp_weights
 from caffe2x.targets.keras.layers import CUSTOM_OBJECTS
 from caffe2x.targets.keras.ops import BuildContext, builder
 
@@ -125,28 +127,51 @@ class CaffeUpsampleNearest(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CaffeInterp(keras.layers.Layer):
-    """PSPNet's Interp on NHWC input: crop, then align-corners bilinear with Caffe's float32 weights."""
+    """PSPNet's Interp on NHWC input: crop, then align-corners bilinear with Caffe's float32 weights.
 
-    def __init__(self, size: Any, crop: Any, region: Any, **kwargs: Any) -> None:
+    With ``rule`` (Caffe's zoom / shrink / pad / height-width rule, :func:`caffe2x.layers.resample.
+    interp_geometry`) the crop and size follow the run-time input (:mod:`.dynamic_layers`); without it
+    (files written before) the sizes are the ones it was built at."""
+
+    def __init__(self, size: Any, crop: Any, region: Any, rule: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.size, self.crop, self.region = [int(s) for s in size], [int(s) for s in crop], [int(s) for s in region]
+        self.rule = dict(rule) if rule else None
 
     def call(self, x: Any, *like: Any) -> Any:
-        (t, l), (rh, rw) = self.crop, self.region
-        src = x[:, t:t + rh, l:l + rw, :]
-        h0, h1, a0, a1 = interp_axis(rh, self.size[0])
-        w0, w1, b0, b1 = interp_axis(rw, self.size[1])
+        if self.rule is None:
+            (t, l), (rh, rw) = self.crop, self.region
+            src = x[:, t:t + rh, l:l + rw, :]
+            size = self.size
+        else:
+            beg, end = self.rule["pad_beg"], self.rule["pad_end"]
+            src = x[:, -beg:(end if end < 0 else None), -beg:(end if end < 0 else None), :] if beg or end else x
+            shape = ops.shape(src)
+            rh, rw = shape[1], shape[2]
+            size = interp_size(self.rule, (rh, rw), tuple(ops.shape(like[0])[1:3]) if like else None)
+        h0, h1, a0, a1 = interp_weights(rh, size[0])
+        w0, w1, b0, b1 = interp_weights(rw, size[1])
         r0, r1 = ops.take(src, h0, axis=1), ops.take(src, h1, axis=1)
-        b0, b1 = b0.reshape(1, 1, -1, 1), b1.reshape(1, 1, -1, 1)
+        b0, b1 = ops.reshape(b0, (1, 1, -1, 1)), ops.reshape(b1, (1, 1, -1, 1))
         top = b0 * ops.take(r0, w0, axis=2) + b1 * ops.take(r0, w1, axis=2)
         bottom = b0 * ops.take(r1, w0, axis=2) + b1 * ops.take(r1, w1, axis=2)
-        return a0.reshape(1, -1, 1, 1) * top + a1.reshape(1, -1, 1, 1) * bottom
+        return ops.reshape(a0, (1, -1, 1, 1)) * top + ops.reshape(a1, (1, -1, 1, 1)) * bottom
 
     def compute_output_shape(self, input_shape: tuple[Any, ...], *like: Any) -> tuple[Any, ...]:
-        return (input_shape[0], self.size[0], self.size[1], input_shape[3])
+        if self.rule is None:
+            return (input_shape[0], self.size[0], self.size[1], input_shape[3])
+        rule = self.rule
+        if rule["height"] is not None and rule["width"] is not None and rule["shrink"] is None and rule["zoom"] is None:
+            return (input_shape[0], rule["height"], rule["width"], input_shape[3])
+        eff = tuple(None if d is None else d + rule["pad_beg"] + rule["pad_end"] for d in input_shape[1:3])
+        if rule["shrink"] is None and rule["zoom"] is None or None in eff:
+            # the size of the second input (Keras passes only the first input's shape here), or unknown
+            return (input_shape[0], None, None, input_shape[3])
+        h, w = interp_size(rule, eff, None)
+        return (input_shape[0], int(h), int(w), input_shape[3])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "size": self.size, "crop": self.crop, "region": self.region}
+        return {**super().get_config(), "size": self.size, "crop": self.crop, "region": self.region, "rule": self.rule}
 
 
 CUSTOM_OBJECTS.update({cls.__name__: cls for cls in (CaffeMaxPoolWithMask, CaffeUnpooling, CaffeUpsampleNearest,
@@ -174,4 +199,6 @@ def _nearest(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
 @builder("Interp")
 def _interp(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     a = node.attrs
+    if "rule" in a and any(ctx.varies(v) for v in node.inputs):  # the sizes follow the run-time input
+        return [CaffeInterp(a["size"], a["crop"], a["region"], a["rule"], name=ctx.name(node))(*ins)]
     return [CaffeInterp(a["size"], a["crop"], a["region"], name=ctx.name(node))(ins[0])]

@@ -72,7 +72,7 @@ class CaffeRuleReshape(keras.layers.Layer):
 def _reshape(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     x_shape, y_shape = ctx.shape(node.inputs[0]), ctx.shape(node.outputs[0])
     rule = node.attrs.get("caffe_rule")
-    if rule and batch_moved(ctx.graph, node.inputs[0]):
+    if rule and (batch_moved(ctx.graph, node.inputs[0]) or ctx.varies(node.inputs[0])):
         x = ctx.to_caffe_order(node, ins[0], len(x_shape))
         y = CaffeRuleReshape(rule["axis"], rule["num_axes"], rule["dims"], name=ctx.name(node))(x)
         return [ctx.from_caffe_order(node, y, len(y_shape))]
