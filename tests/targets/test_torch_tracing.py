@@ -260,3 +260,20 @@ def test_reshape_follows_caffes_rule_at_every_size_in_eager_fx_script_and_trace(
             run(torch.zeros(1, 3, 5, 5))
     with pytest.raises(Exception, match="fixed"):
         torch.jit.script(fixed)(torch.zeros(1, 3, 5, 5))
+
+
+@pytest.mark.slow
+def test_resnet50_emitted_code_through_fx_script_and_trace_at_two_sizes(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``--emit-code`` ResNet-50, traced (jit) at 1x224x224, at batch 2 and at 201x199 (odd: pool5
+    still sees 7x7, which its InnerProduct needs), eager, FX, TorchScript and jit.trace alike."""
+    graph = fixtures.graph("resnet50")
+    caffe2x.save(graph, tmp_path / "r50.pt", to="torch", emit_code=True)
+    net = _load(tmp_path / "r50_model.py", monkeypatch).Net()
+    net.load_state_dict(torch.load(tmp_path / "r50.pt", weights_only=True))
+    xs = [seeded((1, 3, 224, 224), 30, 50.0), seeded((2, 3, 224, 224), 31, 50.0), seeded((1, 3, 201, 199), 32, 50.0)]
+    cases = [(torch.from_numpy(x), caffe2x.run(graph, x)) for x in xs]
+    gm = torch.fx.symbolic_trace(net)
+    assert sum(n.op == "call_module" for n in gm.graph.nodes) > 100
+    for run in (net, gm, torch.jit.script(net), torch.jit.trace(net, cases[0][0])):
+        assert_matches_at_every_size(run, cases)
