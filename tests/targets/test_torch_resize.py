@@ -1,5 +1,5 @@
 """The torch module's Interp, nearest Upsample and unpooling (Upsample with a MAX pooling's mask) follow
-the input's size at run time by Caffe's reshape rules, in eager mode, through ``torch.fx``,
+the input's size at run time by Caffe's reshape rules (PriorBox's image size and steps too), in eager mode, through ``torch.fx``,
 ``torch.jit.script`` and ``torch.jit.trace`` (traced once, at the size the net was read at), and in the
 ``--emit-code`` module, exactly as the numpy reference at each size; where a parameter fixes the size
 (Interp's height/width, Upsample's upsample_h/w) it stays fixed; a size the layer cannot take is an
@@ -7,7 +7,6 @@ error naming it."""
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,22 +61,18 @@ def _check_at_sizes(graph: Graph, outputs: list[str], sizes: list[tuple[int, ...
                 assert np.array_equal(g, w) if exact else max_rel_error(g, w) <= TOL, (mode, shape, blob)
 
 
-#: the resize net without its PriorBox layers (their torch module keeps the image size it was read at)
-INTERP_PROTOTXT = re.sub(r'layer \{ name: "prior.*?\} \}\n', "", RESIZE_PROTOTXT, flags=re.S)
-INTERP_OUTPUTS = [o for o in RESIZE_OUTPUTS if not o.startswith("prior")]
-
-
-def test_interp_by_every_rule_follows_the_size_in_every_mode_and_the_emitted_code(
+def test_interp_and_priorbox_follow_the_size_in_every_mode_and_the_emitted_code(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """zoom, shrink with a crop by pad_beg/pad_end, a second input's size, explicit height/width
-    (fixed), a Reshape 0/-1 after them: at 20x18 (read), 17x23 with batch 2, 9x11 and 32x31."""
-    graph = graph_from_text(INTERP_PROTOTXT, seed=1)
-    assert "Interp" in {n.op for n in graph.nodes} and len(INTERP_OUTPUTS) == 6
+    """Interp by zoom, shrink with a crop by pad_beg/pad_end, a second input's size and explicit
+    height/width (fixed), a Reshape 0/-1 after them, PriorBox with its image size from the data input
+    (derived and given steps): at 20x18 (read), 17x23 with batch 2, 9x11 and 32x31."""
+    graph = graph_from_text(RESIZE_PROTOTXT, seed=1)
     x0 = torch.from_numpy(seeded(RESIZE_SIZES[0]))
-    runs = _every_mode(caffe2x.to_torch(graph, INTERP_OUTPUTS), x0)
-    _check_at_sizes(graph, INTERP_OUTPUTS, RESIZE_SIZES, lambda s: seeded(s, seed=s[2]), runs)
+    runs = _every_mode(caffe2x.to_torch(graph, RESIZE_OUTPUTS), x0)
+    _check_at_sizes(graph, RESIZE_OUTPUTS, RESIZE_SIZES, lambda s: seeded(s, seed=s[2]), runs)
     emitted = _emitted(graph, tmp_path, monkeypatch)
-    _check_at_sizes(graph, ["fixed"], RESIZE_SIZES, lambda s: seeded(s, seed=s[2]), _every_mode(emitted, x0))
+    assert {"fixed", "prior"} <= set(graph.outputs)
+    _check_at_sizes(graph, graph.outputs, RESIZE_SIZES, lambda s: seeded(s, seed=s[2]), _every_mode(emitted, x0))
     fixed = caffe2x.run(graph, seeded((1, 3, 32, 31)), "fixed")
     assert fixed.shape == (1, 6, 7, 9)  # height/width given: the size stays
 

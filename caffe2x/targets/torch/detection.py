@@ -8,11 +8,12 @@ greedy loop (with ``eta``), run in Python over each class's candidates.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
+from caffe2x.graph.formulas import prior_follows_input
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.targets.torch.ops import LayerSpec, _tensors, builder
 
@@ -42,18 +43,23 @@ class CaffeNormalize(nn.Module):
 
 
 class CaffePriorBox(nn.Module):
-    """SSD's PriorBox: the ``(1, 2, H*W*P*4)`` boxes and variances of a feature map's cells (read
-    from the first input's H and W; the image size and steps are fixed at conversion)."""
+    """SSD's PriorBox: the ``(1, 2, H*W*P*4)`` boxes and variances of a feature map's cells, the H and W
+    read from the first input at run time. As Caffe's ``PriorBoxLayer::Forward``, the image size is the
+    image input's H x W unless img_size fixed it (``img_from_input``), and the steps are image over
+    feature size unless step fixed them (``step_derived``); ``img``/``step`` are the values at the size
+    the net was read at (used when fixed)."""
 
     def __init__(self, min_sizes: list[int], max_sizes: list[int], aspect_ratios: list[float], clip: bool,
                  variance: list[float], img: list[int], step: list[float], offset: float,
-                 offsets: list[list[float]] | None = None) -> None:
+                 offsets: list[list[float]] | None = None, img_from_input: bool = False,
+                 step_derived: bool = False) -> None:
         super().__init__()
         self.clip = clip
         self.variance = list(variance)
         self.img = list(img)
         self.step = list(step)
         self.offset = offset
+        self.img_from_input, self.step_derived = img_from_input, step_derived
         #: (offset_h, offset_w) box centres of a cell (TextBoxes' repeated offsets, else offset twice)
         self.offsets = [[float(h), float(w)] for h, w in offsets] if offsets else [[float(offset)] * 2]
         _f32 = self.round_float32
@@ -68,7 +74,7 @@ class CaffePriorBox(nn.Module):
                     continue
                 root = _f32(math.sqrt(ar))
                 sizes.append((_f32(m * root), _f32(m / root)))
-        self.sizes = sizes
+        self.sizes = [[bw, bh] for bw, bh in sizes]  # lists: TorchScript's torch.tensor takes no tuples
 
     @staticmethod
     def round_float32(v: float) -> float:
@@ -77,26 +83,30 @@ class CaffePriorBox(nn.Module):
         mantissa, exponent = math.frexp(v)
         return math.ldexp(round(mantissa * 2 ** 24) / 2 ** 24, exponent)
 
-    def forward(self, x: torch.Tensor, *image: torch.Tensor) -> torch.Tensor:
-        h, w = int(x.shape[2]), int(x.shape[3])
+    def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> torch.Tensor:
+        h, w = x.shape[2], x.shape[3]  # symbolic under FX and jit.trace: no size is computed in Python
+        if self.img_from_input and image is not None:
+            img_h, img_w = image.shape[2], image.shape[3]
+        else:
+            img_h, img_w = self.img[0], self.img[1]
+        if self.step_derived:  # a float quotient rounded to float32 when it meets the float32 positions
+            step_h, step_w = img_h / h, img_w / w
+        else:
+            step_h, step_w = self.step[0], self.step[1]
         f32, f64 = torch.float32, torch.float64
-        offs = torch.tensor(self.offsets, dtype=f32)                                        # (J, 2)
-        cx = ((torch.arange(w, dtype=f32).view(w, 1) + offs[:, 1].view(1, -1))
-              * torch.tensor(self.step[1], dtype=f32)).to(f64)                                # (W, J)
-        cy = ((torch.arange(h, dtype=f32).view(h, 1) + offs[:, 0].view(1, -1))
-              * torch.tensor(self.step[0], dtype=f32)).to(f64)                                # (H, J)
+        offs = torch.tensor(self.offsets, dtype=f32)                                           # (J, 2)
+        cx = ((torch.arange(w, dtype=f32).view(-1, 1) + offs[:, 1].view(1, -1)) * step_w).to(f64)  # (W, J)
+        cy = ((torch.arange(h, dtype=f32).view(-1, 1) + offs[:, 0].view(1, -1)) * step_h).to(f64)  # (H, J)
         sizes = torch.tensor(self.sizes, dtype=f64)
         bw, bh = sizes[:, 0].view(-1, 1), sizes[:, 1].view(-1, 1)
-        shape = (h, w, len(self.sizes), len(self.offsets))
-        cxg = cx.view(1, w, 1, -1).expand(shape)
-        cyg = cy.view(h, 1, 1, -1).expand(shape)
-        img_h, img_w = self.img
+        cxg = cx.view(1, w, 1, -1).expand(h, w, len(self.sizes), len(self.offsets))
+        cyg = cy.view(h, 1, 1, -1).expand(h, w, len(self.sizes), len(self.offsets))
         boxes = torch.stack([(cxg - bw / 2) / img_w, (cyg - bh / 2) / img_h,
                              (cxg + bw / 2) / img_w, (cyg + bh / 2) / img_h], dim=-1).to(f32).reshape(-1)
         if self.clip:
             boxes = boxes.clamp(0.0, 1.0)
         var = torch.tensor(self.variance if len(self.variance) == 4 else self.variance * 4, dtype=f32)
-        variances = var.repeat(boxes.numel() // 4)
+        variances = (torch.ones_like(boxes).view(-1, 4) * var).reshape(-1)
         return torch.stack([boxes, variances]).unsqueeze(0).to(x.dtype)
 
     def extra_repr(self) -> str:
@@ -232,6 +242,9 @@ def _prior_box(node: Node, graph: Graph) -> LayerSpec:
     kwargs = {k: node.attrs[k] for k in keys}
     if node.attrs.get("offsets"):
         kwargs["offsets"] = node.attrs["offsets"]
+    if prior_follows_input(node.attrs) and len(node.inputs) > 1:  # Caffe recomputes these at run time
+        kwargs["img_from_input"] = True
+        kwargs["step_derived"] = node.attrs["rule"]["step"] == "derived"
     return LayerSpec(CaffePriorBox, kwargs)
 
 
