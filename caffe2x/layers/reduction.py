@@ -70,6 +70,10 @@ def _argmax(layer: Any, ins: list[Shape], blobs: BlobSource) -> LayerSpec:
 @shape_function("ArgMax")
 def _argmax_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
     x, a = ins[0], node.attrs
+    limit = x[a["axis"]] if a["axis"] is not None else int(np.prod(x[1:]))
+    if a["top_k"] > limit:  # Caffe's ArgMaxLayer::Reshape CHECK, at every size the net is run at
+        raise Caffe2xError(f"layer {node.name!r} (ArgMax): top_k {a['top_k']} takes at least {a['top_k']} values "
+                           f"{'along axis ' + str(a['axis']) if a['axis'] is not None else 'per sample'}, got {limit}")
     if a["axis"] is not None:
         out = list(x)
         out[a["axis"]] = a["top_k"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -277,3 +278,34 @@ def test_resnet50_emitted_code_through_fx_script_and_trace_at_two_sizes(tmp_path
     assert sum(n.op == "call_module" for n in gm.graph.nodes) > 100
     for run in (net, gm, torch.jit.script(net), torch.jit.trace(net, cases[0][0])):
         assert_matches_at_every_size(run, cases)
+
+
+def _refused_everywhere(text: str, x: np.ndarray, message: str) -> None:
+    """The reference and the module (eager, FX: ``message`` as the whole line; TorchScript: naming
+    the layer) refuse ``x``."""
+    graph = graph_from_text(text, seed=1)
+    with pytest.raises(Caffe2xError, match=re.escape(message.split(":")[0])):
+        caffe2x.run(graph, x)
+    net = caffe2x.to_torch(graph)
+    for run in (net, torch.fx.symbolic_trace(net)):
+        with pytest.raises(InputSizeError, match="^" + re.escape(message) + "$"):
+            run(torch.from_numpy(x))
+    with pytest.raises(Exception, match=message.split("'")[1]):
+        torch.jit.script(net)(torch.from_numpy(x))
+
+
+def test_an_argmax_top_k_larger_than_its_axis_at_another_size_names_the_layer() -> None:
+    text = ('input: "data" input_shape { dim: 1 dim: 3 dim: 4 dim: 5 }\n'
+            'layer { name: "best3" type: "ArgMax" bottom: "data" top: "best3" argmax_param { axis: 1 top_k: 3 } }')
+    _refused_everywhere(text, np.zeros((1, 2, 4, 5), np.float32),
+                        "layer 'best3' (ArgMax): top_k 3 takes at least 3 values along axis 1, got 2")
+    flat = text.replace("axis: 1 top_k: 3", "top_k: 30")
+    _refused_everywhere(flat, np.zeros((1, 3, 2, 3), np.float32),
+                        "layer 'best3' (ArgMax): top_k 30 takes at least 30 values per sample, got 18")
+
+
+def test_an_embed_index_past_its_table_names_the_layer() -> None:
+    text = ('input: "data" input_shape { dim: 2 dim: 3 }\n'
+            'layer { name: "words" type: "Embed" bottom: "data" top: "words" embed_param { input_dim: 4 num_output: 2 } }')
+    x = np.array([[0, 1, 2], [3, 5, 1]], np.float32)
+    _refused_everywhere(text, x, "layer 'words' (Embed): input must hold integers in 0..3, got 5")

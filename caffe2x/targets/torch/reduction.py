@@ -8,6 +8,9 @@ from torch import nn
 
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.targets.torch.ops import LayerSpec, builder
+from caffe2x.targets.torch.sizes import check_top_k
+
+torch.fx.wrap("check_top_k")  # FX records the call instead of tracing its Python `if` on sizes
 
 
 class CaffeReduction(nn.Module):
@@ -33,8 +36,9 @@ class CaffeArgMax(nn.Module):
     or over each sample's values when ``axis`` is None (indices, then values, as (N, 1|2, top_k, …))."""
 
     def __init__(self, top_k: int = 1, out_max_val: bool = False, axis: int | None = None,
-                 out_shape: tuple[int, ...] = ()) -> None:
+                 out_shape: tuple[int, ...] = (), layer: str = "argmax") -> None:
         super().__init__()
+        self.layer = layer
         self.top_k, self.out_max_val, self.axis, self.out_shape = top_k, out_max_val, axis, tuple(out_shape)
         #: the output's dims after the batch (fixed by top_k and the input's rank), a list for TorchScript
         self.tail: List[int] = [int(d) for d in out_shape[1:]]
@@ -47,6 +51,7 @@ class CaffeArgMax(nn.Module):
         return values.narrow(dim, 0, self.top_k), indices
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = check_top_k(x, -1 if self.axis is None else self.axis, self.top_k, self.layer)
         if self.axis is not None:
             values, indices = self.top(x, self.axis)
             return values if self.out_max_val else indices.to(x.dtype)
@@ -69,4 +74,5 @@ def _argmax(node: Node, graph: Graph) -> LayerSpec:
     a = node.attrs
     return LayerSpec(CaffeArgMax, {"top_k": int(a["top_k"]), "out_max_val": bool(a["out_max_val"]),
                                    "axis": None if a["axis"] is None else int(a["axis"]),
-                                   "out_shape": tuple(int(d) for d in graph.shapes[node.outputs[0]])})
+                                   "out_shape": tuple(int(d) for d in graph.shapes[node.outputs[0]]),
+                                   "layer": node.name})

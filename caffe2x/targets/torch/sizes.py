@@ -262,6 +262,52 @@ def check_unpool_mask(idx: torch.Tensor, height: int, width: int, layer: str) ->
         _unpool_mask_eager(idx, height, width, layer)
     return idx
 
+
+@torch.jit.unused
+def _top_k_eager(x: torch.Tensor, axis: int, top_k: int, layer: str) -> None:
+    if torch.jit.is_tracing():
+        return
+    size = x.shape[axis] if axis >= 0 else x[0].numel()
+    if size < top_k:
+        where = f"along axis {axis}" if axis >= 0 else "per sample"
+        raise InputSizeError(f"layer {layer!r} (ArgMax): top_k {top_k} takes at least {top_k} values {where}, got {size}")
+
+
+@torch.fx.wrap
+def check_top_k(x: torch.Tensor, axis: int, top_k: int, layer: str) -> torch.Tensor:
+    """``x`` itself, after checking that it holds ``top_k`` values along ``axis`` (-1: per sample)."""
+    if torch.jit.is_scripting():
+        size = x.shape[axis] if axis >= 0 else x[0].numel()
+        if size < top_k:
+            raise InputSizeError("layer " + layer + " (ArgMax): top_k " + str(top_k) + " takes at least " + str(top_k)
+                                 + " values, got " + str(size))
+    else:
+        _top_k_eager(x, axis, top_k, layer)
+    return x
+
+
+@torch.jit.unused
+def _embed_index_eager(index: torch.Tensor, input_dim: int, layer: str) -> None:
+    if torch.jit.is_tracing() or not index.numel():
+        return
+    low, high = int(index.min()), int(index.max())
+    if low < 0 or high >= input_dim:
+        raise InputSizeError(f"layer {layer!r} (Embed): input must hold integers in 0..{input_dim - 1}, got "
+                             f"{low if low < 0 else high}")
+
+
+@torch.fx.wrap
+def check_embed_index(index: torch.Tensor, input_dim: int, layer: str) -> torch.Tensor:
+    """``index`` itself, after checking that it picks rows of an ``input_dim``-row table."""
+    if torch.jit.is_scripting():
+        if index.numel() > 0:
+            low, high = int(index.min()), int(index.max())
+            if low < 0 or high >= input_dim:
+                raise InputSizeError("layer " + layer + " (Embed): input must hold integers in 0.." + str(input_dim - 1))
+    else:
+        _embed_index_eager(index, input_dim, layer)
+    return index
+
 #: the checks and size helpers that generated code may call, each with the eager helpers it calls
 #: (copied into ``--emit-code`` output in this order)
 GENERATED_HELPERS = {
@@ -271,4 +317,6 @@ GENERATED_HELPERS = {
     "interp_size": ("_interp_size_eager",),
     "interp_axis": ("_interp_positions",),
     "check_unpool_mask": ("_unpool_mask_eager",),
+    "check_top_k": ("_top_k_eager",),
+    "check_embed_index": ("_embed_index_eager",),
 }
