@@ -7,7 +7,8 @@ from typing import Any
 
 from caffe2x.cli.args import EXIT_OK, add_model_args
 from caffe2x.graph.ir import Graph
-from caffe2x.graph.reshape import describe_inputs, free_input_dims
+from caffe2x.graph.pins import describe_pins, pinning_layers
+from caffe2x.graph.reshape import axis_name, describe_inputs, free_input_dims
 
 
 def caffe_parameter_count(graph: Graph) -> int:
@@ -37,12 +38,17 @@ def summary(graph: Graph) -> dict[str, Any]:
             "tensors": {role: list(graph.tensors[k].shape) for role, k in n.params.items()},
         })
     dims = free_input_dims(graph)
+    pins = pinning_layers(graph)
     return {
         "name": graph.name,
         "inputs": {k: list(v) for k, v in graph.inputs.items()},
         # per input dim: free (any size from "minimum" on) or the sizes it takes ("accepts" ranges)
         "input_dims": {k: [d.to_json() for d in ds] for k, ds in dims.items()},
         "input_dims_text": describe_inputs(dims),
+        # per input, the layers whose shape rule fixes or bounds a dim (by dim name): why a dim is not free
+        "pinned_by": {k: {axis_name(len(graph.inputs[k]), a): list(ls) for a, ls in axes.items()}
+                      for k, axes in pins.items()},
+        "pinned_by_text": describe_pins(graph, pins),
         "outputs": {inverse.get(v, v): list(graph.shapes[v]) for v in graph.outputs},
         "layers": layers,
         "num_layers": len(layers),
@@ -60,6 +66,8 @@ def format_table(info: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = [f"{info['name']}: inputs " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in info["inputs"].items()),
              f"input sizes: {info['input_dims_text']}"]
+    if info["pinned_by_text"]:
+        lines.append(f"input sizes set by: {info['pinned_by_text']}")
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     lines.append(f"{info['num_layers']} layers, {info['num_caffe_parameters']:,} parameters in the caffemodel "

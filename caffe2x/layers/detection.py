@@ -200,8 +200,8 @@ def _repeated(p: Any, field: str) -> list[float]:
 
 @shape_function("PriorBox")
 def _prior_box_shape(node: Node, ins: list[Shape], graph: Graph) -> list[Shape]:
-    if not prior_follows_input(node.attrs):  # img_size given: the feature map and image it was read at
-        check_pinned(node, ins, [graph.shapes.get(v) for v in node.inputs])
+    if not prior_follows_input(node.attrs):  # img_size given: the feature map it was read at (Caffe then
+        check_pinned(node, ins[:1], [graph.shapes.get(node.inputs[0])])  # never reads the image input)
     x = ins[0]
     return [(1, 2, x[2] * x[3] * num_priors(node.attrs) * 4)]
 
