@@ -118,7 +118,7 @@ def resize_net() -> caffe2x.graph.ir.Graph:
     return read_bytes(fixtures.synthesize(RESIZE_PROTOTXT, seed=3), RESIZE_PROTOTXT)
 
 
-@pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
+@pytest.mark.parametrize("level", LEVELS)
 def test_interp_lrn_reshape_and_priorbox_follow_the_run_time_size(resize_net, level: str) -> None:
     """Interp's zoom / shrink-with-crop / size-of-a-blob rules and an explicit height/width (its output
     stays 7x9 while its input varies), LRN within a channel, a 0/-1 Reshape and PriorBox's image size
