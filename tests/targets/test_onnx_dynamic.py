@@ -167,3 +167,23 @@ def test_resize_rules_in_openvino(resize_net, tmp_path: Path) -> None:
             got = result[compiled.output(name)]
             assert got.shape == ref[name].shape, (shape, name)
             assert max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
+
+
+@pytest.mark.parametrize("level", ["ORT_DISABLE_ALL", "ORT_ENABLE_ALL"])
+def test_an_ssd_without_img_size_runs_at_any_size(level: str) -> None:
+    """MobileNet-SSD in miniature: PriorBox follows the data input, Permute and Flatten keep the
+    run-time dims, DetectionOutput counts its priors and boxes from the run-time shapes (and its rows
+    are as many as it finds, at any batch): the same detections as the reference at other sizes."""
+    graph = fixtures.graph("ssd_mobilenet_style")
+    names = ["mbox_loc", "mbox_conf_sigmoid", "mbox_priorbox", "detection_out"]
+    model = to_onnx(graph, outputs=names)
+    assert dims(model.graph.input[0]) == ["N", 3, "H", "W"]
+    assert dims(model.graph.output[3]) == [1, 1, None, 7]
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    sess = session(model.SerializeToString(), level)
+    for shape in [(1, 3, 48, 40), (2, 3, 37, 21), (1, 3, 64, 64)]:
+        x = seeded(shape)
+        ref = caffe2x.run(graph, x, outputs=names)
+        for name, got in zip(names, sess.run(names, {"data": x})):
+            assert got.shape == ref[name].shape, (shape, name)
+            assert max_rel_error(got, ref[name]) <= 1e-5, (level, shape, name)

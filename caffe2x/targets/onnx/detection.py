@@ -121,23 +121,36 @@ def _detection_output(b: Builder, node: Node) -> None:
     loc_classes = 1 if share else classes
     priors = b.shape(node.inputs[2])[2] // 4
     i64 = np.int64
+    # the number of priors follows the input size (PriorBox of a symbolic feature map): every count
+    # below comes from the run-time shapes (0 copies the batch in a Reshape, -1 infers the priors)
+    dynamic = any(b.varies(v) for v in node.inputs)
+    count = -1 if dynamic else priors
     # priors and variances (P, 4)
-    prior = b.tmp("Reshape", [b.inp(node, 2), b.shape_const(node, "prior_shape", [2, priors, 4])], node, "priors")
+    prior = b.tmp("Reshape", [b.inp(node, 2), b.shape_const(node, "prior_shape", [2, count, 4])], node, "priors")
     pbox = b.tmp("Gather", [prior, _scalar(b, node, "zero", 0, i64)], node, "prior_box", axis=0)
     pvar = b.tmp("Gather", [prior, _scalar(b, node, "one", 1, i64)], node, "prior_var", axis=0)
     # locations (N, P, L, 4) -> (N, L, P, 4) -> decoded (N, L*P, 4)
-    loc = b.tmp("Reshape", [b.inp(node, 0), b.shape_const(node, "loc_shape", [-1, priors, loc_classes, 4])], node, "loc")
+    loc_shape = [0, -1, loc_classes, 4] if dynamic else [-1, priors, loc_classes, 4]
+    loc = b.tmp("Reshape", [b.inp(node, 0), b.shape_const(node, "loc_shape", loc_shape)], node, "loc")
     loc = b.tmp("Transpose", [loc], node, "loc_by_class", perm=[0, 2, 1, 3])
     boxes = _decode(b, node, loc, pbox, pvar)
-    boxes = b.tmp("Reshape", [boxes, b.shape_const(node, "boxes_shape", [-1, loc_classes * priors, 4])], node, "boxes")
+    boxes_shape = [0, -1, 4] if dynamic else [-1, loc_classes * priors, 4]
+    boxes = b.tmp("Reshape", [boxes, b.shape_const(node, "boxes_shape", boxes_shape)], node, "boxes")
     # scores (N, C, P), masked: background, outside each class's top_k
-    conf = b.tmp("Reshape", [b.inp(node, 1), b.shape_const(node, "conf_shape", [-1, priors, classes])], node, "conf")
+    conf_shape = [0, -1, classes] if dynamic else [-1, priors, classes]
+    conf = b.tmp("Reshape", [b.inp(node, 1), b.shape_const(node, "conf_shape", conf_shape)], node, "conf")
     scores = b.tmp("Transpose", [conf], node, "scores", perm=[0, 2, 1])
     neg_inf = b.const(node, "neg_inf", np.array(-np.inf, dtype=f32))
     masked = scores
     k = min(a["top_k"], priors) if a["top_k"] > -1 else priors
-    if k < priors:
-        _, top = _topk(b, node, scores, k)
+    if k < priors or (dynamic and a["top_k"] > -1):
+        if dynamic:  # min(top_k, P) at run time
+            n_priors = b.tmp("Slice", [b.tmp("Shape", [scores], node, "scores_shape"), b.shape_const(node, "p_from", [2]),
+                                       b.shape_const(node, "p_to", [3])], node, "n_priors")
+            k_at = b.tmp("Min", [n_priors, b.shape_const(node, "top_k", [a["top_k"]])], node, "k")
+            _, top = _topk(b, node, scores, k_at)
+        else:
+            _, top = _topk(b, node, scores, k)
         zeros = b.tmp("Mul", [scores, b.const(node, "f_zero", np.array(0, dtype=f32))], node, "zeros")
         ones = b.tmp("Expand", [b.const(node, "f_one", np.array(1, dtype=f32)),
                                 b.tmp("Shape", [top], node, "top_shape")], node, "ones")
@@ -148,16 +161,20 @@ def _detection_output(b: Builder, node: Node) -> None:
     if 0 <= a["background_label_id"] < classes:
         valid[0, a["background_label_id"]] = False
     masked = b.tmp("Where", [b.const(node, "not_background", valid), masked, neg_inf], node, "class_scores")
-    if not share:  # one block of P boxes per class: class c scores only its own block
+    if not share:  # one block of P boxes per class: class c scores only its own block (P read: not dynamic)
         masked = b.tmp("Tile", [masked, b.shape_const(node, "tile", [1, 1, classes])], node, "tiled")
         block = np.kron(np.eye(classes, dtype=bool), np.ones((1, priors), dtype=bool))[None]
         masked = b.tmp("Where", [b.const(node, "own_block", block), masked, neg_inf], node, "block_scores")
-    if a["eta"] < 1:  # adaptive threshold: Caffe's greedy loop as an ONNX Loop
+    if a["eta"] < 1:  # adaptive threshold: Caffe's greedy loop as an ONNX Loop (P read: not dynamic)
         selected = adaptive_nms(b, node, boxes, masked, k)
     else:
+        if dynamic:  # every box of a class may be kept: the run-time box count
+            most = b.tmp("Slice", [b.tmp("Shape", [boxes], node, "boxes_dims"), b.shape_const(node, "b_from", [1]),
+                                   b.shape_const(node, "b_to", [2])], node, "max_boxes")
+        else:
+            most = b.const(node, "max_boxes", np.array([loc_classes * priors], dtype=i64))
         selected = b.tmp("NonMaxSuppression", [
-            boxes, masked, b.const(node, "max_boxes", np.array([loc_classes * priors], dtype=i64)),
-            b.const(node, "iou", np.array([a["nms_threshold"]], dtype=f32)),
+            boxes, masked, most, b.const(node, "iou", np.array([a["nms_threshold"]], dtype=f32)),
             b.const(node, "score_threshold", np.array([a["confidence_threshold"]], dtype=f32))], node, "selected",
             center_point_box=0)
     sel_scores = b.tmp("GatherND", [masked, selected], node, "selected_scores")
@@ -175,9 +192,11 @@ def _detection_output(b: Builder, node: Node) -> None:
     _with_placeholder(b, node, rows)
 
 
-def _topk(b: Builder, node: Node, x: str, k: int) -> tuple[str, str]:
+def _topk(b: Builder, node: Node, x: str, k: int | str) -> tuple[str, str]:
+    """TopK along the last axis; ``k`` a number or a 1-D int64 tensor computed in the graph."""
     values, indices = b.fresh(f"{node.name}/top_values"), b.fresh(f"{node.name}/top_indices")
-    b.nodes.append(helper.make_node("TopK", [x, b.shape_const(node, "k", [k])], [values, indices], name=values,
+    k_in = k if isinstance(k, str) else b.shape_const(node, "k", [k])
+    b.nodes.append(helper.make_node("TopK", [x, k_in], [values, indices], name=values,
                                     axis=-1, largest=1, sorted=1))
     return values, indices
 

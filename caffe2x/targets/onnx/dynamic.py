@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the converters in .ops call this module
 #: ops whose converter never reads a size that can vary: only attributes and channel counts
 _AGNOSTIC = {"Convolution", "Deconvolution", "BatchNorm", "Scale", "ReLU", "ELU", "PReLU", "Sigmoid", "TanH",
              "Dropout", "Softmax", "LRN", "Concat", "Eltwise", "AbsVal", "BNLL", "Exp", "Log", "Threshold",
-             "Clip", "Swish", "Power", "UpsampleNearest", "Normalize",
+             "Clip", "Swish", "Power", "UpsampleNearest", "Normalize", "Permute", "Flatten",
              # these two compute their sizes at run time when their input varies (this module)
              "Pooling", "Crop"}
 
@@ -47,6 +47,8 @@ def size_agnostic(node: Node) -> bool:
         return bool(node.attrs.get("caffe_rule"))
     if node.op == "PriorBox":  # its image size follows the image input (.dynamic_layers)
         return prior_follows_input(node.attrs) and len(node.inputs) > 1
+    if node.op == "DetectionOutput":  # the prior count from the run-time shapes (shared locations, no eta loop)
+        return bool(node.attrs["share_location"]) and node.attrs["eta"] >= 1
     return node.op in _AGNOSTIC
 
 

@@ -76,6 +76,7 @@ def build(graph: Graph, outputs: str | Sequence[str] | None = None,
     inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
               for name, dims in dynamic.input_dims(graph, symbolic).items()]
     outputs_info = []
+    counted = {out for node in graph.nodes if node.op == "DetectionOutput" for out in node.outputs}
     for n, v in outs:
         shape = graph.shapes[v]
         if not shape:  # a 0-d blob (e.g. a Reduction over every axis)
@@ -86,6 +87,8 @@ def build(graph: Graph, outputs: str | Sequence[str] | None = None,
             continue
         lead = "N" if len(batches) == 1 and shape[0] in batches else None
         varying = b.varying.get(v, set())
+        if v in counted:  # DetectionOutput: (1, 1, rows, 7) at any batch, as many rows as detections
+            varying, lead = varying | {2}, shape[0]
         rest = [None if i in varying else d for i, d in enumerate(shape) if i > 0]
         outputs_info.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, [lead, *rest]))
     onnx_graph = helper.make_graph(b.nodes, graph.name or "caffe2x", inputs, outputs_info, initializer=b.initializers)

@@ -325,6 +325,15 @@ def _concat(b: Builder, node: Node) -> None:
 
 @converter("Flatten")
 def _flatten(b: Builder, node: Node) -> None:
+    if b.varies(node.inputs[0]):  # sizes known at run time: the input's own dims around the flattened ones
+        rank, axis, end = b.rank(node.inputs[0]), node.attrs["axis"], node.attrs["end_axis"]
+        dims = b.tmp("Shape", [b.inp(node)], node, "in_shape")
+        parts = [b.tmp("Slice", [dims, b.shape_const(node, "head0", [0]), b.shape_const(node, "head1", [axis])],
+                       node, "head"), b.shape_const(node, "flat", [-1]),
+                 b.tmp("Slice", [dims, b.shape_const(node, "tail0", [end + 1]), b.shape_const(node, "tail1", [rank])],
+                       node, "tail")]
+        b.add("Reshape", [b.inp(node), b.tmp("Concat", parts, node, "shape", axis=0)], b.out(node), node.name)
+        return
     shape = b.shape_const(node, "shape", _dynamic_batch(b.shape(node.outputs[0])))
     b.add("Reshape", [b.inp(node), shape], b.out(node), node.name)
 
