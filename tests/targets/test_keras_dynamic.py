@@ -281,3 +281,26 @@ def test_resize_rules_on_the_jax_and_torch_backends(resize_net, tmp_path: Path, 
             got = caffe_layout(outs[f"{key}/{i}"], ref[name])
             assert got.shape == ref[name].shape, (backend, key, name)
             assert max_rel_error(got, ref[name]) <= 1e-5, (backend, key, name)
+
+
+def test_an_ssd_without_img_size_runs_at_any_size_in_keras(tmp_path: Path) -> None:
+    """MobileNet-SSD in miniature: PriorBox follows the data input, Permute / Flatten / Normalize /
+    Concat of the heads keep the run-time dims, DetectionOutput counts its priors at run time: the
+    model, a tf.function traced at unknown sizes and the reloaded .keras file give the reference's
+    detections at sizes the net was not read at."""
+    import caffe2x.targets.keras  # noqa: F401  (registers the caffe2x layers for load_model)
+    from caffe2x import fixtures
+
+    graph = fixtures.graph("ssd_mobilenet_style")
+    names = ["mbox_loc", "mbox_conf_sigmoid", "mbox_priorbox", "detection_out"]
+    model = caffe2x.to_keras(graph, outputs=names)
+    assert tuple(model.inputs[0].shape) == (None, None, None, 3)
+    sizes = [(1, 3, 48, 40), (2, 3, 37, 21), (1, 3, 64, 64)]
+    assert_resize_outputs(graph, model, sizes, names)
+    tf = pytest.importorskip("tensorflow")
+    fn = tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    assert_resize_outputs(graph, fn, sizes, names)
+    caffe2x.save(graph, tmp_path / "ssd.keras")
+    loaded = keras.models.load_model(tmp_path / "ssd.keras", compile=False)
+    assert tuple(loaded.inputs[0].shape) == (None, None, None, 3)
+    assert_resize_outputs(graph, lambda x: [loaded(x)], sizes[1:2], ["detection_out"])

@@ -18,7 +18,7 @@ from keras import ops
 
 from caffe2x.graph.formulas import prior_follows_input
 from caffe2x.graph.ir import Node
-from caffe2x.targets.keras.dynamic_layers import prior_box_tensor
+from caffe2x.targets.keras.dynamic_layers import prior_box_tensor, static
 from caffe2x.targets.keras.layers import CUSTOM_OBJECTS
 from caffe2x.targets.keras.ops import BuildContext, builder, set_weights
 
@@ -119,7 +119,10 @@ class CaffeDetectionOutput(keras.layers.Layer):
 
     def call(self, loc: Any, conf: Any, prior: Any) -> Any:
         a = self.detection
-        p, c = self.num_priors, a["num_classes"]
+        c = a["num_classes"]
+        # the prior count: a Python int where the sizes are known, else a tensor (symbolic input sizes)
+        p = ops.shape(prior)[2]
+        p = self.num_priors if p is None else p // 4
         share = a["share_location"]
         lc = 1 if share else c
         loc = ops.reshape(loc, (-1, p, lc, 4))
@@ -132,7 +135,7 @@ class CaffeDetectionOutput(keras.layers.Layer):
         if 0 <= a["background_label_id"] < c:
             valid_class[0, a["background_label_id"]] = False
         masked = ops.where(valid_class & (scores > np.float32(a["confidence_threshold"])), scores, neg_inf)
-        k = min(a["top_k"], p) if a["top_k"] > -1 else p
+        k = p if a["top_k"] <= -1 else min(a["top_k"], p) if static(p) else ops.minimum(a["top_k"], p)
         top_scores, top_idx = ops.top_k(masked, k, sorted=True)                        # (N, C, K)
         valid = top_scores > neg_inf
         cand = ops.take_along_axis(boxes, ops.expand_dims(top_idx, -1), axis=2)        # (N, C, K, 4)
@@ -154,7 +157,7 @@ class CaffeDetectionOutput(keras.layers.Layer):
         final = kept
         if a["keep_top_k"] > -1:
             flat = ops.reshape(ops.where(kept, top_scores, neg_inf), (-1, c * k))
-            best = min(a["keep_top_k"], c * k)
+            best = min(a["keep_top_k"], c * k) if static(k) else ops.minimum(a["keep_top_k"], c * k)
             _, order = ops.top_k(flat, best, sorted=True)
             chosen = ops.sum(ops.one_hot(order, c * k, dtype="int32"), axis=1) > 0
             final = kept & ops.reshape(chosen, (-1, c, k))

@@ -17,24 +17,32 @@ from caffe2x.graph.reshape import symbolic_axes
 
 #: ops whose builder never bakes in a size that can vary: only attributes and channel counts
 _AGNOSTIC = {"Convolution", "Deconvolution", "BatchNorm", "Scale", "ReLU", "ELU", "PReLU", "Sigmoid", "TanH",
-             "Dropout", "Softmax", "Concat", "Eltwise", "LRN",
+             "Dropout", "Softmax", "Concat", "Eltwise", "LRN", "Permute", "Normalize",
              # these two compute their sizes at run time when their input varies
              "Pooling", "Crop"}
 
 
-def size_agnostic(node: Node) -> bool:
-    """Whether the Keras builder of ``node`` follows input sizes known only at run time."""
+def size_agnostic(node: Node, graph: Graph | None = None) -> bool:
+    """Whether the Keras builder of ``node`` follows input sizes known only at run time (``graph``:
+    for the rank of its input, where the axis matters)."""
     if node.op == "Interp":  # Caffe's rule on the run-time size (.dynamic_layers); older graphs have none
         return "rule" in node.attrs
     if node.op == "Reshape":  # Caffe's rule on the run-time shape (CaffeRuleReshape)
         return bool(node.attrs.get("caffe_rule"))
     if node.op == "PriorBox":  # the image size follows the image input (.dynamic_layers)
         return prior_follows_input(node.attrs) and len(node.inputs) > 1
-    if node.op in ("Softmax", "Concat"):
-        return node.attrs["axis"] == 1  # the channel axis; a spatial axis would move in NHWC alike, kept simple
+    if node.op in ("Softmax", "Concat"):  # the channel axis, or any axis of a tensor kept in Caffe's order
+        return node.attrs["axis"] == 1 or (graph is not None and len(graph.shapes[node.inputs[0]]) != 4)
+    if node.op == "DetectionOutput":  # its prior count from the run-time shape
+        return True
+    if node.op == "Flatten":  # keras' Flatten to (N, -1); another output rank reshapes to the read shape
+        if graph is None:
+            return False
+        ranks = len(graph.shapes[node.inputs[0]]), len(graph.shapes[node.outputs[0]])
+        return ranks[1] == 2 or ranks == (4, 4)
     return node.op in _AGNOSTIC
 
 
 def plan(graph: Graph) -> tuple[dict[str, list[int]], dict[str, set[int]]]:
     """(input -> Caffe axes left ``None``, varying value -> its varying Caffe axes)."""
-    return symbolic_axes(graph, size_agnostic)
+    return symbolic_axes(graph, lambda node: size_agnostic(node, graph))
