@@ -304,3 +304,20 @@ def test_an_ssd_without_img_size_runs_at_any_size_in_keras(tmp_path: Path) -> No
     loaded = keras.models.load_model(tmp_path / "ssd.keras", compile=False)
     assert tuple(loaded.inputs[0].shape) == (None, None, None, 3)
     assert_resize_outputs(graph, lambda x: [loaded(x)], sizes[1:2], ["detection_out"])
+
+
+def test_elementwise_layers_and_nearest_upsample_take_any_size() -> None:
+    """AbsVal, Power, Log, Exp, BNLL, Swish, Clip, Threshold and the YOLO ports' Upsample only use
+    their constants: the Keras input is (None, None, None, 2), eager and traced calls match."""
+    from caffe2x.caffe.reader import read_bytes
+    from caffe2x.fixtures import synthesize
+    from tests.helpers.neuron_net import NEURON_OUTPUTS, NEURON_PROTOTXT
+
+    graph = read_bytes(synthesize(NEURON_PROTOTXT, seed=2), NEURON_PROTOTXT)
+    model = caffe2x.to_keras(graph, outputs=NEURON_OUTPUTS)
+    assert tuple(model.inputs[0].shape) == (None, None, None, 2)
+    sizes = [(2, 2, 13, 20), (1, 2, 7, 7)]
+    assert_resize_outputs(graph, model, sizes, NEURON_OUTPUTS)
+    tf = pytest.importorskip("tensorflow")
+    assert_resize_outputs(graph, tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 2], tf.float32)]),
+                          sizes, NEURON_OUTPUTS)

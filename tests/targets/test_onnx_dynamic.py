@@ -187,3 +187,19 @@ def test_an_ssd_without_img_size_runs_at_any_size(level: str) -> None:
         for name, got in zip(names, sess.run(names, {"data": x})):
             assert got.shape == ref[name].shape, (shape, name)
             assert max_rel_error(got, ref[name]) <= 1e-5, (level, shape, name)
+
+
+def test_elementwise_layers_and_nearest_upsample_take_any_size_in_onnx() -> None:
+    from caffe2x.caffe.reader import read_bytes
+    from tests.helpers.neuron_net import NEURON_OUTPUTS, NEURON_PROTOTXT
+
+    graph = read_bytes(fixtures.synthesize(NEURON_PROTOTXT, seed=2), NEURON_PROTOTXT)
+    model = to_onnx(graph, outputs=NEURON_OUTPUTS)
+    assert dims(model.graph.input[0]) == ["N", 2, "H", "W"]
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    sess = session(model.SerializeToString(), "ORT_ENABLE_ALL")
+    for shape in [(2, 2, 13, 20), (1, 2, 7, 7), (1, 2, 10, 9)]:
+        x = seeded(shape)
+        ref = caffe2x.run(graph, x, outputs=NEURON_OUTPUTS)
+        for name, got in zip(NEURON_OUTPUTS, sess.run(NEURON_OUTPUTS, {"data": x})):
+            assert got.shape == ref[name].shape and max_rel_error(got, ref[name]) <= 1e-5, (shape, name)

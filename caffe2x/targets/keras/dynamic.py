@@ -17,7 +17,8 @@ from caffe2x.graph.reshape import symbolic_axes
 
 #: ops whose builder never bakes in a size that can vary: only attributes and channel counts
 _AGNOSTIC = {"Convolution", "Deconvolution", "BatchNorm", "Scale", "ReLU", "ELU", "PReLU", "Sigmoid", "TanH",
-             "Dropout", "Softmax", "Concat", "Eltwise", "LRN", "Permute", "Normalize",
+             "Dropout", "Softmax", "Concat", "Eltwise", "LRN", "Permute", "Normalize", "AbsVal", "BNLL", "Exp", "Log",
+             "Threshold", "Clip", "Swish", "Power", "UpsampleNearest",
              # these two compute their sizes at run time when their input varies
              "Pooling", "Crop"}
 

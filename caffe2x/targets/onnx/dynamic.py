@@ -13,7 +13,10 @@ Caffe's geometry from ``Shape`` with int64 arithmetic in the graph instead of fr
   with ones inside ``size + p`` and zeros beyond.
 * Crop: ``Slice`` ends are the reference's run-time shape plus the offsets.
 
-Everything else on a varying value only uses attributes (kernels, strides, pads, channel counts).
+Interp and PriorBox compute their sizes in the graph too (:mod:`.dynamic_layers`), a Reshape and a
+Flatten take the input's run-time dims around the replaced ones, DetectionOutput counts its priors
+from the run-time shapes. Everything else on a varying value only uses attributes (kernels, strides,
+pads, channel counts).
 """
 from __future__ import annotations
 
