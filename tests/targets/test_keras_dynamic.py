@@ -321,3 +321,17 @@ def test_elementwise_layers_and_nearest_upsample_take_any_size() -> None:
     tf = pytest.importorskip("tensorflow")
     assert_resize_outputs(graph, tf.function(model, input_signature=[tf.TensorSpec([None, None, None, 2], tf.float32)]),
                           sizes, NEURON_OUTPUTS)
+
+
+@pytest.mark.slow
+def test_an_ssd_savedmodel_runs_at_other_sizes(tmp_path: Path) -> None:
+    """``model.export()`` of the SSD: the served signature gives the reference's detections at sizes
+    it was not read at (its TFLite conversion needs TensorFlow's select ops: a strided slice in
+    DetectionOutput)."""
+    tf = pytest.importorskip("tensorflow")
+    from caffe2x import fixtures
+
+    graph = fixtures.graph("ssd_mobilenet_style")
+    caffe2x.to_keras(graph).export(str(tmp_path / "ssd"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "ssd"))
+    assert_resize_outputs(graph, lambda x: [served.serve(x)], [(1, 3, 48, 40), (2, 3, 37, 21)], ["detection_out"])
