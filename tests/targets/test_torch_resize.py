@@ -147,3 +147,22 @@ def test_an_unpooling_mask_outside_its_plane_names_the_layer() -> None:
             run(torch.from_numpy(x))
     with pytest.raises(Exception, match="layer up"):
         torch.jit.script(net)(torch.from_numpy(x))
+
+
+@pytest.mark.slow  # two exports with dynamic N, H, W: about 10 s on 2 shared cores
+def test_torch_export_with_dynamic_batch_and_hw_follows_interp_reshape_priorbox_and_unpooling() -> None:
+    """Exported once (at batch 2), the resize net and an unpooling net run at every size: Reshape takes
+    Caffe's rule and the value checks step aside instead of specialising or guarding on data."""
+    from torch.export import Dim
+
+    dims = {"data": {0: Dim("N"), 2: Dim("H", min=8, max=512), 3: Dim("W", min=8, max=512)}}
+    graph = graph_from_text(RESIZE_PROTOTXT, seed=1)
+    exported = torch.export.export(caffe2x.to_torch(graph, RESIZE_OUTPUTS), (torch.from_numpy(seeded((2, 3, 20, 18))),),
+                                   dynamic_shapes=dims)
+    _check_at_sizes(graph, RESIZE_OUTPUTS, RESIZE_SIZES, lambda s: seeded(s, seed=s[2]), {"export": exported.module()})
+    shape, kernel, stride, upsample, others = UNPOOLS["pad_out_odd_size"]
+    graph = graph_from_text(_unpool_net(shape, kernel, stride, upsample))
+    exported = torch.export.export(caffe2x.to_torch(graph, ["pool_mask", "up"]), (torch.from_numpy(_ties((2, 2, 9, 11))),),
+                                   dynamic_shapes=dims)
+    _check_at_sizes(graph, ["pool_mask", "up"], [(1, 2, 13, 15), (2, 2, 9, 11), (3, 2, 21, 9)], _ties,
+                    {"export": exported.module()}, exact=True)

@@ -306,6 +306,6 @@ def helper_source(classes: Sequence[type[nn.Module]]) -> str:
         parts.insert(0, inspect.getsource(pool_output_size))
     used = [name for name in sizes.GENERATED_HELPERS if any(f"{name}(" in src for src in sources)]
     if used:
-        names = [helper for name in used for helper in sizes.GENERATED_HELPERS[name]] + used
+        names = list(dict.fromkeys([helper for name in used for helper in sizes.GENERATED_HELPERS[name]] + used))
         parts += [GENERATED_SIZE_ERROR] + [inspect.getsource(getattr(sizes, name)) for name in names]
     return "\n\n".join(p.rstrip() + "\n" for p in parts + sources)

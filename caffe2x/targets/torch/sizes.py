@@ -83,6 +83,21 @@ def check_crop(x: torch.Tensor, reference: torch.Tensor, axis: int, offsets: lis
 
 
 @torch.jit.unused
+def _symbolic(*sizes: object) -> bool:
+    """Whether any size is symbolic (``torch.export`` / ``torch.compile`` with dynamic dims): checks on
+    it are then ``torch._check`` assertions, not Python ``if``s that would specialise the size."""
+    return any(isinstance(v, torch.SymInt) for v in sizes)
+
+
+@torch.jit.unused
+def _not_checkable(t: torch.Tensor) -> bool:
+    """Whether ``t``'s values cannot be read here: traced, compiled or exported (a value check there
+    would be data-dependent control flow)."""
+    exporting = getattr(torch.compiler, "is_exporting", lambda: False)()
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or exporting or not t.numel()
+
+
+@torch.jit.unused
 def _concrete_dims(x: torch.Tensor) -> List[int]:
     """``x``'s dims as ints, also under ``torch.jit.trace`` (where ``x.shape[i]`` is a traced tensor but
     ``torch.Size.numel`` a plain int)."""
@@ -98,6 +113,8 @@ def _reshape_uses_rule(x: torch.Tensor, shape: List[int], keep_batch: bool, star
     """Whether the prototxt's rule shapes ``x``: when ``shape`` (batch following ``x`` if ``keep_batch``)
     does not hold its values, and also when the rule gives that same shape, so that a module traced
     here keeps the rule's copied and inferred dims, not sizes fixed at trace time."""
+    if _symbolic(*x.shape):  # torch.export / compile with dynamic dims: Caffe's rule, never a guard
+        return True
     x_dims = _concrete_dims(x)
     out = [x_dims[0]] + shape[1:] if keep_batch else list(shape)
     n = math.prod(x_dims)
@@ -111,9 +128,16 @@ def _reshape_uses_rule(x: torch.Tensor, shape: List[int], keep_batch: bool, star
 
 
 @torch.jit.unused
+def _symbolic_batch(x: torch.Tensor, ruled: List[int]) -> List[int]:
+    """With a symbolic batch, a rule's fixed first dim that the read shape kept as the batch follows
+    the input, as it does at any concrete size (where the read shape applies)."""
+    return [x.shape[0]] + ruled[1:] if _symbolic(x.shape[0]) else ruled
+
+
+@torch.jit.unused
 def _check_rule_eager(x: torch.Tensor, ruled: List[int], dims: List[int], start: int, layer: str) -> None:
-    if torch.jit.is_tracing():
-        return  # traced sizes are tensors: reshape itself refuses what does not fit
+    if torch.jit.is_tracing() or _symbolic(*x.shape):
+        return  # traced or symbolic sizes: reshape itself refuses what does not fit
     known = math.prod(d for d in ruled if d != -1)
     n = x.numel()
     if known == 0 or n % known or (-1 not in ruled and known != n):
@@ -149,6 +173,8 @@ def reshape_size(x: torch.Tensor, shape: List[int], keep_batch: bool, start: int
         ruled.append(x.shape[i])
     for i in range(len(dims)):
         ruled.append(x.shape[start + i] if dims[i] == 0 else dims[i])
+    if not torch.jit.is_scripting() and keep_batch and start == 0 and len(dims) > 0 and dims[0] > 0:
+        ruled = _symbolic_batch(x, ruled)
     for i in range(start + count, x.dim()):
         ruled.append(x.shape[i])
     if torch.jit.is_scripting():
@@ -170,7 +196,9 @@ def reshape_size(x: torch.Tensor, shape: List[int], keep_batch: bool, start: int
 def _interp_size_eager(x: torch.Tensor, like: Optional[torch.Tensor], shrink: int, zoom: int, height: int, width: int,
                        pad_beg: int, pad_end: int, layer: str) -> List[int]:
     eff = [x.shape[2] + pad_beg + pad_end, x.shape[3] + pad_beg + pad_end]  # traced tensors under jit.trace
-    if not torch.jit.is_tracing() and min(eff) <= 0:
+    if _symbolic(*eff):
+        torch._check(eff[0] > 0 and eff[1] > 0, lambda: f"layer {layer!r} (Interp): cropping leaves no input")
+    elif not torch.jit.is_tracing() and min(eff) <= 0:
         raise InputSizeError(f"layer {layer!r} (Interp): cropping {-pad_beg} and {-pad_end} leaves no input of "
                              f"{x.shape[2]}x{x.shape[3]}")
     if shrink and not zoom:
@@ -240,7 +268,7 @@ def interp_axis(src: int, dst: int) -> Tuple[torch.Tensor, torch.Tensor, torch.T
 
 @torch.jit.unused
 def _unpool_mask_eager(idx: torch.Tensor, height: int, width: int, layer: str) -> None:
-    if torch.jit.is_tracing() or not idx.numel():  # traced: a value check cannot be recorded
+    if _not_checkable(idx):  # traced or exported: a value check cannot be recorded
         return
     low, high = int(idx.min()), int(idx.max())
     if low < 0 or high >= height * width:
@@ -268,7 +296,9 @@ def _top_k_eager(x: torch.Tensor, axis: int, top_k: int, layer: str) -> None:
     if torch.jit.is_tracing():
         return
     size = x.shape[axis] if axis >= 0 else x[0].numel()
-    if size < top_k:
+    if _symbolic(size):
+        torch._check(size >= top_k, lambda: f"layer {layer!r} (ArgMax): top_k {top_k} takes at least {top_k} values")
+    elif size < top_k:
         where = f"along axis {axis}" if axis >= 0 else "per sample"
         raise InputSizeError(f"layer {layer!r} (ArgMax): top_k {top_k} takes at least {top_k} values {where}, got {size}")
 
@@ -288,7 +318,7 @@ def check_top_k(x: torch.Tensor, axis: int, top_k: int, layer: str) -> torch.Ten
 
 @torch.jit.unused
 def _embed_index_eager(index: torch.Tensor, input_dim: int, layer: str) -> None:
-    if torch.jit.is_tracing() or not index.numel():
+    if _not_checkable(index):
         return
     low, high = int(index.min()), int(index.max())
     if low < 0 or high >= input_dim:
@@ -313,10 +343,10 @@ def check_embed_index(index: torch.Tensor, input_dim: int, layer: str) -> torch.
 GENERATED_HELPERS = {
     "check_min_size": ("_min_size_eager",),
     "check_crop": ("_crop_eager",),
-    "reshape_size": ("_concrete_dims", "_reshape_uses_rule", "_check_rule_eager"),
-    "interp_size": ("_interp_size_eager",),
+    "reshape_size": ("_symbolic", "_concrete_dims", "_reshape_uses_rule", "_symbolic_batch", "_check_rule_eager"),
+    "interp_size": ("_symbolic", "_interp_size_eager"),
     "interp_axis": ("_interp_positions",),
-    "check_unpool_mask": ("_unpool_mask_eager",),
-    "check_top_k": ("_top_k_eager",),
-    "check_embed_index": ("_embed_index_eager",),
+    "check_unpool_mask": ("_not_checkable", "_unpool_mask_eager"),
+    "check_top_k": ("_symbolic", "_top_k_eager"),
+    "check_embed_index": ("_not_checkable", "_embed_index_eager"),
 }
