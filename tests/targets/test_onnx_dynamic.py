@@ -203,3 +203,17 @@ def test_elementwise_layers_and_nearest_upsample_take_any_size_in_onnx() -> None
         ref = caffe2x.run(graph, x, outputs=NEURON_OUTPUTS)
         for name, got in zip(NEURON_OUTPUTS, sess.run(NEURON_OUTPUTS, {"data": x})):
             assert got.shape == ref[name].shape and max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
+
+
+def test_an_ssd_without_img_size_in_openvino(tmp_path: Path) -> None:
+    ov = pytest.importorskip("openvino")
+    graph = fixtures.graph("ssd_mobilenet_style")
+    path = tmp_path / "ssd.onnx"
+    path.write_bytes(to_onnx(graph).SerializeToString())
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    for shape in [(1, 3, 48, 40), (2, 3, 37, 21)]:
+        x = seeded(shape)
+        ref = caffe2x.run(graph, x)
+        got = compiled(x)[compiled.output(0)]
+        assert got.shape == ref.shape and max_rel_error(got, ref) <= 1e-5, shape
