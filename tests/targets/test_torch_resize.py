@@ -166,3 +166,28 @@ def test_torch_export_with_dynamic_batch_and_hw_follows_interp_reshape_priorbox_
                                    dynamic_shapes=dims)
     _check_at_sizes(graph, ["pool_mask", "up"], [(1, 2, 13, 15), (2, 2, 9, 11), (3, 2, 21, 9)], _ties,
                     {"export": exported.module()}, exact=True)
+
+
+def test_a_graph_stored_without_the_rules_keeps_the_geometry_it_was_read_at() -> None:
+    """Interp and Upsample nodes from before their rule was kept: the torch module computes what the
+    reference does at the read size (the reference refuses other sizes for them)."""
+    text = ('input: "data" input_shape { dim: 1 dim: 2 dim: 11 dim: 9 }\n'
+            'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "mask" '
+            'pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+            'layer { name: "up" type: "Upsample" bottom: "pool" bottom: "mask" top: "up" '
+            'upsample_param { scale: 2 pad_out_h: true pad_out_w: true } }\n'
+            'layer { name: "shrink" type: "Interp" bottom: "up" top: "shrink" '
+            'interp_param { shrink_factor: 2 pad_beg: -1 pad_end: -2 } }')
+    graph = graph_from_text(text, seed=1)
+    for node in graph.nodes:
+        node.attrs.pop("rule", None)
+    x = seeded((1, 2, 11, 9))
+    want = caffe2x.run(graph, x, ["up", "shrink"])
+    net = caffe2x.to_torch(graph, ["up", "shrink"])
+    for run in (net, torch.fx.symbolic_trace(net), torch.jit.script(net)):
+        got = run(torch.from_numpy(x))
+        assert np.array_equal(got["up"].numpy(), want["up"])
+        assert got["shrink"].shape == want["shrink"].shape == (1, 2, 4, 3)
+        assert max_rel_error(got["shrink"].numpy(), want["shrink"]) <= TOL
+    with pytest.raises(Caffe2xError, match="was resolved for an input shaped"):
+        caffe2x.run(graph, seeded((1, 2, 13, 9)), "up")
