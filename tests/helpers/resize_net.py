@@ -29,3 +29,14 @@ layer { name: "prior_step" type: "PriorBox" bottom: "conv1" bottom: "data" top: 
 RESIZE_OUTPUTS = ["norm", "zoom", "shrink", "like", "fixed", "flat", "prior", "prior_step"]
 #: (N, C, H, W) the tests run at: the declared size, odd and even, batch 2, smaller and larger
 RESIZE_SIZES = [(1, 3, 20, 18), (2, 3, 17, 23), (1, 3, 9, 11), (1, 3, 32, 31)]
+
+#: Reshapes to 4-D by Caffe's rule (0 copies, -1 inferred, ``axis``/``num_axes``) whose outputs vary
+#: with H and W, one followed by a Convolution: the Keras target's NCHW round trip at run-time sizes
+RESHAPE_PROTOTXT = """name: "reshape_rules"
+input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 7 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "split" type: "Reshape" bottom: "conv" top: "split" reshape_param { shape { dim: 0 dim: 2 dim: -1 dim: 0 } } }
+layer { name: "rows" type: "Reshape" bottom: "conv" top: "rows" reshape_param { axis: 2 num_axes: 2 shape { dim: -1 dim: 1 } } }
+layer { name: "mix" type: "Convolution" bottom: "split" top: "mix" convolution_param { num_output: 2 kernel_size: 1 } }
+"""
+RESHAPE_OUTPUTS = ["mix", "rows"]

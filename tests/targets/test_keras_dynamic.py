@@ -335,3 +335,16 @@ def test_an_ssd_savedmodel_runs_at_other_sizes(tmp_path: Path) -> None:
     caffe2x.to_keras(graph).export(str(tmp_path / "ssd"), verbose=False)
     served = tf.saved_model.load(str(tmp_path / "ssd"))
     assert_resize_outputs(graph, lambda x: [served.serve(x)], [(1, 3, 48, 40), (2, 3, 37, 21)], ["detection_out"])
+
+
+def test_4d_reshapes_by_caffes_rule_follow_the_run_time_size_in_keras() -> None:
+    """(N, 6, H, W) -> (N, 2, 3H, W) and (N, 6, H*W, 1), the first convolved again: the Keras model
+    takes each in Caffe's order at run time (NHWC -> NCHW, rule, back)."""
+    from caffe2x.caffe.reader import read_bytes
+    from caffe2x.fixtures import synthesize
+    from tests.helpers.resize_net import RESHAPE_OUTPUTS, RESHAPE_PROTOTXT
+
+    graph = read_bytes(synthesize(RESHAPE_PROTOTXT, seed=1), RESHAPE_PROTOTXT)
+    model = caffe2x.to_keras(graph, outputs=RESHAPE_OUTPUTS)
+    assert tuple(model.inputs[0].shape) == (None, None, None, 3)
+    assert_resize_outputs(graph, model, [(2, 3, 11, 5), (1, 3, 4, 9)], RESHAPE_OUTPUTS)

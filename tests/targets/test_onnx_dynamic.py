@@ -217,3 +217,19 @@ def test_an_ssd_without_img_size_in_openvino(tmp_path: Path) -> None:
         ref = caffe2x.run(graph, x)
         got = compiled(x)[compiled.output(0)]
         assert got.shape == ref.shape and max_rel_error(got, ref) <= 1e-5, shape
+
+
+def test_4d_reshapes_by_caffes_rule_follow_the_run_time_size_in_onnx() -> None:
+    from caffe2x.caffe.reader import read_bytes
+    from tests.helpers.resize_net import RESHAPE_OUTPUTS, RESHAPE_PROTOTXT
+
+    graph = read_bytes(fixtures.synthesize(RESHAPE_PROTOTXT, seed=1), RESHAPE_PROTOTXT)
+    model = to_onnx(graph, outputs=RESHAPE_OUTPUTS)
+    assert dims(model.graph.input[0]) == ["N", 3, "H", "W"]
+    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
+    sess = session(model.SerializeToString(), "ORT_ENABLE_ALL")
+    for shape in [(2, 3, 11, 5), (1, 3, 4, 9)]:
+        x = seeded(shape)
+        ref = caffe2x.run(graph, x, outputs=RESHAPE_OUTPUTS)
+        for name, got in zip(RESHAPE_OUTPUTS, sess.run(RESHAPE_OUTPUTS, {"data": x})):
+            assert got.shape == ref[name].shape and max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
