@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,8 +43,11 @@ def _emitted(graph: Graph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> t
 
 
 def _every_mode(net: torch.nn.Module, x0: torch.Tensor) -> dict[str, Callable]:
-    return {"eager": net, "fx": torch.fx.symbolic_trace(net), "script": torch.jit.script(net),
-            "trace": torch.jit.trace(net, x0, strict=False)}
+    """Eager, FX, TorchScript and jit.trace (at ``x0``, with no TracerWarning: nothing baked in)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)
+        traced = torch.jit.trace(net, x0, strict=False)
+    return {"eager": net, "fx": torch.fx.symbolic_trace(net), "script": torch.jit.script(net), "trace": traced}
 
 
 def _check_at_sizes(graph: Graph, outputs: list[str], sizes: list[tuple[int, ...]], make, runs,  # type: ignore[no-untyped-def]

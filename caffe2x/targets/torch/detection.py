@@ -8,7 +8,7 @@ greedy loop (with ``eta``), run in Python over each class's candidates.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import torch
 from torch import nn
@@ -83,6 +83,13 @@ class CaffePriorBox(nn.Module):
         mantissa, exponent = math.frexp(v)
         return math.ldexp(round(mantissa * 2 ** 24) / 2 ** 24, exponent)
 
+    def table(self, rows: List[List[float]], dtype: torch.dtype) -> torch.Tensor:
+        """``rows`` as a tensor; under ``torch.jit.trace`` built from scalars, which the trace records as
+        ops (``torch.tensor`` would give a TracerWarning per call for what is a constant)."""
+        if torch.jit.is_tracing():
+            return torch.stack([torch.stack([torch.scalar_tensor(v, dtype=dtype) for v in row]) for row in rows])
+        return torch.tensor(rows, dtype=dtype)
+
     def forward(self, x: torch.Tensor, image: Optional[torch.Tensor] = None) -> torch.Tensor:
         h, w = x.shape[2], x.shape[3]  # symbolic under FX and jit.trace: no size is computed in Python
         if self.img_from_input and image is not None:
@@ -94,10 +101,10 @@ class CaffePriorBox(nn.Module):
         else:
             step_h, step_w = self.step[0], self.step[1]
         f32, f64 = torch.float32, torch.float64
-        offs = torch.tensor(self.offsets, dtype=f32)                                           # (J, 2)
+        offs = self.table(self.offsets, f32)                                                   # (J, 2)
         cx = ((torch.arange(w, dtype=f32).view(-1, 1) + offs[:, 1].view(1, -1)) * step_w).to(f64)  # (W, J)
         cy = ((torch.arange(h, dtype=f32).view(-1, 1) + offs[:, 0].view(1, -1)) * step_h).to(f64)  # (H, J)
-        sizes = torch.tensor(self.sizes, dtype=f64)
+        sizes = self.table(self.sizes, f64)
         bw, bh = sizes[:, 0].view(-1, 1), sizes[:, 1].view(-1, 1)
         cxg = cx.view(1, w, 1, -1).expand(h, w, len(self.sizes), len(self.offsets))
         cyg = cy.view(h, 1, 1, -1).expand(h, w, len(self.sizes), len(self.offsets))
@@ -105,7 +112,7 @@ class CaffePriorBox(nn.Module):
                              (cxg + bw / 2) / img_w, (cyg + bh / 2) / img_h], dim=-1).to(f32).reshape(-1)
         if self.clip:
             boxes = boxes.clamp(0.0, 1.0)
-        var = torch.tensor(self.variance if len(self.variance) == 4 else self.variance * 4, dtype=f32)
+        var = self.table([self.variance if len(self.variance) == 4 else self.variance * 4], f32).view(-1)
         variances = (torch.ones_like(boxes).view(-1, 4) * var).reshape(-1)
         return torch.stack([boxes, variances]).unsqueeze(0).to(x.dtype)
 
