@@ -136,6 +136,26 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS in MB (10^6 bytes): ``VmHWM`` from ``/proc/self/status``.
+
+    Why not ``ru_maxrss``: Linux keeps the larger of the parent's RSS at fork and the child's own across
+    exec, so a child started by a validating process that had grown to 300 MB (or by a pytest worker
+    holding TensorFlow, 1 GB) reported that parent's figure, not its framework's. ``ru_maxrss`` is the
+    fallback where there is no ``/proc`` (macOS counts it in bytes, Linux in KiB)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except (OSError, ValueError, IndexError):
+        pass
+    import resource
+
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 1e6 if sys.platform == "darwin" else maxrss * 1024 / 1e6
+
+
 def _unraisable(info: Any) -> None:
     """The child's ``sys.unraisablehook``. The exception the SIGTERM handler raises can land in a callback
     (a weakref callback during an import, a ``__del__``), where Python only prints it with a traceback and
@@ -188,11 +208,8 @@ def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> Non
         outcome = job.failed("running failed: MemoryError")
     except Exception as exc:  # noqa: BLE001 - reported as the job's failure, as a crash of the child would be
         outcome = job.failed(f"failed: {type(exc).__name__}: {one_line(exc)}")
-    import resource
-
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if hasattr(outcome, "peak_rss_mb"):
-        outcome.peak_rss_mb = maxrss / 1e6 if sys.platform == "darwin" else maxrss * 1024 / 1e6  # bytes / KiB
+        outcome.peak_rss_mb = own_peak_rss_mb()
     with open(result_file, "wb") as f:
         pickle.dump(outcome, f, protocol=pickle.HIGHEST_PROTOCOL)
     pipe.close()

@@ -243,6 +243,33 @@ def test_a_child_process_that_dies_is_that_frameworks_failure_not_a_crash(tmp_pa
     assert not outcome.written and outcome.logits is None and said == []
 
 
+CHILD_PEAK = """
+import re, sys
+import numpy as np
+import caffe2x
+
+ballast = np.ones(600 * 1000 * 1000 // 8)  # the validating process grows to ~650 MB before the child starts
+said = []
+r = caffe2x.validate(sys.argv[1], sys.argv[2], frameworks=['onnx'], isolate=True, progress=said.append)
+assert r.passed, r.failures
+line, = [m for m in said if 'own process' in m]
+print(re.search(r'peak RSS ([0-9]+) MB', line).group(1))
+"""
+
+
+def test_a_child_process_reports_its_own_peak_rss_not_the_validating_processs(tiny_files) -> None:  # type: ignore[no-untyped-def]
+    """The child's peak is its VmHWM: ru_maxrss, which Linux carries over from the parent at fork across
+    exec, reported the validating process's ~650 MB for a child running the tiny net in ~150 MB."""
+    if not caffe2x.targets.get("onnx").available():
+        pytest.skip("onnx not installed")
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("no /proc: the child falls back to ru_maxrss")
+    out = subprocess.run([sys.executable, "-c", CHILD_PEAK, *map(str, tiny_files)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert 0 < int(out.stdout.strip()) < 450
+
+
 LOST_TERMINATION = """
 import sys, weakref
 from caffe2x.validation import isolated
