@@ -122,6 +122,10 @@ class Target:
     #: whether ``validate`` may run it in a child process of its own for a big model (its memory then
     #: goes when the child exits): only for a target a fresh process finds by name (built-in, entry point)
     isolate: bool = False
+    #: whether its validation child must run on its own: isolated children of other targets run side by
+    #: side, up to the core count, and this one's peak would add to theirs (the Keras child holds ~1.17 GB
+    #: of a ResNet-50 validation's 1.33 GB, torch's and onnx's ~0.5 and ~0.6 GB together less than it)
+    runs_alone: bool = False
     #: extra copies of the graph's float32 tensors that :meth:`write` holds at its peak (measured; a
     #: target that does not say is assumed to make one); the size limit counts them before writing
     write_copies: float = 1.0
@@ -207,7 +211,8 @@ BUILTIN: tuple[Target, ...] = (
            module="caffe2x.targets.keras.target",
            distributions=("keras", "tensorflow", "tensorflow-cpu", "h5py"),
            options=("full_model",), profiles={"keras-applications": (".h5",)},
-           summary="Keras 3 HDF5 weights or model; model.load_weights", isolate=True, write_copies=5.0),
+           summary="Keras 3 HDF5 weights or model; model.load_weights", isolate=True, runs_alone=True,
+           write_copies=5.0),
     Target("onnx", (".onnx",), extra="onnx", requires=("onnx", "onnxruntime"), module="caffe2x.targets.onnx.target",
            summary="ONNX opset 17; onnxruntime", isolate=True, write_copies=0.25),
 )

@@ -22,6 +22,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,6 +64,19 @@ class Job(Protocol):
 
 _jobs = itertools.count()
 
+#: the children running now (several run at once, each waited on by a thread of the validating process)
+_running: set[subprocess.Popen[bytes]] = set()
+_running_lock = threading.Lock()
+
+
+def stop_all() -> None:
+    """Stop every child running now (the validating thread, interrupted while others wait on theirs);
+    each waiting thread then sees its child end and returns that job's failure."""
+    with _running_lock:
+        procs = list(_running)
+    for proc in procs:
+        _stop(proc)
+
 
 def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], None],
                  tick: Callable[[int], None]) -> Any:
@@ -82,6 +96,8 @@ def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], Non
                                 start_new_session=True)  # a terminal's Ctrl-C reaches us only; we stop it
     finally:
         os.close(write_end)
+    with _running_lock:
+        _running.add(proc)
     try:
         with os.fdopen(read_end, "r", encoding="utf-8") as pipe:
             for line in pipe:
@@ -94,6 +110,9 @@ def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], Non
     except BaseException:  # an interrupt or SIGTERM of the validation: the child goes too
         _stop(proc)
         raise
+    finally:
+        with _running_lock:
+            _running.discard(proc)
     if rc == 0 and result_file.is_file():
         with open(result_file, "rb") as f:
             outcome = pickle.load(f)
@@ -141,7 +160,7 @@ def own_peak_rss_mb() -> float:
 
     Why not ``ru_maxrss``: Linux keeps the larger of the parent's RSS at fork and the child's own across
     exec, so a child started by a validating process that had grown to 300 MB (or by a pytest worker
-    holding TensorFlow, 1 GB) reported that parent's figure, not its framework's. ``ru_maxrss`` is the
+    holding a framework, 1 GB) reported that parent's figure, not its framework's. ``ru_maxrss`` is the
     fallback where there is no ``/proc`` (macOS counts it in bytes, Linux in KiB)."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:

@@ -258,14 +258,19 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
             files = _ArtifactFiles(workdir, stem)
             runs = _Runs(graph, x, ref_logits, run_dir, isolate)
             bar = _bar(len(targets) * len(batches) + len(against or ()), progress_bar)
-            for target in targets:
-                bar.set_postfix_str(target.name)
-                job = FrameworkJob(target.name, *files.plan(target), value, layer_values, batches, spill)
-                result = _run_framework(target, job, graph, files, runs, ref_logits, ref_topk, rtol, atol,
-                                        explicit, say, written, bar)
-                results.append(result)
-                if result.status == FAIL:
-                    failures.append(f"{target.name}: {result.reason}")
+            by_name: dict[str, FrameworkResult] = {}
+            for group in runs.groups(targets):
+                bar.set_postfix_str(", ".join(t.name for t in group))
+                jobs = [FrameworkJob(t.name, *files.plan(t), value, layer_values, batches, spill) for t in group]
+                for target, result in zip(group, _side_by_side([
+                        (lambda t=t, j=j: _run_framework(t, j, graph, files, runs, ref_logits, ref_topk, rtol, atol,
+                                                         explicit, say, written, bar))
+                        for t, j in zip(group, jobs)])):
+                    by_name[target.name] = result
+            for target in targets:  # the report lists the frameworks in the order asked, whatever ran first
+                results.append(by_name[target.name])
+                if by_name[target.name].status == FAIL:
+                    failures.append(f"{target.name}: {by_name[target.name].reason}")
             artifacts = []
             scratch = Path(tempfile.mkdtemp(prefix="caffe2x-expected-")) if against else None
             try:
@@ -439,6 +444,9 @@ def _run_framework(target: Target, job: FrameworkJob, graph: Graph, files: _Arti
 #: returned when it is done; smaller ones run in this process (a child costs a fresh import of the framework)
 ISOLATE_BYTES = 32 << 20
 
+#: at most this many framework children at once (and never more than the cores)
+MAX_SIDE_BY_SIDE = 2
+
 
 class _Runs:
     """Runs each framework's :class:`~caffe2x.validation.framework_run.FrameworkJob` and each artifact's
@@ -462,6 +470,43 @@ class _Runs:
 
         return bool(self.isolate) or graph_bytes(self.graph) >= ISOLATE_BYTES
 
+    def groups(self, targets: Sequence[Target]) -> list[list[Target]]:
+        """The order the frameworks run in: those that run in this process first, one at a time, then each
+        that must run alone (:attr:`Target.runs_alone <caffe2x.targets.Target.runs_alone>`), then the
+        other isolated ones side by side, as many at once as there are cores, two of them never writing
+        the same file (a target that runs another's file waits for it to be written)."""
+        if any(self.isolated(t) for t in targets) and not self._share():
+            return [[t] for t in targets]
+        here = [[t] for t in targets if not self.isolated(t)]
+        alone = [[t] for t in targets if self.isolated(t) and t.runs_alone]
+        rest = [t for t in targets if self.isolated(t) and not t.runs_alone]
+        width = max(1, min(os.cpu_count() or 1, MAX_SIDE_BY_SIDE))
+        together: list[list[Target]] = []
+        for target in rest:
+            group = together[-1] if together else None
+            if (group is None or len(group) >= width or not target.writes
+                    or any(writer_of(t).name == writer_of(target).name for t in group)):
+                together.append([target])
+            else:
+                group.append(target)
+        return here + alone + together
+
+    def _share(self) -> bool:
+        """Write the children's shared inputs once; False (every framework then runs in this process) when
+        the graph holds something that cannot be pickled."""
+        if self.shared is not None:
+            return True
+        import pickle
+
+        from caffe2x.validation.isolated import write_shared
+
+        try:
+            self.shared = write_shared(self.run_dir / "shared.pkl", self.graph, self.x, self.ref_logits)
+        except (pickle.PicklingError, TypeError, AttributeError):  # a graph holding something unpicklable
+            self.isolate = False
+            return False
+        return True
+
     def run(self, target: Target, job: FrameworkJob | ArtifactJob, say: Callable[[str], None],
             tick: Callable[[int], None]) -> Any:
         if not self.isolated(target):
@@ -469,17 +514,49 @@ class _Runs:
                 return job.execute(self.graph, self.x, self.ref_logits, say, tick)
             finally:
                 release_memory()
-        import pickle
+        from caffe2x.validation.isolated import run_isolated
 
-        from caffe2x.validation.isolated import run_isolated, write_shared
-
-        if self.shared is None:
-            try:
-                self.shared = write_shared(self.run_dir / "shared.pkl", self.graph, self.x, self.ref_logits)
-            except (pickle.PicklingError, TypeError, AttributeError):  # a graph holding something unpicklable
-                self.isolate = False
-                return self.run(target, job, say, tick)
+        if not self._share():
+            return self.run(target, job, say, tick)
+        assert self.shared is not None
         return run_isolated(job, self.shared, self.run_dir, say, tick)
+
+
+def _side_by_side(calls: Sequence[Callable[[], FrameworkResult]]) -> list[FrameworkResult]:
+    """Every call's result, in order; several calls run in threads at once (each one waits on its child
+    process, so the threads only pass its messages on). An interrupt or SIGTERM of this process, which
+    reaches this thread only, stops every child (:func:`caffe2x.validation.isolated.stop_all`), then waits
+    for the threads to see their child end, and is raised again."""
+    if len(calls) == 1:
+        return [calls[0]()]
+    import threading
+
+    from caffe2x.validation.isolated import stop_all
+
+    results: list[Any] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = calls[i]()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the validating thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(len(calls))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.1)  # a short wait, so that Ctrl-C and SIGTERM reach this thread at once
+    except BaseException:
+        stop_all()
+        for thread in threads:
+            thread.join()
+        raise
+    if errors:
+        raise errors[0]
+    return results
 
 
 def run_inputs(model: Any, prototxt: Any, mean: Any, images: Any, against: Any, labels: Any) -> list[tuple[str, Any]]:

@@ -3,6 +3,7 @@ against the reference's values spilled to disk, big models validated with one ch
 framework (caffe2x/validation/framework_run.py, caffe2x/validation/isolated.py)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -241,6 +242,91 @@ def test_a_child_process_that_dies_is_that_frameworks_failure_not_a_crash(tmp_pa
     outcome = run_isolated(job, shared, tmp_path, said.append, lambda i: None)
     assert outcome.reason == "its child process exited with code 1 before reporting"
     assert not outcome.written and outcome.logits is None and said == []
+
+
+SIGTERM_SIDE_BY_SIDE = """
+import os, signal, sys, threading
+from pathlib import Path
+import caffe2x
+from caffe2x.fileio import Terminated
+
+stopping = threading.Event()
+
+def terminated(signum, frame):
+    stopping.set()
+    raise Terminated()
+
+signal.signal(signal.SIGTERM, terminated)
+running = []
+
+def say(message):
+    if message.endswith(": running") or ": running," in message or ": running " in message:
+        running.append(message.split(":")[0])
+        if len(running) == 2:  # only when both children run at once: one at a time would wait here for ever
+            Path({ready!r}).touch()
+        if not stopping.wait(30):  # the other child never ran beside this one
+            os._exit(4)
+
+try:
+    caffe2x.validate({model!r}, {deploy!r}, frameworks=["torch", "onnx"], isolate=True, progress=say)
+except Terminated:
+    sys.exit(143)
+sys.exit(3)
+"""
+
+
+def _processes_naming(path: Path) -> list[str]:
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(path).encode() in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+        except OSError:
+            continue
+    return left
+
+
+def test_isolated_frameworks_run_side_by_side_and_sigterm_stops_both_children(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """torch's and onnx's children run at the same time (the script's progress callback holds each one's
+    'running' message until the other's has come), and a SIGTERM of the validating process, which reaches
+    its main thread only, stops both and leaves no temporary directory."""
+    import signal
+
+    from tests.helpers.child_process import start_until_ready
+
+    if not all(caffe2x.targets.get(n).available() for n in ("torch", "onnx")) or (os.cpu_count() or 1) < 2:
+        pytest.skip("needs torch, onnx and two cores")
+    tmp, ready = tmp_path / "tmp", tmp_path / "ready"
+    tmp.mkdir()
+    script = SIGTERM_SIDE_BY_SIDE.format(model=str(tiny_files[0]), deploy=str(tiny_files[1]), ready=str(ready))
+    proc = start_until_ready(script, ready, tmp)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("caffe2x-")] == []
+    assert _processes_naming(tmp) == []
+
+
+def test_side_by_side_groups_keep_a_run_alone_target_on_its_own_and_results_in_the_order_asked(tiny_files) -> None:  # type: ignore[no-untyped-def]
+    """The schedule: in-process targets first, each ``runs_alone`` one (Keras) by itself, the others two at a
+    time on two cores; the report still lists the frameworks in the order they were asked for."""
+    from caffe2x.targets import get
+    from caffe2x.validation.validator import _Runs
+
+    graph = caffe2x.load(*tiny_files)
+    runs = _Runs(graph, np.zeros((1, 3, 8, 8), np.float32), np.zeros((1, 10), np.float32), tiny_files[0].parent,
+                 isolate=True)
+    runs._share = lambda: True  # type: ignore[method-assign]
+    order = [get(n) for n in ("onnx", "keras", "numpy", "torch")]
+    width = min(os.cpu_count() or 1, 2)
+    groups = [[t.name for t in g] for g in runs.groups(order)]
+    assert groups == [["numpy"], ["keras"], ["onnx", "torch"] if width == 2 else ["onnx"]] + ([] if width == 2 else [["torch"]])
+    if not all(get(n).available() for n in ("torch", "onnx")):
+        return
+    report = caffe2x.validate(*tiny_files, frameworks=["onnx", "numpy", "torch"], isolate=True)
+    assert report.passed, report.failures
+    assert [f.name for f in report.frameworks] == ["onnx", "numpy", "torch"]
 
 
 CHILD_PEAK = """
