@@ -68,6 +68,10 @@ def _scramble(model: keras.Model) -> None:
 R50_OUTPUTS = ["fc1000", "prob"]
 
 
+#: module fixtures kept on one xdist worker (tests/conftest.py): each builds a ResNet-50 run
+XDIST_SHARED_FIXTURES = ("r50",)
+
+
 @pytest.fixture(scope="module")
 def r50() -> dict:
     graph = fixtures.graph("resnet50")

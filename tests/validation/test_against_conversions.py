@@ -70,6 +70,10 @@ def _flip(path: Path, key: str, out: Path) -> None:
             ds[...] = arr
 
 
+#: module fixtures kept on one xdist worker (tests/conftest.py): each builds a ResNet-50 run
+XDIST_SHARED_FIXTURES = ("run",)
+
+
 @pytest.fixture(scope="module")
 def run(tiny_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """Twenty files written by convert and four tampered ones, checked by one validation."""

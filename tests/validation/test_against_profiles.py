@@ -23,6 +23,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("keras")
 h5py = pytest.importorskip("h5py")
 
+#: module fixtures kept on one xdist worker (tests/conftest.py): each builds a ResNet-50 run
+XDIST_SHARED_FIXTURES = ("run",)
+
+
 #: one tensor flipped in each tampered copy (its name in the file)
 TV_TAMPERED = "layer2.0.conv2.weight"
 APPS_TAMPERED = "conv3_block1_2_conv/conv3_block1_2_conv/kernel"

@@ -89,6 +89,10 @@ def test_schema_checker_rejects_a_report_with_a_wrong_type() -> None:
     assert any("passed" in e for e in check_schema({"schema": "caffe2x.validate/1", "passed": "yes"}, schema))
 
 
+#: module fixtures kept on one xdist worker (tests/conftest.py): each builds a ResNet-50 run
+XDIST_SHARED_FIXTURES = ("full_run", "against_run", "wrong_run")
+
+
 # --------------------------------------------------------------------------- the full validation, once
 @pytest.fixture(scope="module")
 def full_run(resnet50_files: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
