@@ -189,19 +189,34 @@ def test_an_ssd_without_img_size_runs_at_any_size(level: str) -> None:
             assert max_rel_error(got, ref[name]) <= 1e-5, (level, shape, name)
 
 
-def test_elementwise_layers_and_nearest_upsample_take_any_size_in_onnx() -> None:
-    from caffe2x.caffe.reader import read_bytes
+def _neuron_net() -> tuple[str, list[str], int]:
     from tests.helpers.neuron_net import NEURON_OUTPUTS, NEURON_PROTOTXT
+    return NEURON_PROTOTXT, NEURON_OUTPUTS, 2
 
-    graph = read_bytes(fixtures.synthesize(NEURON_PROTOTXT, seed=2), NEURON_PROTOTXT)
-    model = to_onnx(graph, outputs=NEURON_OUTPUTS)
-    assert dims(model.graph.input[0]) == ["N", 2, "H", "W"]
+
+def _reshape_net() -> tuple[str, list[str], int]:
+    from tests.helpers.resize_net import RESHAPE_OUTPUTS, RESHAPE_PROTOTXT
+    return RESHAPE_PROTOTXT, RESHAPE_OUTPUTS, 1
+
+
+@pytest.mark.parametrize("net, channels, shapes", [
+    pytest.param(_neuron_net, 2, [(2, 2, 13, 20), (1, 2, 7, 7), (1, 2, 10, 9)],
+                 id="elementwise-layers-and-nearest-upsample"),
+    pytest.param(_reshape_net, 3, [(2, 3, 11, 5), (1, 3, 4, 9)], id="4d-reshapes-by-caffes-rule"),
+])
+def test_size_agnostic_layers_follow_the_run_time_size_in_onnx(net, channels: int, shapes) -> None:
+    from caffe2x.caffe.reader import read_bytes
+
+    prototxt, outputs, seed = net()
+    graph = read_bytes(fixtures.synthesize(prototxt, seed=seed), prototxt)
+    model = to_onnx(graph, outputs=outputs)
+    assert dims(model.graph.input[0]) == ["N", channels, "H", "W"]
     onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     sess = session(model.SerializeToString(), "ORT_ENABLE_ALL")
-    for shape in [(2, 2, 13, 20), (1, 2, 7, 7), (1, 2, 10, 9)]:
+    for shape in shapes:
         x = seeded(shape)
-        ref = caffe2x.run(graph, x, outputs=NEURON_OUTPUTS)
-        for name, got in zip(NEURON_OUTPUTS, sess.run(NEURON_OUTPUTS, {"data": x})):
+        ref = caffe2x.run(graph, x, outputs=outputs)
+        for name, got in zip(outputs, sess.run(outputs, {"data": x})):
             assert got.shape == ref[name].shape and max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
 
 
@@ -217,19 +232,3 @@ def test_an_ssd_without_img_size_in_openvino(tmp_path: Path) -> None:
         ref = caffe2x.run(graph, x)
         got = compiled(x)[compiled.output(0)]
         assert got.shape == ref.shape and max_rel_error(got, ref) <= 1e-5, shape
-
-
-def test_4d_reshapes_by_caffes_rule_follow_the_run_time_size_in_onnx() -> None:
-    from caffe2x.caffe.reader import read_bytes
-    from tests.helpers.resize_net import RESHAPE_OUTPUTS, RESHAPE_PROTOTXT
-
-    graph = read_bytes(fixtures.synthesize(RESHAPE_PROTOTXT, seed=1), RESHAPE_PROTOTXT)
-    model = to_onnx(graph, outputs=RESHAPE_OUTPUTS)
-    assert dims(model.graph.input[0]) == ["N", 3, "H", "W"]
-    onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-    sess = session(model.SerializeToString(), "ORT_ENABLE_ALL")
-    for shape in [(2, 3, 11, 5), (1, 3, 4, 9)]:
-        x = seeded(shape)
-        ref = caffe2x.run(graph, x, outputs=RESHAPE_OUTPUTS)
-        for name, got in zip(RESHAPE_OUTPUTS, sess.run(RESHAPE_OUTPUTS, {"data": x})):
-            assert got.shape == ref[name].shape and max_rel_error(got, ref[name]) <= 1e-5, (shape, name)
