@@ -401,3 +401,21 @@ def test_big_weights_are_assigned_and_written_in_slices_with_the_same_values(
 
     got = get("keras").load(path, graph).run(x, ["fc10"])["fc10"]
     assert max_rel_error(got, caffe2x.run(graph, x, outputs="fc10")) <= TOL
+
+
+def test_building_creates_each_variable_holding_its_value_without_assigning_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables are created from the graph's values (ops.built_with), not filled and then assigned:
+    assigning wrote every variable twice and left ResNet-50's temporaries with the allocator."""
+    from caffe2x.targets.keras import ops
+
+    assigned: list[str] = []
+    real = ops.assign_in_slices
+    monkeypatch.setattr(ops, "assign_in_slices", lambda var, value: (assigned.append(var.path), real(var, value)))
+    graph = fixtures.graph("tiny")
+    model = to_model(graph)
+    assert assigned == []
+    assert np.array_equal(model.get_layer("conv1").kernel.numpy(), graph.tensors["conv1.weight"].transpose(2, 3, 1, 0))
+    assert np.array_equal(model.get_layer("conv1").bias.numpy(), graph.tensors["conv1.bias"])
+    x = _input(graph, std=1.0)
+    assert max_rel_error(_nchw(model(_nhwc(x))), caffe2x.run(graph, x)) <= TOL

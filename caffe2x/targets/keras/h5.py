@@ -1,7 +1,6 @@
 """Keras' HDF5 weights layout written with h5py (what ``model.load_weights('x.h5')`` reads)."""
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,8 +57,10 @@ def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, Value]]
                      attrs: dict[str, Any] | None = None) -> None:
     """Keras' HDF5 weights layout: ``layer_names``; per layer ``weight_names`` and the datasets;
     ``attrs`` are extra root attributes (Keras ignores them; caffe2x records a profile's bound there)."""
-    buffer = io.BytesIO()  # built in memory: HDF5 crashes the process on a full disk, Python raises ENOSPC
-    with h5py.File(buffer, "w") as f:
+    # written through a Python file object (h5py's fileobj driver), not by HDF5's own file driver, which
+    # crashes the process on a full disk where Python raises ENOSPC; and not into memory first, which
+    # held a whole copy of the weights (ResNet-50: +98 MiB at the peak of the write)
+    with open(path, "w+b") as out, h5py.File(out, "w") as f:
         _write_name_list(f, "layer_names", [name for name, _ in layers])
         f.attrs["backend"] = keras.backend.backend().encode("utf8")
         f.attrs["keras_version"] = str(keras.__version__).encode("utf8")
@@ -73,7 +74,6 @@ def _write_h5_layers(path: Path, layers: list[tuple[str, list[tuple[str, Value]]
                     value.write_into(group, wname)
                 else:
                     group.create_dataset(wname, data=value() if callable(value) else value)
-    Path(path).write_bytes(buffer.getbuffer())
 
 
 def write_weights_h5(model: keras.Model, path: str | os.PathLike[str], store_dtype: Any = np.float32) -> None:

@@ -139,10 +139,14 @@ class CaffeScale(keras.layers.Layer):
         super().__init__(**kwargs)
         self.param_shape = tuple(int(d) for d in shape)
         self.use_bias = bool(use_bias)
+        # attributes, as Keras' own layers have them, so a builder can create the variables holding
+        # their values (caffe2x.targets.keras.ops.built_with); not part of the config
+        self.scale_initializer: Any = "ones"
+        self.bias_initializer: Any = "zeros"
 
     def build(self, input_shape: tuple[Any, ...]) -> None:
-        self.scale = self.add_weight(name="scale", shape=self.param_shape, initializer="ones")
-        self.bias = (self.add_weight(name="bias", shape=self.param_shape, initializer="zeros")
+        self.scale = self.add_weight(name="scale", shape=self.param_shape, initializer=self.scale_initializer)
+        self.bias = (self.add_weight(name="bias", shape=self.param_shape, initializer=self.bias_initializer)
                      if self.use_bias else None)
 
     def call(self, x: Any) -> Any:

@@ -112,12 +112,7 @@ def set_weights(layer: keras.layers.Layer, **values: np.ndarray | None) -> None:
         raise Caffe2xError(f"internal: layer {layer.name!r} has variables {sorted(variables)}, "
                            f"builder gave {sorted(given)}")
     for name, value in given.items():
-        var = variables[name]
-        value = np.asarray(value, dtype=np.float32)
-        if tuple(var.shape) != value.shape:
-            raise Caffe2xError(f"layer {layer.name!r}: {name} has shape {list(value.shape)}, "
-                               f"Keras expects {list(var.shape)}")
-        assign_in_slices(var, value)
+        set_weights_of(layer, variables[name], name, np.asarray(value, dtype=np.float32))
 
 
 #: a value larger than this is assigned a slice of rows at a time (see :func:`assign_in_slices`)
@@ -141,19 +136,67 @@ def assign_in_slices(var: Any, value: np.ndarray) -> None:
         target[start:start + rows].assign(np.ascontiguousarray(value[start:start + rows]))
 
 
-def built_with_zeros(layer: keras.layers.Layer, x: Any) -> Any:
-    """``layer(x)`` with its kernel and bias variables created as zeros instead of Keras' random
-    initial values, for builders that assign every variable right afterwards (:func:`set_weights`):
-    drawing VGG-16's 138 M random numbers only to overwrite them took seconds. The layer keeps its
-    configured initializers (what ``get_config`` and a saved ``.keras`` record), restored after the build."""
-    saved = {a: getattr(layer, a) for a in ("kernel_initializer", "bias_initializer") if hasattr(layer, a)}
-    for attr in saved:
-        setattr(layer, attr, keras.initializers.Zeros())
+class _Given:
+    """A Keras initializer that returns a builder's value, so a variable is created holding its final
+    numbers (checked against the variable's shape) instead of being filled once and assigned again."""
+
+    def __init__(self, layer: str, variable: str, value: np.ndarray) -> None:
+        self.layer, self.variable, self.value = layer, variable, value
+
+    def __call__(self, shape: Any, dtype: Any = None) -> np.ndarray:
+        if tuple(int(d) for d in shape) != self.value.shape:
+            raise Caffe2xError(f"layer {self.layer!r}: {self.variable} has shape {list(self.value.shape)}, "
+                               f"Keras expects {[int(d) for d in shape]}")
+        value, self.value = self.value, np.empty((0,), np.float32)  # the variable holds it now
+        return value
+
+
+def built_with(layer: keras.layers.Layer, x: Any, **values: np.ndarray | None) -> Any:
+    """``layer(x)`` with its variables created holding ``values`` (by variable name: ``kernel=…,
+    bias=…``; a None value: the layer has no such variable), through the layer's
+    ``<name>_initializer`` attributes; every given variable must exist and no other may.
+
+    Why: creating them as Keras' random draw (VGG-16: 138 M numbers, seconds) or as zeros and then
+    assigning the values fills every variable twice and left ~34 MB of ResNet-50's assignment
+    temporaries with the allocator; created from the value, each variable is written once (one
+    transient contiguous copy of a transposed kernel). A value over :data:`ASSIGN_SLICE_BYTES` is
+    still created as zeros and assigned a slice of rows at a time (:func:`assign_in_slices`: a whole
+    copy of VGG-16's 411 MB fc6 beside the variable is what slices avoid). An absent kernel / bias is
+    created as zeros, never drawn. The layer keeps its configured initializers (what ``get_config``
+    and a saved ``.keras`` record), restored after the build."""
+    given = {k: np.asarray(v, dtype=np.float32) for k, v in values.items() if v is not None}
+    names = set(given) | {n for n in ("kernel", "bias") if hasattr(layer, f"{n}_initializer")}
+    saved = {f"{n}_initializer": getattr(layer, f"{n}_initializer") for n in names}
+    later: dict[str, np.ndarray] = {}
+    for name in names:
+        value = given.get(name)
+        if value is not None and value.nbytes <= ASSIGN_SLICE_BYTES:
+            init: Any = _Given(layer.name, name, np.ascontiguousarray(value))
+        else:
+            init = keras.initializers.Zeros()
+            if value is not None:
+                later[name] = value
+        setattr(layer, f"{name}_initializer", init)
     try:
-        return layer(x)
+        y = layer(x)
     finally:
         for attr, init in saved.items():
             setattr(layer, attr, init)
+    variables = {v.name: v for v in layer.weights}
+    if set(variables) != set(given):
+        raise Caffe2xError(f"internal: layer {layer.name!r} has variables {sorted(variables)}, "
+                           f"builder gave {sorted(given)}")
+    for name, value in later.items():
+        set_weights_of(layer, variables[name], name, value)
+    return y
+
+
+def set_weights_of(layer: keras.layers.Layer, var: Any, name: str, value: np.ndarray) -> None:
+    """Assign one variable of ``layer`` (shape checked), in slices when large."""
+    if tuple(var.shape) != value.shape:
+        raise Caffe2xError(f"layer {layer.name!r}: {name} has shape {list(value.shape)}, "
+                           f"Keras expects {list(var.shape)}")
+    assign_in_slices(var, value)
 
 
 # --------------------------------------------------------------------------- builders
@@ -173,10 +216,9 @@ def _conv(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     layer = keras.layers.Conv2D(a["num_output"], (kh, kw), strides=(1, 1) if split_stride else (sh, sw),
                                 padding="valid", dilation_rate=(dh, dw), groups=a["group"],
                                 use_bias="bias" in node.params, name=ctx.name(node))
-    y = built_with_zeros(layer, x)
     # Caffe (O, C/g, kh, kw) -> Keras (kh, kw, C/g, O); both put output channel o in group o // (O/g)
-    set_weights(layer, kernel=ctx.param(node, "weight").transpose(2, 3, 1, 0),
-                bias=ctx.param(node, "bias") if "bias" in node.params else None)
+    y = built_with(layer, x, kernel=ctx.param(node, "weight").transpose(2, 3, 1, 0),
+                   bias=ctx.param(node, "bias") if "bias" in node.params else None)
     if split_stride:
         y = keras.layers.MaxPooling2D(pool_size=(1, 1), strides=(sh, sw), name=ctx.aux(node, "stride"))(y)
     return [y]
@@ -218,10 +260,9 @@ def _deconv(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
         layer = keras.layers.Conv2DTranspose(
             og, (kh, kw), strides=(sh, sw), padding="valid", dilation_rate=(dh, dw), use_bias=bias is not None,
             name=ctx.name(node) if g == 1 else ctx.aux(node, f"group{gi}"))
-        y = built_with_zeros(layer, xg)
         # Caffe (C, O/g, kh, kw) -> Keras Conv2DTranspose (kh, kw, O/g, C/g)
-        set_weights(layer, kernel=weight[gi * cg:(gi + 1) * cg].transpose(2, 3, 1, 0),
-                    bias=None if bias is None else bias[gi * og:(gi + 1) * og])
+        y = built_with(layer, xg, kernel=weight[gi * cg:(gi + 1) * cg].transpose(2, 3, 1, 0),
+                       bias=None if bias is None else bias[gi * og:(gi + 1) * og])
         outs.append(y)
     y = outs[0] if g == 1 else keras.layers.Concatenate(axis=-1, name=ctx.name(node))(outs)
     if ph or pw:
@@ -267,9 +308,8 @@ def _batchnorm(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     rank = ctx.rank(node.inputs[0])
     layer = keras.layers.BatchNormalization(axis=keras_axis(1, rank), epsilon=float(node.attrs["eps"]),
                                             center=False, scale=False, name=ctx.name(node))
-    y = layer(x)
-    set_weights(layer, moving_mean=ctx.param(node, "running_mean"),
-                moving_variance=ctx.param(node, "running_var"))
+    y = built_with(layer, x, moving_mean=ctx.param(node, "running_mean"),
+                   moving_variance=ctx.param(node, "running_var"))
     return [y]
 
 
@@ -301,8 +341,7 @@ def _scale(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
 
     w = layout(weight)
     layer = CaffeScale(w.shape, use_bias=bias is not None, name=ctx.name(node))
-    y = layer(x)
-    set_weights(layer, scale=w, bias=None if bias is None else layout(bias))
+    y = built_with(layer, x, scale=w, bias=None if bias is None else layout(bias))
     return [y]
 
 
@@ -433,7 +472,6 @@ def _inner_product(ctx: BuildContext, node: Node, ins: list[Any]) -> list[Any]:
     elif in_rank == 4:  # axis 3 of a 4-D blob: Dense over W, in Caffe order
         x = ctx.to_caffe_order(node, x, in_rank)
     layer = keras.layers.Dense(node.attrs["num_output"], use_bias="bias" in node.params, name=ctx.name(node))
-    y = built_with_zeros(layer, x)
-    set_weights(layer, kernel=kernel, bias=ctx.param(node, "bias") if "bias" in node.params else None)
+    y = built_with(layer, x, kernel=kernel, bias=ctx.param(node, "bias") if "bias" in node.params else None)
     return [ctx.from_caffe_order(node, y, out_rank)]
 
