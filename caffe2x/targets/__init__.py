@@ -198,7 +198,9 @@ class Target:
 #: the built-in targets, in the order they are listed (and validated). ``write_copies`` measured by
 #: saving a weightless net of one 1 GiB InnerProduct (peak RSS over the RSS before the save, in units
 #: of the tensors): safetensors 0.12, torch 0.0, onnx 0.0 (raw_data streamed from the arrays; 3.0 when it
-#: went through onnx.save_model), keras .h5 3.15 and .keras 4.0
+#: went through onnx.save_model); keras on the 256 MiB one of test_each_writer_copies_no_more_than_it_declares:
+#: .h5 2.43 and .keras 3.91 since their weights go to the file through a file, not an in-memory copy
+#: (3.31 and 4.90 before)
 BUILTIN: tuple[Target, ...] = (
     Target("safetensors", (".safetensors",), requires=("safetensors",), module="caffe2x.targets.safetensors",
            runs=False, write_copies=0.25, summary="tensors under the graph's names, the graph in the metadata"),
@@ -212,7 +214,7 @@ BUILTIN: tuple[Target, ...] = (
            distributions=("keras", "tensorflow", "tensorflow-cpu", "h5py"),
            options=("full_model",), profiles={"keras-applications": (".h5",)},
            summary="Keras 3 HDF5 weights or model; model.load_weights", isolate=True, runs_alone=True,
-           write_copies=5.0),
+           write_copies=4.0),
     Target("onnx", (".onnx",), extra="onnx", requires=("onnx", "onnxruntime"), module="caffe2x.targets.onnx.target",
            summary="ONNX opset 17; onnxruntime", isolate=True, write_copies=0.25),
 )

@@ -52,7 +52,8 @@ def write(graph: Graph, path: str | os.PathLike[str], options: WriteOptions) -> 
     if suffix == ".keras" or full_model:
         with warnings.catch_warnings(), _without_absl_lines("This file format is considered legacy"):
             warnings.simplefilter("ignore")  # Keras calls .h5 'legacy'; it is what was asked for
-            model.save(str(path))
+            with _weights_through_a_file() if suffix == ".keras" else contextlib.nullcontext():
+                model.save(str(path))
         kind = "Keras 3 native model" if suffix == ".keras" else "Keras HDF5 model (config + weights)"
         # no training configuration is stored (the model is not compiled): compile=False loads it without
         # Keras' "No training configuration found" warning
@@ -102,6 +103,34 @@ def _without_absl_lines(text: str) -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(drop)
+
+
+@contextlib.contextmanager
+def _weights_through_a_file() -> Iterator[None]:
+    """Keras' ``.keras`` writer with its weights going through a temporary file beside the output, not
+    memory.
+
+    Why: when it judges memory sufficient (the weights under a share of the free RAM: always, for
+    any model caffe2x converts on a usual machine) Keras builds the archive's ``model.weights.h5`` in an
+    ``io.BytesIO`` and copies it into the zip, a whole copy of the weights at the peak of the save
+    (ResNet-50: +107 MiB); otherwise it writes a temporary file next to the output and copies that
+    into the zip, its own branch for big models. This takes that branch for every model (Keras'
+    private ``saving_lib.is_memory_sufficient`` answered False while the block runs; where a Keras
+    version lacks it, nothing changes). The archive's members are the same either way."""
+    try:
+        from keras.src.saving import saving_lib
+    except ImportError:
+        yield
+        return
+    real = getattr(saving_lib, "is_memory_sufficient", None)
+    if real is None:
+        yield
+        return
+    saving_lib.is_memory_sufficient = lambda model: False
+    try:
+        yield
+    finally:
+        saving_lib.is_memory_sufficient = real
 
 
 def _is_native_weights_name(path: Path) -> bool:
