@@ -419,3 +419,26 @@ def test_building_creates_each_variable_holding_its_value_without_assigning_it(
     assert np.array_equal(model.get_layer("conv1").bias.numpy(), graph.tensors["conv1.bias"])
     x = _input(graph, std=1.0)
     assert max_rel_error(_nchw(model(_nhwc(x))), caffe2x.run(graph, x)) <= TOL
+
+
+def test_the_runner_computes_exactly_what_the_eager_model_computes(tmp_path: Path) -> None:
+    """The validation runner calls the model as a tf.function (its intermediates freed as they are
+    used) with Grappler's rewrites off: bit for bit the numbers of Keras' eager ``model(x)``, and the
+    process's optimizer options as they were."""
+    import tensorflow as tf
+
+    from caffe2x.targets import get
+
+    graph = fixtures.graph("tiny")
+    x = _input(graph, std=1.0)
+    path = tmp_path / "tiny.h5"
+    caffe2x.save(graph, path)
+    model = to_model(graph)
+    model.load_weights(str(path))
+    eager = _nchw(model(_nhwc(x), training=False))
+    before = tf.config.optimizer.get_experimental_options()
+    runner = get("keras").load(path, graph)
+    for _ in range(2):  # traced once, then run again
+        got = runner.run(x, [graph.outputs[0]])[graph.outputs[0]]
+        assert got.dtype == eager.dtype and np.array_equal(got, eager)
+    assert tf.config.optimizer.get_experimental_options() == before

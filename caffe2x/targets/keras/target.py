@@ -97,6 +97,7 @@ class KerasRunner:
         self.graph = graph
         self.path = Path(path)
         self._models: dict[tuple[str, ...], keras.Model] = {}
+        self._calls: dict[tuple[str, ...], Any] = {}
 
     def model(self, values: Sequence[str]) -> keras.Model:
         key = tuple(values)
@@ -111,6 +112,7 @@ class KerasRunner:
                 except (ValueError, KeyError, OSError) as exc:
                     raise Caffe2xError(f"Keras load_weights failed: {one_line(exc)}") from None
             self._models = {key: model}
+            self._calls = {key: _graph_call(model)}
         return self._models[key]
 
     def _build(self, values: list[str]) -> keras.Model:
@@ -127,10 +129,11 @@ class KerasRunner:
 
     def run(self, x: np.ndarray, values: Sequence[str]) -> dict[str, np.ndarray]:
         values = list(values)
-        model = self.model(values)
+        self.model(values)
+        call = self._calls[tuple(values)]
         x_nhwc = np.ascontiguousarray(np.asarray(x, dtype=np.float32).transpose(0, 2, 3, 1)) if x.ndim == 4 else x
-        with quiet_tensorflow():
-            y: Any = model(x_nhwc, training=False)
+        with quiet_tensorflow(), _graph_as_traced():
+            y: Any = call(x_nhwc)
         ys = list(y) if isinstance(y, (list, tuple)) else [y]
         result = {}
         for name, t in zip(values, ys):
@@ -139,6 +142,40 @@ class KerasRunner:
                 arr = np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
             result[name] = arr
         return result
+
+
+def _graph_call(model: keras.Model) -> Any:
+    """``model(x, training=False)``, as a ``tf.function`` on the TensorFlow backend.
+
+    Why: Keras' eager functional call keeps every layer's output until the call returns (ResNet-50, one
+    photo: +160 MiB resident in the validation child, which the allocator then kept); TensorFlow's graph
+    executor frees each tensor after its last use (+30 MiB), and runs a photo in a sixth of the time
+    once traced. Run under :func:`_graph_as_traced`, the graph runs exactly the eager call's kernels, so
+    the numbers are bit-identical (tests/targets/test_keras_target.py). Other backends call eagerly."""
+    if keras.backend.backend() != "tensorflow":
+        return lambda x: model(x, training=False)
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+@contextlib.contextmanager
+def _graph_as_traced() -> Iterator[None]:
+    """Grappler's graph rewrites off while the block runs a function (TensorFlow optimises a function's
+    graph when it first runs it): its fusions (Conv2D + BiasAdd + Relu into one kernel, folded
+    constants) change the last bits of the results, which would no longer be what the eager Keras
+    model, and a user's ``model(x)``, computes. The previous setting is restored afterwards."""
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    before = bool(tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer", False))
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": before})
 
 
 def load(path: Path, graph: Graph) -> KerasRunner:
