@@ -74,8 +74,12 @@ def run(resnet50_graph_session, tmp_path_factory: pytest.TempPathFactory) -> Sim
     with h5py.File(apps_old, "r+") as f:
         del f.attrs["caffe2x_profile"], f.attrs["caffe2x_profile_max_rel"]
     photo = [default_image_dir() / "chelsea_cat.jpg"]
+    # in this process (isolate=False): these tests pin the profile bounds; a child per artifact would
+    # import torch or Keras seven times over (~70 s of CPU on 2 cores). The second run keeps the default,
+    # a child process for the big model, so a profile file is also checked the way the CLI checks it
     report = validate(graph, frameworks=[], images=photo,
-                      against=[tv, apps, tv16, tv_fold, tv_bad, apps_bad, apps_old], profiles=["torchvision"])
+                      against=[tv, apps, tv16, tv_fold, tv_bad, apps_bad, apps_old], profiles=["torchvision"],
+                      isolate=False)
     unflagged = validate(graph, frameworks=[], images=photo, against=[tv])
     by_name = {Path(a.path).name: a for a in report.artifacts}
     return SimpleNamespace(report=report, unflagged=unflagged, by_name=by_name, tv=tv, apps=apps,
