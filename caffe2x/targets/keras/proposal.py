@@ -5,9 +5,11 @@ outputs rois (R, 5) (and scores (R, 1)), R data-dependent.
 TF's ``tf.image.non_max_suppression`` is not used: it measures boxes without py-faster-rcnn's "+1"
 (shifting the corners by one changes the float32 rounding of every width, so overlaps near the
 threshold could fall on the other side) and is not a ``keras.ops`` function. Instead the greedy loop
-runs as ``ops.while_loop`` over the candidates in score order with the reference's float32 operations:
-step i keeps candidate i unless an earlier kept box suppressed it, and then suppresses the later ones
-overlapping it by more than the threshold; the loop ends after ``post_nms_topn`` keeps. Sorting is
+runs as ``ops.while_loop`` with the reference's float32 operations, one step per *kept* box (at most
+``post_nms_topn``, not one per candidate: eager Keras runs each step as Python, and 6000 candidates
+took seconds): each step keeps the first candidate in score order that is still alive (valid and not
+suppressed) and suppresses every other one overlapping it by more than the threshold; the candidates
+before it are already kept or suppressed, so this is the reference's greedy scan exactly. Sorting is
 ``ops.top_k`` of the scores with the filtered boxes at -inf, which keeps the lower index of equal
 scores first (the reference's stable sort).
 """
@@ -85,23 +87,22 @@ class CaffeProposal(keras.layers.Layer):
         limit = a["post_nms_topn"] if a["post_nms_topn"] > 0 else k
         positions = ops.arange(k, dtype="int32")
 
-        def cond(i: Any, kept: Any, suppressed: Any, n: Any) -> Any:
-            return ops.logical_and(ops.less(i, k), ops.less(n, limit))
+        def cond(n: Any, kept: Any, alive: Any) -> Any:
+            return ops.logical_and(ops.less(n, limit), ops.any(alive))
 
-        def body(i: Any, kept: Any, suppressed: Any, n: Any) -> Any:
-            take = ops.logical_and(ops.take(alive, i), ops.logical_not(ops.take(suppressed, i)))
+        def body(n: Any, kept: Any, alive: Any) -> Any:
+            # the first candidate still alive is kept; it suppresses every later one past the threshold
+            i = ops.cast(ops.argmax(ops.cast(alive, "int32")), "int32")
             w = ops.maximum(zero, ops.minimum(ops.take(bx2, i), bx2) - ops.maximum(ops.take(bx1, i), bx1) + one)
             h = ops.maximum(zero, ops.minimum(ops.take(by2, i), by2) - ops.maximum(ops.take(by1, i), by1) + one)
             inter = w * h
             iou = inter / (ops.take(areas, i) + areas - inter)
-            later = ops.greater(positions, i)
-            suppressed = ops.logical_or(suppressed, ops.logical_and(take, ops.logical_and(later, iou > thr)))
-            kept = ops.logical_or(kept, ops.logical_and(take, ops.equal(positions, i)))
-            return i + 1, kept, suppressed, n + ops.cast(take, "int32")
+            here = ops.equal(positions, i)
+            alive = ops.logical_and(alive, ops.logical_not(ops.logical_or(here, iou > thr)))
+            return n + 1, ops.logical_or(kept, here), alive
 
-        start = (ops.convert_to_tensor(0, dtype="int32"), ops.zeros((k,), dtype="bool"),
-                 ops.zeros((k,), dtype="bool"), ops.convert_to_tensor(0, dtype="int32"))
-        _, kept, _, _ = ops.while_loop(cond, body, start)
+        start = (ops.convert_to_tensor(0, dtype="int32"), ops.zeros((k,), dtype="bool"), alive)
+        _, kept, _ = ops.while_loop(cond, body, start)
         (index,) = ops.nonzero(kept)
         chosen = ops.take(boxes, index, axis=0)
         rois = ops.concatenate([ops.zeros_like(chosen[:, :1]), chosen], axis=1)
