@@ -107,18 +107,20 @@ def _as_numeric_array(value: object, name: str) -> np.ndarray:
 
 
 def execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None = None,
-            max_bytes: int | None = None) -> dict[str, np.ndarray]:
+            max_bytes: int | None = None, override: Mapping[str, OpFn] | None = None) -> dict[str, np.ndarray]:
     """Run the graph; return every value (``keep=None``) or only the values named in ``keep``.
 
     Values nothing reads any more are dropped as the run goes on when ``keep`` is given, so memory
     stays at a few live activations. BLAS runs with :data:`BLAS_THREADS` threads meanwhile.
+    ``override``: node name -> the function that computes that node instead of its op's (validate
+    pins a masked pooling's choices to a framework's, :mod:`caffe2x.validation.ties`).
     """
     with _blas_limit():
-        return _execute(graph, x, keep, max_bytes)
+        return _execute(graph, x, keep, max_bytes, override or {})
 
 
 def _execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[str] | None,
-             max_bytes: int | None = None) -> dict[str, np.ndarray]:
+             max_bytes: int | None = None, override: Mapping[str, OpFn] | None = None) -> dict[str, np.ndarray]:
     graph, feeds = prepare_run(graph, x, max_bytes)
     values: dict[str, np.ndarray] = dict(feeds)
     last_use: dict[str, int] = {}
@@ -126,7 +128,8 @@ def _execute(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray], keep: set[s
         for v in node.inputs:
             last_use[v] = i
     for i, node in enumerate(graph.nodes):
-        outs = OPS.lookup(node.op, node.name)(node, [values[v] for v in node.inputs], graph)
+        fn = override.get(node.name) if override else None
+        outs = (fn or OPS.lookup(node.op, node.name))(node, [values[v] for v in node.inputs], graph)
         for name, val in zip(node.outputs, outs):
             values[name] = val.astype(np.float32, copy=False)
         if keep is not None:

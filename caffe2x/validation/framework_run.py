@@ -24,6 +24,7 @@ import numpy as np
 from caffe2x import convert
 from caffe2x.errors import Caffe2xError, one_line
 from caffe2x.graph.ir import Graph, samples_independent
+from caffe2x.validation.ties import TieRequest, TieRun
 
 
 @dataclass
@@ -105,6 +106,7 @@ class FrameworkJob:
     layer_values: list[str]              # values compared layer by layer (empty: logits only)
     batches: list[tuple[int, int]]       # slices [start, stop) of the batch, run one after the other
     spill: RefSpill | None = None        # the reference's layer values per slice (per-layer runs)
+    ties: TieRequest | None = None       # a masked-pooling net: re-run failing slices with the masks
 
     def execute(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, say: Callable[[str], None],
                 tick: Callable[[int], None]) -> FrameworkOutcome:
@@ -128,6 +130,7 @@ class FrameworkOutcome:
     stats: dict[str, LayerStat] = field(default_factory=dict)
     reason: str | None = None            # why it failed (None: it ran)
     peak_rss_mb: float | None = None     # the child process's peak RSS (when it ran in one)
+    tie_runs: list[TieRun] = field(default_factory=list)  # the failing slices re-run with their masks
 
 
 def batches_for(n: int, images: bool, graph: Graph) -> list[tuple[int, int]]:
@@ -186,10 +189,13 @@ def run_job(job: FrameworkJob, graph: Graph, x: np.ndarray, ref_logits: np.ndarr
                         stat.seen = stat.broken = True
             del outs, refs
             tick(i)
-        del runner
         out.run_seconds = time.perf_counter() - t
         out.logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         out.stats = stats
+        if job.ties is not None:
+            stage = "re-running with the masks"
+            out.tie_runs = tie_runs(runner, job, x, out.logits, ref_logits, say)
+        del runner
     except Caffe2xError as exc:
         out.reason = f"{stage} failed: {exc}"
     except ImportError as exc:
@@ -199,6 +205,26 @@ def run_job(job: FrameworkJob, graph: Graph, x: np.ndarray, ref_logits: np.ndarr
     except Exception as exc:  # noqa: BLE001 - a framework's own failure is a result, not a crash
         out.reason = f"{stage} failed: {type(exc).__name__}: {one_line(exc)}"
     return out
+
+
+def tie_runs(runner: object, job: FrameworkJob, x: np.ndarray, logits: np.ndarray, ref_logits: np.ndarray,
+             say: Callable[[str], None]) -> list[TieRun]:
+    """The slices that fail the pass rule, run again with the masks of the net's masked poolings as extra
+    outputs (:mod:`caffe2x.validation.ties`); logits and masks come from that one run. Only on failure:
+    a net that agrees costs nothing more."""
+    assert job.ties is not None
+    failing = job.ties.failing(job.batches, logits, ref_logits)
+    if not failing:
+        return []
+    say(f"{job.target}: re-running {len(failing)} slice(s) with the {len(job.ties.masks)} pooling mask(s) exposed")
+    runs = []
+    for i in failing:
+        start, stop = job.batches[i]
+        outs = runner.run(x[start:stop], list(dict.fromkeys([job.value, *job.ties.masks])))  # type: ignore[attr-defined]
+        runs.append(TieRun(start, stop, np.asarray(outs[job.value], dtype=np.float32),
+                           {m: np.asarray(outs[m], dtype=np.float32) for m in job.ties.masks if m in outs}))
+        del outs
+    return runs
 
 
 def release_memory() -> None:

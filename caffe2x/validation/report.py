@@ -107,11 +107,19 @@ def verdict(report: dict[str, Any]) -> str:
         extra = f" and {arts} artifact(s) check out" if arts else ""
         atol = f", atol {_tol(tol['atol'])}" if tol["atol"] else ""
         verb = "agrees" if len(ran) == 1 else "agree"
+        tied = [f["name"] for f in report["frameworks"] if f["status"] == "PASS" and _tied(f)]
+        ties = (f"; {', '.join(tied)} only up to near-tie flips of masked MAX pooling, proven with the reference "
+                f"run on {'its' if len(tied) == 1 else 'their'} own choices" if tied else "")
         return (f"PASS: {what} {verb} with the reference within rtol {_tol(tol['rtol'])}{atol} with identical "
-                f"top-5 on {report['input']['shape'][0]} input(s){extra}")
+                f"top-5 on {report['input']['shape'][0]} input(s){extra}{ties}")
     failures = report["failures"]
     more = f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""
     return "FAIL: " + " | ".join(failures[:3]) + more
+
+
+def _tied(framework: dict[str, Any]) -> bool:
+    """The framework passed only through the near-tie check (:mod:`caffe2x.validation.ties`)."""
+    return bool((framework.get("near_ties") or {}).get("passed"))
 
 
 def render_table(report: dict[str, Any]) -> str:
@@ -134,6 +142,8 @@ def render_table(report: dict[str, Any]) -> str:
         last = f["artifact"] or ""
         if f["status"] != "PASS" and f["reason"]:
             last = f["reason"]
+        elif _tied(f):
+            last = f"{last}: agrees up to near-tie flips (below)".lstrip(": ")
         rows.append([f["name"], f["status"], _e(f["max_abs"]), _e(f["max_rel"]), _frac(f["top1_agree"], n),
                      _frac(f["top5_agree"], n), _secs(f), last])
     lines.extend(_grid(head, rows))
@@ -150,6 +160,14 @@ def render_table(report: dict[str, Any]) -> str:
             if f["top5"] is not None and _row(f["top5"], i) != ref["top5"][i]:
                 flab = _row(f.get("top5_labels"), i)
                 lines.append(f"  {'':<{width}}  {f['name']}: {_classes(report, f['top5'][i], flab)}  <- differs")
+
+    checked = [f for f in report["frameworks"] if f.get("near_ties")]
+    if checked:
+        lines.append("")
+        lines.append("masked MAX pooling (unpooled by its mask): the frameworks' cell choices, pinned in the reference")
+        for f in checked:
+            t = f["near_ties"]
+            lines.append(f"  {f['name']:<10} {'PASS' if t['passed'] else 'FAIL'}: {t['note']}")
 
     if report.get("layers"):
         lines.append("")
@@ -371,6 +389,8 @@ def render_html(report: dict[str, Any]) -> str:
                  '<th>max rel</th><th>top-1</th><th>top-5</th><th>time</th><th>file / reason</th></tr></thead><tbody>')
     for f in report["frameworks"]:
         last = f["reason"] if f["status"] != "PASS" and f["reason"] else (f["artifact"] or "")
+        if f["status"] == "PASS" and _tied(f):
+            last = f"{last}: {f['near_ties']['note']}".lstrip(": ")
         parts.append(f'<tr><td>{e(f["name"])}</td><td><span class="badge {e(f["status"])}">{e(f["status"])}</span></td>'
                      f'<td class="num">{_e(f["max_abs"])}</td><td class="num">{_e(f["max_rel"])}</td>'
                      f'<td class="num">{_frac(f["top1_agree"], n)}</td><td class="num">{_frac(f["top5_agree"], n)}</td>'

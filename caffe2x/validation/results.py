@@ -29,6 +29,8 @@ class FrameworkResult:
     per_layer: list[float | None] | None = None  # max rel error per layer (None: not produced)
     first_divergent: str | None = None
     worst_layer: str | None = None
+    #: a masked-pooling net that failed the comparison: the near-tie check (:mod:`caffe2x.validation.ties`)
+    near_ties: dict[str, Any] | None = None
     logits: np.ndarray | None = field(default=None, repr=False)
 
 
@@ -141,6 +143,7 @@ def report_dict(r: Report) -> dict[str, Any]:
             "prepare_seconds": num(f.prepare_seconds), "run_seconds": num(f.run_seconds),
             "per_layer_max_rel": None if f.per_layer is None else [num(v) for v in f.per_layer],
             "first_divergent_layer": f.first_divergent, "worst_layer": f.worst_layer,
+            "near_ties": f.near_ties,
         })
     artifacts = [{
         "path": a.path, "framework": a.framework, "status": a.status, "tensors_checked": a.tensors_checked,

@@ -254,6 +254,9 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
                                 f"max rel {check.max_rel:.1e}, max abs {check.max_abs:.1e} (rtol {rtol:g}, atol {atol:g})")
         results: list[FrameworkResult] = []
         written: dict[str, Path] = {}
+        from caffe2x.validation.ties import tie_request
+
+        ties = tie_request(graph, ref_topk, rtol, atol)  # None unless the net unpools by a MAX pooling's mask
         with _workdir(keep_artifacts) as workdir:
             files = _ArtifactFiles(workdir, stem)
             runs = _Runs(graph, x, ref_logits, run_dir, isolate)
@@ -261,7 +264,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
             by_name: dict[str, FrameworkResult] = {}
             for group in runs.groups(targets):
                 bar.set_postfix_str(", ".join(t.name for t in group))
-                jobs = [FrameworkJob(t.name, *files.plan(t), value, layer_values, batches, spill) for t in group]
+                jobs = [FrameworkJob(t.name, *files.plan(t), value, layer_values, batches, spill, ties) for t in group]
                 for target, result in zip(group, _side_by_side([
                         (lambda t=t, j=j: _run_framework(t, j, graph, files, runs, ref_logits, ref_topk, rtol, atol,
                                                          explicit, say, written, bar))
@@ -432,11 +435,30 @@ def _run_framework(target: Target, job: FrameworkJob, graph: Graph, files: _Arti
         result.reason = comparison_problem(result.comparison, rtol, atol)
         if result.first_divergent:
             result.reason += f"; first layer past tolerance: {result.first_divergent}"
+        if outcome.reason is None and outcome.tie_runs:
+            _judge_ties(result, outcome.tie_runs, graph, runs.x, job.value, rtol, atol, say)
     c = result.comparison
     say(f"{name}: {result.status}" + (f", max rel {c.max_rel:.1e}, top-5 {c.topk_agree}/{len(c.topk)}" if c else "")
+        + (f" ({result.near_ties['note']})" if result.near_ties and result.status == PASS else "")
         + (f" ({result.reason})" if result.reason and result.status == FAIL else "")
         + (f" [own process, peak RSS {outcome.peak_rss_mb:.0f} MB]" if outcome.peak_rss_mb else ""))
     return result
+
+
+def _judge_ties(result: FrameworkResult, tie_runs: Sequence[Any], graph: Graph, x: np.ndarray, value: str,
+                rtol: float, atol: float, say: Callable[[str], None]) -> None:
+    """A masked-pooling net that failed: PASS only when the flips are near-ties and the reference with the
+    framework's choices pinned agrees (:mod:`caffe2x.validation.ties`); else FAIL saying which."""
+    from caffe2x.validation.ties import check_ties
+
+    say(f"{result.name}: checking its mask choices against the reference with them pinned "
+        f"({sum(r.stop - r.start for r in tie_runs)} image(s))")
+    check = check_ties(graph, x, value, tie_runs, rtol, atol)
+    result.near_ties = check.to_dict()
+    if check.passed:
+        result.status, result.reason = PASS, None
+    else:
+        result.reason = f"{result.reason}; {check.problem()}"
 
 
 #: a model whose tensors hold at least this many bytes is validated with one child process per framework
