@@ -262,3 +262,23 @@ def test_runner_runs_a_model_whose_weights_live_in_a_side_file(tmp_path: Path, m
     for value in ("fc10", "prob"):  # an added output; the file's own output (a session from the file)
         got = runner.run(x, [value])[value]
         assert max_rel_error(got, caffe2x.run(graph, x, outputs=value)) <= 1e-5, value
+
+
+def test_the_validation_runner_exposes_a_masked_poolings_float_mask(tmp_path: Path) -> None:
+    """validate asks the loaded file for a masked pooling's mask (per layer, or to check near-tie flips):
+    the runner gives the float mask (the ``Cast`` after ``MaxPool``), not the int64 ``MaxPool`` indices
+    that share the layer's node name (onnxruntime refused the model with those declared float)."""
+    from caffe2x.targets import get
+
+    graph = graph_from_text("""input: "data" input_shape { dim: 1 dim: 2 dim: 6 dim: 8 }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" top: "pool_mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "up" type: "Upsample" bottom: "pool" bottom: "pool_mask" top: "up" upsample_param { scale: 2 } }
+""")
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 8)).astype(np.float32)
+    path = tmp_path / "net.onnx"
+    caffe2x.save(graph, path)
+    mask, up = graph.value("pool_mask"), graph.value("up")
+    got = get("onnx").load(path, graph).run(x, [up, mask])
+    ref = caffe2x.run(graph, x, outputs=["pool_mask", "up"])
+    np.testing.assert_array_equal(got[mask], ref["pool_mask"])
+    np.testing.assert_array_equal(got[up], ref["up"])

@@ -152,6 +152,9 @@ def test_validate_passes_torch_up_to_exact_tie_flips(graph: Graph, tmp_path: Pat
     f = report.framework("torch")
     assert report.passed and f.status == "PASS", f.reason
     assert not f.comparison.passed  # against the unpinned reference it is off
+    from tests.validation.test_validate import check_schema, documented_schema
+
+    assert check_schema(report.to_dict(), documented_schema()) == []
     ties = report.to_dict()["frameworks"][0]["near_ties"]
     assert ties["passed"] and ties["flips"] > 10 and ties["poolings"][0]["max_gap"] == 0
     assert ties["pinned"]["max_rel"] <= 1e-6
@@ -166,6 +169,7 @@ def test_validate_fails_torch_on_flips_between_values_not_near_equal(graph: Grap
     report = run_validate(graph, tmp_path)
     f = report.framework("torch")
     assert not report.passed and f.status == "FAIL" and "are not near-ties" in f.reason, f.reason
+    assert report.to_dict()["frameworks"][0]["near_ties"]["poolings"][0]["not_near_ties"] > 0
 
 
 def test_validate_fails_torch_with_a_wrong_layer_after_the_pooling(graph: Graph, tmp_path: Path,

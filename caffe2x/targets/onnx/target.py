@@ -47,12 +47,18 @@ class OnnxRunner:
         self._session: tuple[tuple[str, ...], Any] | None = None
 
     def onnx_names(self, values: Sequence[str]) -> list[str]:
-        """The ONNX tensor name of each graph value: output ``i`` of the node named after its layer."""
+        """The ONNX tensor name of each graph value: the tensor named after it (the writer names each
+        value's tensor so unless a naming profile renamed it), else output ``i`` of the node named after
+        its layer. The tensor first: a layer written as several nodes may give its first node's name to
+        a node whose outputs are not the layer's (a masked pooling's ``MaxPool`` has int64 indices as
+        output 1, the float mask is the ``Cast`` after it)."""
         producers = self.graph.producers()
         names = []
         for v in values:
             node = producers.get(v)
-            if node is not None and node.name in self._by_node and node.outputs.index(v) < len(self._by_node[node.name]):
+            if v in self._known:
+                names.append(v)
+            elif node is not None and node.name in self._by_node and node.outputs.index(v) < len(self._by_node[node.name]):
                 names.append(self._by_node[node.name][node.outputs.index(v)])
             elif v in self._known:
                 names.append(v)
