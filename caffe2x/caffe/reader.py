@@ -37,6 +37,7 @@ from caffe2x.caffe.wire import map_file, split
 from caffe2x.errors import Caffe2xError, ForkRuleWarning, option, prefix, template
 from caffe2x.graph import checks
 from caffe2x.graph.ir import Graph, Node, Shape
+from caffe2x.graph.pages import release_map
 from caffe2x.graph.registry import Registry
 
 # --------------------------------------------------------------------------- blob access
@@ -693,16 +694,24 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
     parse = parse_caffemodel_bytes if schema is None else partial(parse_caffemodel_bytes, schema=schema)
     hdf5 = model is not None and is_hdf5(model)  # snapshot_format: HDF5, weights only
     # map the file: blob payloads stay in it as zero-copy views (lifetime rules in caffe2x.caffe.wire)
-    weights_net, weights = (split(map_file(model) or _read_file(model), str(model), parse)
+    mapped = map_file(model) if model is not None and not hdf5 else None
+    weights_net, weights = (split(mapped or _read_file(model), str(model), parse)  # type: ignore[arg-type]
                             if model is not None and not hdf5 else (None, None))
     definition = parse_prototxt_text(_read_text(prototxt), str(prototxt), schema) if prototxt is not None else None
     if hdf5:
         if definition is None:
             raise Caffe2xError(f"{model} is an HDF5 caffemodel, which holds only weights: give the deploy prototxt")
         weights_net = read_hdf5_weights(model, [l.name for l in definition.layer])  # type: ignore[arg-type]
-    return graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
-                           weights=weights, max_bytes=max_bytes,
-                           source=str(prototxt if prototxt is not None else model))
+    graph = graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
+                            weights=weights, max_bytes=max_bytes,
+                            source=str(prototxt if prototxt is not None else model))
+    if mapped is not None:
+        # Reading touched a few bytes around each blob (and BatchNorm's small blobs whole), but each read
+        # fault maps the cached pages around it too (fault-around, whole large folios): ResNet-50 had
+        # ~53 MB of its 98 MiB file resident before any weight was used. Hand them back; views fault
+        # them in again when read (pages written since mapping are kept: caffe2x.graph.pages).
+        release_map(mapped)
+    return graph
 
 
 def _refuse_swapped(model: str | Path, prototxt: str | Path) -> None:
