@@ -28,12 +28,11 @@ def mapping_of(arr: np.ndarray) -> tuple[mmap.mmap, int] | None:
     base: object = arr
     while isinstance(base, np.ndarray):
         base = base.base
-    if not (isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)) or base.nbytes == 0:
+    if not (isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)) or len(base.obj) == 0:
         return None
-    start = np.frombuffer(base, np.uint8, count=1).ctypes.data  # the first byte of the exported buffer
-    if base.nbytes != len(base.obj):  # a memoryview of part of the map: its start is not known
-        return None
-    return base.obj, arr.ctypes.data - start
+    start = np.frombuffer(base.obj, np.uint8, count=1).ctypes.data  # the map's first byte
+    offset = arr.ctypes.data - start
+    return (base.obj, offset) if 0 <= offset < len(base.obj) else None
 
 
 def release(arrays: Iterable[np.ndarray]) -> int:

@@ -7,8 +7,9 @@ built-in frameworks into one process already costs ~0.75 GB. One child per frame
 that framework alone; the validating process never imports a framework.
 
 The child is ``python -c <bootstrap>`` with the parent's ``sys.path`` (so it imports the same caffe2x);
-the graph, the batch and the reference logits reach it as one pickle file the parent wrote into its
-private scratch directory (written once per validation); progress comes back as JSON lines on a pipe,
+the graph, the batch and the reference logits reach it as one file the parent wrote into its
+private scratch directory (written once per validation; the arrays' bytes out of band, which the child
+maps, :func:`write_shared`); progress comes back as JSON lines on a pipe,
 the :class:`~caffe2x.validation.framework_run.FrameworkOutcome` as a pickle file. A child that dies (killed for
 memory, a segfault in a framework) is that framework's FAIL, not a crash of the validation.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import mmap
 import os
 import pickle
 import signal
@@ -47,9 +49,45 @@ class SharedInputs:
 
 
 def write_shared(path: Path, graph: Graph, x: np.ndarray, ref_logits: np.ndarray) -> Path:
+    """Pickle the shared inputs with every array's bytes out of band, each at a page boundary after the
+    pickle, so that a child maps them (:func:`read_shared`) instead of reading a copy into its heap.
+
+    Why: a child's graph is then views of this file, like the validating process's of the caffemodel,
+    and a target that copies the weights into its framework's own buffers hands their pages back
+    (:func:`caffe2x.graph.mapped.release`; one framework's child held the graph's 98 MiB of ResNet-50 beside
+    its variables). Layout: 8-byte pickle length, the pickle, then the buffers; the pickle holds their
+    (offset, length) list in front of the pickled inputs."""
+    buffers: list[pickle.PickleBuffer] = []
+    body = pickle.dumps(SharedInputs(graph, x, ref_logits), protocol=5, buffer_callback=buffers.append)
+    spans, at = [], 0
+    for buf in buffers:
+        n = buf.raw().nbytes
+        spans.append((at, n))
+        at += -(-n // mmap.PAGESIZE) * mmap.PAGESIZE
+    head = pickle.dumps(spans, protocol=pickle.HIGHEST_PROTOCOL)
+    start = -(-(16 + len(head) + len(body)) // mmap.PAGESIZE) * mmap.PAGESIZE
     with open(path, "wb") as f:
-        pickle.dump(SharedInputs(graph, x, ref_logits), f, protocol=pickle.HIGHEST_PROTOCOL)
+        f.write(len(head).to_bytes(8, "little") + len(body).to_bytes(8, "little") + head + body)
+        for (offset, _), buf in zip(spans, buffers):
+            f.seek(start + offset)
+            f.write(buf.raw())
     return path
+
+
+def read_shared(path: Path) -> SharedInputs:
+    """The inputs :func:`write_shared` wrote, every array a view of the file mapped copy-on-write (a child
+    writing to one changes only its own pages, never the file)."""
+    with open(path, "rb") as f:
+        lengths = f.read(16)
+        head_n, body_n = int.from_bytes(lengths[:8], "little"), int.from_bytes(lengths[8:], "little")
+        spans = pickle.loads(f.read(head_n))
+        body = f.read(body_n)
+        start = -(-(16 + head_n + body_n) // mmap.PAGESIZE) * mmap.PAGESIZE
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if spans else None
+    if mm is None:
+        return pickle.loads(body)
+    view = memoryview(mm)
+    return pickle.loads(body, buffers=[view[start + offset:start + offset + n] for offset, n in spans])
 
 
 class Job(Protocol):
@@ -214,8 +252,7 @@ def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> Non
         except BrokenPipeError:  # the parent is gone or stopping this child: nobody to tell
             pass
 
-    with open(shared_file, "rb") as f:
-        shared: SharedInputs = pickle.load(f)
+    shared = read_shared(shared_file)
     with open(job_file, "rb") as f:
         job, levels = pickle.load(f)
     for name, level in levels.items():
