@@ -120,11 +120,21 @@ def one_line(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-class ForkRuleWarning(UserWarning):
+class Caffe2xWarning(UserWarning):
+    """A warning of caffe2x's own: the command line prints it as one ``warning: …`` line on stderr (not
+    Python's ``file:line: Category: …`` and source line), and a library caller can filter them all by
+    this class."""
+
+
+class ForkRuleWarning(Caffe2xWarning):
     """A net whose shapes do not fit upstream Caffe's rules was read with a fork's rule under which they do
     (the YOLOv3-tiny ports' pooling size: :mod:`caffe2x.layers.yolo_pooling`)."""
 
 
-class DuplicateLayerNameWarning(UserWarning):
+class DuplicateLayerNameWarning(Caffe2xWarning):
     """A net names two layers alike (HED's two ``crop`` layers): Caffe allows it; caffe2x follows Caffe's
     weight copying and renames the later ones (:mod:`caffe2x.caffe.layernames`)."""
+
+
+class PluginWarning(Caffe2xWarning):
+    """An installed ``caffe2x.targets`` entry point could not be loaded: the other targets still work."""

@@ -5,7 +5,9 @@ Exit codes: 0 success; 1 a validation found a difference; 2 bad input or usage (
 ``error: …`` on stderr, never a traceback, never a partial file); 130 interrupted (SIGINT);
 143 terminated (SIGTERM). An existing output is replaced only with ``--force``; an output that is
 also an input of the run is always refused.
-Set ``CAFFE2X_DEBUG=1`` to see tracebacks of unexpected errors.
+A warning (HED's renamed duplicate layers, a fork's pooling rule) is one ``warning: …`` line on stderr,
+also under ``--quiet``, and the command goes on.
+Set ``CAFFE2X_DEBUG=1`` to see tracebacks of unexpected errors (and warnings in Python's own format).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -170,6 +173,24 @@ def _stopped(how: str, written: Sequence[object]) -> str:
     return f"error: {how}; {', '.join(map(str, written))} had been written in full and {'is' if len(written) == 1 else 'are'} kept"
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: object = None, line: str | None = None) -> None:
+    """A warning while a command runs, as one ``warning: …`` line on stderr (above a progress bar when
+    one is drawn): caffe2x's own (:class:`~caffe2x.errors.Caffe2xWarning`) by their message, another
+    library's with its category named. Python's own format (``file:line: Category: …`` and the source
+    line) points into caffe2x's code, which tells a user nothing; ``CAFFE2X_DEBUG=1`` keeps it."""
+    from caffe2x.errors import Caffe2xWarning, one_line
+
+    text = one_line(message if isinstance(message, BaseException) else Warning(str(message)))
+    if not issubclass(category, Caffe2xWarning):
+        text = f"{text} ({category.__name__})"
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None and getattr(tqdm, "tqdm", None) is not None:
+        tqdm.tqdm.write(f"warning: {text}", file=sys.stderr)
+    else:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
+
+
 def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
     """Parse and run the subcommand: its exit code and the error line to print (None: nothing)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -178,7 +199,10 @@ def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
         command = next((w for w in words if not w.startswith("-")), None)  # the subcommand comes first
         parser = build_parser(command if command in SUBCOMMANDS else None)
         args = parser.parse_args(words)
-        return subcommand(args.command).run(args), None
+        with warnings.catch_warnings():
+            if not os.environ.get("CAFFE2X_DEBUG"):
+                warnings.showwarning = _show_warning
+            return subcommand(args.command).run(args), None
     except SystemExit as exc:  # argparse: --help, --version, a usage error (it printed its own lines)
         if isinstance(exc.code, str):
             return EXIT_ERROR, f"error: {exc.code}"

@@ -263,7 +263,10 @@ def load_entry_points() -> None:
         try:
             register(ep.load())
         except Exception as exc:  # noqa: BLE001 - any failure of third-party code
-            warnings.warn(f"caffe2x target entry point {ep.name!r} ({ep.value}) not loaded: {exc}", stacklevel=2)
+            from caffe2x.errors import PluginWarning
+
+            warnings.warn(f"caffe2x target entry point {ep.name!r} ({ep.value}) not loaded: {exc}", PluginWarning,
+                          stacklevel=2)
 
 
 _handoff_depth = 0

@@ -283,3 +283,33 @@ def test_fold_bn_report_lists_every_folded_chain_and_what_stayed() -> None:
     assert report.folded[0] == ("conv1", ["bn_conv1", "scale_conv1"])
     assert len(report.folded) == sum(n.op == "BatchNorm" for n in graph.nodes) and not report.unfolded
     assert (report.tensors_before, report.tensors_after) == (len(graph.tensors), len(folded.tensors))
+
+
+# --------------------------------------------------------------------------- warnings
+def test_a_caffe2x_warning_is_one_warning_line_not_pythons_file_line_format(tmp_path: Path) -> None:
+    """HED's two ``crop`` layers: the rename is said once, as ``warning: …``; no path into caffe2x's
+    code, no category name, no source line; the conversion goes on (exit 0)."""
+    from tests.caffe.test_duplicate_layer_names import HED_LIKE, caffemodel, hed_weights
+
+    deploy, model = tmp_path / "hed.prototxt", tmp_path / "hed.caffemodel"
+    deploy.write_text(HED_LIKE)
+    model.write_bytes(caffemodel(hed_weights()))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    env.pop("CAFFE2X_DEBUG", None)
+    r = subprocess.run([sys.executable, "-m", "caffe2x", "convert", str(model), "--prototxt", str(deploy), "--to",
+                        "safetensors", "-o", str(tmp_path / "hed.safetensors")], capture_output=True, text=True,
+                       env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    warned = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warned == ["warning: the net names several layers alike (Caffe allows it: the caffemodel's blobs go to "
+                      "the first layer of the name); the later ones are renamed: 'crop' -> 'crop_2'"], r.stderr
+    assert "Warning" not in r.stderr and ".py:" not in r.stderr and "build_graph(" not in r.stderr, r.stderr
+    assert (tmp_path / "hed.safetensors").exists()
+
+
+def test_another_librarys_warning_is_one_line_naming_its_category(capsys: pytest.CaptureFixture[str]) -> None:
+    from caffe2x.cli.main import _show_warning
+
+    _show_warning(DeprecationWarning("`torch.jit.trace` is deprecated.\nPlease switch to torch.export."),
+                  DeprecationWarning, "/somewhere/torch/jit/_trace.py", 1006)
+    assert capsys.readouterr().err == "warning: `torch.jit.trace` is deprecated. (DeprecationWarning)\n"
