@@ -123,8 +123,9 @@ class Target:
     #: goes when the child exits): only for a target a fresh process finds by name (built-in, entry point)
     isolate: bool = False
     #: whether its validation child must run on its own: isolated children of other targets run side by
-    #: side, up to the core count, and this one's peak would add to theirs (the Keras child holds ~1.17 GB
-    #: of a ResNet-50 validation's 1.33 GB, torch's and onnx's ~0.5 and ~0.6 GB together less than it)
+    #: side, up to the core count, and this one's peak would add to theirs (the Keras child of a ResNet-50
+    #: validation holds ~0.9 GB, 0.68 GB of it ``import tensorflow``; beside torch's ~0.5 GB and the
+    #: validating process's ~0.15 GB it would be ~1.5 GB, against issue 24's 1 GB)
     runs_alone: bool = False
     #: extra copies of the graph's float32 tensors that :meth:`write` holds at its peak (measured; a
     #: target that does not say is assumed to make one); the size limit counts them before writing
