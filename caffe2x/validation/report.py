@@ -101,17 +101,20 @@ def verdict(report: dict[str, Any]) -> str:
     """One line: PASS with what agreed, or FAIL with the first problems."""
     tol = report["tolerance"]
     if report["passed"]:
-        ran = [f["name"] for f in report["frameworks"] if f["status"] == "PASS"]
+        tied = [f["name"] for f in report["frameworks"] if f["status"] == "PASS" and _tied(f)]
+        ran = [f["name"] for f in report["frameworks"] if f["status"] == "PASS" and f["name"] not in tied]
         arts = len(report["artifacts"])
-        what = ", ".join(ran) if ran else "no framework"
+        what = ", ".join(ran) if ran else "no framework" if not tied else ""
         extra = f" and {arts} artifact(s) check out" if arts else ""
         atol = f", atol {_tol(tol['atol'])}" if tol["atol"] else ""
+        rule = f"within rtol {_tol(tol['rtol'])}{atol} with identical top-5 on {report['input']['shape'][0]} input(s)"
         verb = "agrees" if len(ran) == 1 else "agree"
-        tied = [f["name"] for f in report["frameworks"] if f["status"] == "PASS" and _tied(f)]
-        ties = (f"; {', '.join(tied)} only up to near-tie flips of masked MAX pooling, proven with the reference "
-                f"run on {'its' if len(tied) == 1 else 'their'} own choices" if tied else "")
-        return (f"PASS: {what} {verb} with the reference within rtol {_tol(tol['rtol'])}{atol} with identical "
-                f"top-5 on {report['input']['shape'][0]} input(s){extra}{ties}")
+        parts = [f"{what} {verb} with the reference {rule}"] if what else []
+        if tied:  # ties.py: each flip a near-tie, then the logits against the reference run on its choices
+            parts.append(f"{', '.join(tied)} {'agrees' if len(tied) == 1 else 'agree'} {rule} with the reference "
+                         f"run on {'its' if len(tied) == 1 else 'their'} own cell choices of masked MAX pooling, "
+                         f"every differing choice a near-tie")
+        return f"PASS: {'; '.join(parts)}{extra}"
     failures = report["failures"]
     more = f" (+{len(failures) - 3} more)" if len(failures) > 3 else ""
     return "FAIL: " + " | ".join(failures[:3]) + more
