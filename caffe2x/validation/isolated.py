@@ -54,7 +54,7 @@ def write_shared(path: Path, graph: Graph, x: np.ndarray, ref_logits: np.ndarray
 
     Why: a child's graph is then views of this file, like the validating process's of the caffemodel,
     and a target that copies the weights into its framework's own buffers hands their pages back
-    (:func:`caffe2x.graph.mapped.release`; one framework's child held the graph's 98 MiB of ResNet-50 beside
+    (:func:`caffe2x.graph.pages.release`; one framework's child held the graph's 98 MiB of ResNet-50 beside
     its variables). Layout: 8-byte pickle length, the pickle, then the buffers; the pickle holds their
     (offset, length) list in front of the pickled inputs."""
     buffers: list[pickle.PickleBuffer] = []

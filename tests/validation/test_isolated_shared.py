@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from caffe2x import fixtures
-from caffe2x.graph import mapped
+from caffe2x.graph import pages
 from caffe2x.validation.isolated import read_shared, write_shared
 
 
@@ -22,7 +22,7 @@ def test_a_child_reads_the_same_inputs_as_views_of_the_mapped_file(tmp_path: Pat
     for key, value in graph.tensors.items():
         got = shared.graph.tensors[key]
         assert got.dtype == value.dtype and np.array_equal(got, value), key
-        assert mapped.mapping_of(got) is not None, key  # a view of the file, not a copy in the heap
+        assert pages.mapping(got) is not None, key  # a view of the file, not a copy in the heap
     assert np.array_equal(shared.x, x) and np.array_equal(shared.ref_logits, logits)
     before = path.read_bytes()
     shared.graph.tensors["conv1.weight"][...] = 7.0  # a child's own pages (copy-on-write)

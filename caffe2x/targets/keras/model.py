@@ -19,7 +19,7 @@ from typing import Any
 import keras
 
 from caffe2x.graph.ir import Graph
-from caffe2x.graph import mapped
+from caffe2x.graph import pages
 from caffe2x.graph.reference import resolve_outputs
 from caffe2x.targets.keras import dynamic
 from caffe2x.targets.keras.ops import OPS, BuildContext, keras_name
@@ -47,7 +47,7 @@ def build_net(graph: Graph) -> BuiltNet:
     """Build every layer of ``graph`` once, with the graph's weights (each builder creates its layer's
     variables holding them). Input axes the net takes at any size are ``None`` (:mod:`.dynamic`). The
     pages of the mapped caffemodel a layer's weights were read from are handed back to the system once
-    its variables hold them (:func:`caffe2x.graph.mapped.release`)."""
+    its variables hold them (:func:`caffe2x.graph.pages.release`)."""
     symbolic, varying = dynamic.plan(graph)
     ctx = BuildContext(graph, varying)
     tensors: dict[str, Any] = {}
@@ -64,8 +64,10 @@ def build_net(graph: Graph) -> BuiltNet:
         for value, t in zip(node.outputs, outs):
             tensors[value] = t
         # the layer's variables hold their own copy now: the caffemodel pages it read go back to the
-        # system (the views stay valid; see caffe2x.graph.mapped)
-        mapped.release(graph.tensors[key] for key in node.params.values() if key in graph.tensors)
+        # system (the views stay valid; see caffe2x.graph.pages)
+        for key in node.params.values():
+            if key in graph.tensors:
+                pages.release(graph.tensors[key])
     return BuiltNet(inputs, tensors, keras_name(graph.name or "caffe2x"))
 
 
