@@ -196,3 +196,15 @@ def test_validate_fails_torch_with_a_wrong_layer_after_the_pooling(graph: Graph,
     assert not report.passed and f.status == "FAIL", f.reason
     assert "mask choices pinned the reference still differs" in f.reason
     assert report.to_dict()["frameworks"][0]["near_ties"]["poolings"][0]["not_near_ties"] == 0
+
+
+def test_a_masked_net_that_agrees_is_not_re_run(graph: Graph, tmp_path: Path) -> None:
+    """Torch's own tie rule is the reference's: it passes outright, with no re-run and no near-tie check."""
+    pytest.importorskip("torch")
+    messages: list[str] = []
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, tied())
+    report = caffe2x.validate(graph, frameworks=["torch"], inputs=inputs, isolate=False, progress=messages.append)
+    f = report.framework("torch")
+    assert report.passed and f.comparison.passed and f.near_ties is None
+    assert not any("re-running" in m or "pinned" in m for m in messages)
