@@ -107,7 +107,10 @@ def stream(path: str | Path, out: dict[str, np.ndarray], metadata: dict[str, str
     head, order = header(out, metadata)
     maps: dict[int, Any] = {}  # the mapped files the arrays are views of
     written = 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    # No O_TRUNC: on ext4, truncating even an empty file (atomic_output's fresh temporary) makes close()
+    # flush the whole file (auto_da_alloc's replace-via-truncate rule: 7-35 ms for ResNet-50's 98 MiB);
+    # a longer existing file is cut to size after the write instead.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
     try:
         _write_all(fd, head)
         for key in order:
@@ -128,6 +131,9 @@ def stream(path: str | Path, out: dict[str, np.ndarray], metadata: dict[str, str
                     for m in maps.values():
                         release_map(m)
                     written = 0
+        size = len(head) + sum(arr.nbytes for arr in out.values())
+        if os.fstat(fd).st_size > size:
+            os.ftruncate(fd, size)
     finally:
         os.close(fd)
 

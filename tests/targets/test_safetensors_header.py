@@ -50,6 +50,15 @@ def test_a_converted_caffemodel_is_byte_for_byte_what_save_file_writes(tmp_path:
     assert all(np.array_equal(graph.tensors[k], before[k]) for k in before)
 
 
+def test_a_longer_existing_file_is_cut_to_the_new_one(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours.safetensors", tmp_path / "lib.safetensors"
+    ours.write_bytes(b"x" * 1_000_000)
+    small = {"w": np.arange(4, dtype=np.float32)}
+    st.stream(ours, small, METADATA)
+    save_file(small, str(theirs), metadata=METADATA)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
 def test_a_name_that_is_not_unicode_text_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(Caffe2xError, match="not valid Unicode text"):
         st.stream(tmp_path / "x.safetensors", {"bad\ud800": np.zeros(2, dtype=np.float32)}, {})
