@@ -4,6 +4,7 @@ choices pinned, agrees with it (caffe2x.validation.ties); a flip between values 
 a mask index outside its window, or a wrong layer after the pooling still fails."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from caffe2x.caffe.reader import graph_from_text
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.graph.reference import execute
 from caffe2x.validation.ties import NEAR_TIE_FACTOR, TieRun, check_ties, masked_poolings
+from tests.helpers.tie_pooling import perturbed_forward
 
 #: conv-free before the pooling so the tied input values stay exact ties in the reference
 NET = """name: "enet_shaped"
@@ -120,22 +122,10 @@ def test_logits_off_after_pinning_fail(graph: Graph) -> None:
 
 # --------------------------------------------------------------------------- end to end, torch
 def perturbed_torch_pooling(monkeypatch: pytest.MonkeyPatch, eps: float) -> None:
-    """torch's masked pooling chooses its cell on ``x + eps * (position in the 2x2 window)``, so among
-    exact ties (small ``eps``) it takes the last cell; the values it returns are its input's at that cell."""
-    import torch
-
+    """torch's masked pooling breaks exact ties the other way (small ``eps``; tests/helpers/tie_pooling.py)."""
     from caffe2x.targets.torch.resample import CaffeMaxPoolWithMask
 
-    real = CaffeMaxPoolWithMask.forward
-
-    def forward(self: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, w = x.shape[-2:]
-        ramp = ((torch.arange(h) % 2)[:, None] * 2 + (torch.arange(w) % 2)[None, :]).to(x.dtype)
-        _, mask = real(self, x + eps * ramp)
-        y = torch.gather(x.flatten(2), 2, mask.flatten(2).long()).reshape(mask.shape)
-        return y, mask
-
-    monkeypatch.setattr(CaffeMaxPoolWithMask, "forward", forward)
+    monkeypatch.setattr(CaffeMaxPoolWithMask, "forward", perturbed_forward(CaffeMaxPoolWithMask.forward, eps))
 
 
 def run_validate(graph: Graph, tmp_path: Path) -> caffe2x.validation.validator.Report:
@@ -181,6 +171,8 @@ def test_validate_fails_torch_with_a_wrong_layer_after_the_pooling(graph: Graph,
     """Near-tie flips and the head convolution's weights off by 1% in the written file: pinning the
     masks explains the flips, not the head."""
     pytest.importorskip("torch")
+    import caffe2x.convert
+
     perturbed_torch_pooling(monkeypatch, 1e-3)
     real_write = caffe2x.convert.write
 
@@ -208,3 +200,36 @@ def test_a_masked_net_that_agrees_is_not_re_run(graph: Graph, tmp_path: Path) ->
     f = report.framework("torch")
     assert report.passed and f.comparison.passed and f.near_ties is None
     assert not any("re-running" in m or "pinned" in m for m in messages)
+
+
+#: run by every Python process with ``site`` on its PYTHONPATH: the same tie rule in validate's child
+SITECUSTOMIZE = """import os
+if os.environ.get("CAFFE2X_TEST_TIE_EPS"):
+    from tests.helpers.tie_pooling import install
+    install(float(os.environ["CAFFE2X_TEST_TIE_EPS"]))
+"""
+
+
+def test_torch_in_its_own_process_re_runs_with_the_masks_and_passes_up_to_exact_tie_flips(
+        graph: Graph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path of a big model: torch's child process (isolate=True) re-runs the failing input with the
+    masks exposed and sends them back, and the pinned reference in this process explains the flips. The
+    child's pooling breaks ties the other way through a ``sitecustomize`` on its PYTHONPATH."""
+    pytest.importorskip("torch")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), str(root), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("CAFFE2X_TEST_TIE_EPS", "1e-3")
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, tied())
+    said: list[str] = []
+    report = caffe2x.validate(graph, frameworks=["torch"], inputs=inputs, isolate=True, progress=said.append)
+    f = report.framework("torch")
+    assert any(line.startswith("torch: PASS") and "own process" in line for line in said), said
+    assert report.passed and f.status == "PASS", f.reason
+    assert not f.comparison.passed  # the child's own logits are off against the unpinned reference
+    ties = report.to_dict()["frameworks"][0]["near_ties"]
+    assert ties["passed"] and ties["flips"] > 10 and ties["poolings"][0]["max_gap"] == 0
+    assert ties["pinned"]["max_rel"] <= 1e-6
