@@ -63,15 +63,20 @@ def write_shared(path: Path, graph: Graph, x: np.ndarray, ref_logits: np.ndarray
     for buf in buffers:
         n = buf.raw().nbytes
         spans.append((at, n))
-        at += -(-n // mmap.PAGESIZE) * mmap.PAGESIZE
+        at += _page_up(n)
     head = pickle.dumps(spans, protocol=pickle.HIGHEST_PROTOCOL)
-    start = -(-(16 + len(head) + len(body)) // mmap.PAGESIZE) * mmap.PAGESIZE
+    start = _page_up(16 + len(head) + len(body))
     with open(path, "wb") as f:
         f.write(len(head).to_bytes(8, "little") + len(body).to_bytes(8, "little") + head + body)
         for (offset, _), buf in zip(spans, buffers):
             f.seek(start + offset)
             f.write(buf.raw())
     return path
+
+
+def _page_up(n: int) -> int:
+    """``n`` rounded up to a whole number of pages (where :func:`write_shared` puts each buffer)."""
+    return -(-n // mmap.PAGESIZE) * mmap.PAGESIZE
 
 
 def read_shared(path: Path) -> SharedInputs:
@@ -82,7 +87,7 @@ def read_shared(path: Path) -> SharedInputs:
         head_n, body_n = int.from_bytes(lengths[:8], "little"), int.from_bytes(lengths[8:], "little")
         spans = pickle.loads(f.read(head_n))
         body = f.read(body_n)
-        start = -(-(16 + head_n + body_n) // mmap.PAGESIZE) * mmap.PAGESIZE
+        start = _page_up(16 + head_n + body_n)
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if spans else None
     if mm is None:
         return pickle.loads(body)

@@ -199,6 +199,17 @@ sys.exit(3)
 """
 
 
+def _processes_naming(path: Path) -> list[str]:
+    left = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(path).encode() in (entry / "cmdline").read_bytes():
+                left.append(entry.name)
+        except OSError:
+            continue
+    return left
+
+
 def test_sigterm_during_an_isolated_run_stops_the_child_and_leaves_no_files(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The validating process terminated while a framework's child process reports: the child is stopped
     (none is left running with the run's files on its command line) and every temporary directory goes
@@ -219,14 +230,7 @@ def test_sigterm_during_an_isolated_run_stops_the_child_and_leaves_no_files(tiny
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert [p.name for p in tmp.iterdir() if p.name.startswith("caffe2x-")] == []  # (onnxruntime leaves a .ses)
-    left = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and str(tmp).encode() in (entry / "cmdline").read_bytes():
-                left.append(entry.name)
-        except OSError:
-            continue
-    assert left == []
+    assert _processes_naming(tmp) == []
 
 
 def test_a_child_process_that_dies_is_that_frameworks_failure_not_a_crash(tmp_path: Path) -> None:
@@ -273,17 +277,6 @@ except Terminated:
     sys.exit(143)
 sys.exit(3)
 """
-
-
-def _processes_naming(path: Path) -> list[str]:
-    left = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and str(path).encode() in (entry / "cmdline").read_bytes():
-                left.append(entry.name)
-        except OSError:
-            continue
-    return left
 
 
 def test_isolated_frameworks_run_side_by_side_and_sigterm_stops_both_children(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

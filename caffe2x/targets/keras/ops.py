@@ -107,12 +107,18 @@ def set_weights(layer: keras.layers.Layer, **values: np.ndarray | None) -> None:
     By name rather than by position so a change in Keras' variable order cannot silently swap them.
     """
     given = {k: v for k, v in values.items() if v is not None}
+    variables = _variables_by_name(layer, given)
+    for name, value in given.items():
+        set_weights_of(layer, variables[name], name, np.asarray(value, dtype=np.float32))
+
+
+def _variables_by_name(layer: keras.layers.Layer, given: dict[str, Any]) -> dict[str, Any]:
+    """The layer's variables by name, which must be exactly those a builder gave values for."""
     variables = {v.name: v for v in layer.weights}
     if set(variables) != set(given):
         raise Caffe2xError(f"internal: layer {layer.name!r} has variables {sorted(variables)}, "
                            f"builder gave {sorted(given)}")
-    for name, value in given.items():
-        set_weights_of(layer, variables[name], name, np.asarray(value, dtype=np.float32))
+    return variables
 
 
 #: a value larger than this is assigned a slice of rows at a time (see :func:`assign_in_slices`)
@@ -182,10 +188,7 @@ def built_with(layer: keras.layers.Layer, x: Any, **values: np.ndarray | None) -
     finally:
         for attr, init in saved.items():
             setattr(layer, attr, init)
-    variables = {v.name: v for v in layer.weights}
-    if set(variables) != set(given):
-        raise Caffe2xError(f"internal: layer {layer.name!r} has variables {sorted(variables)}, "
-                           f"builder gave {sorted(given)}")
+    variables = _variables_by_name(layer, given)
     for name, value in later.items():
         set_weights_of(layer, variables[name], name, value)
     return y
