@@ -30,6 +30,11 @@ from types import FrameType
 received: int | None = None
 #: whether this process is the caffe2x command (set once by :func:`hold_from_start`)
 is_command = False
+#: whether caffe2x owns this process: the command, or a child process of ``caffe2x validate``
+#: (:mod:`caffe2x.validation.isolated`). Only then may caffe2x keep a framework's import from pulling in
+#: optional packages for features it never uses (:func:`caffe2x.targets.keras.quiet.without_unused_extras`);
+#: a program that imports caffe2x keeps every import as it would be without caffe2x.
+owns_process = False
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -63,10 +68,10 @@ def default_disposition(sig: int) -> bool:
 
 def hold_from_start() -> None:
     """In the command's own process: remember SIGINT/SIGTERM until ``main`` takes over."""
-    global is_command
+    global is_command, owns_process
     if is_command or not started_as_command():
         return
-    is_command = True
+    is_command = owns_process = True
     for sig in SIGNALS:
         if default_disposition(sig):
             try:

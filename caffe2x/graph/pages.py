@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -68,3 +69,13 @@ def release_map(mm: mmap.mmap) -> bool:
         return release(np.frombuffer(mm, dtype=np.uint8), mm)
     except (ValueError, TypeError):  # closed or empty
         return False
+
+
+def release_all(arrays: Iterable[np.ndarray]) -> int:
+    """:func:`release` of each array that is a view of a mapped file; how many had pages dropped.
+
+    Array by array, not the whole map: a page this process wrote to keeps only its own array resident.
+    Why: a process that has handed a graph's weights on (written them to a file, or copied them into a
+    framework's own buffers) keeps the graph for later reads only; its file pages need not stay
+    counted in its memory while it waits or while a framework runs."""
+    return sum(1 for arr in arrays if isinstance(arr, np.ndarray) and release(arr))

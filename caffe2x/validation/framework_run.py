@@ -23,6 +23,7 @@ import numpy as np
 
 from caffe2x import convert
 from caffe2x.errors import Caffe2xError, one_line
+from caffe2x.graph import pages
 from caffe2x.graph.ir import Graph, samples_independent
 from caffe2x.validation.ties import TieRequest, TieRun
 
@@ -164,6 +165,10 @@ def run_job(job: FrameworkJob, graph: Graph, x: np.ndarray, ref_logits: np.ndarr
             runner = get(name).load(job.artifact, graph)
         out.loaded = True
         out.prepare_seconds = time.perf_counter() - t
+        # the framework now runs its own copy of the weights (its file, its variables): the graph's pages
+        # leave this process's memory while it runs, and come back from the page cache if read again
+        # (ResNet-50: ~100 MB less in each of two framework children running side by side)
+        pages.release_all(graph.tensors.values())
         stage = "running"
         say(f"{name}: running" + (f" with {len(job.layer_values)} values exposed" if job.layer_values else "")
             + (f", {len(job.batches)} images one at a time" if len(job.batches) > 1 else ""))

@@ -233,7 +233,10 @@ def _unraisable(info: Any) -> None:
 def child_main(argv: Sequence[str]) -> None:
     """The child's side: run the job, send progress, pickle the outcome."""
     fd, shared_file, job_file, result_file = int(argv[0]), Path(argv[1]), Path(argv[2]), Path(argv[3])
+    from caffe2x import _command
     from caffe2x.fileio import Terminated
+
+    _command.owns_process = True  # this process exists only to run the job
 
     def terminated(_signum: int, _frame: object) -> None:
         raise Terminated()

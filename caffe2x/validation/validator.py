@@ -527,6 +527,11 @@ class _Runs:
         except (pickle.PicklingError, TypeError, AttributeError):  # a graph holding something unpicklable
             self.isolate = False
             return False
+        # the children read the weights from that file: this process, which mostly waits for them now,
+        # lets the caffemodel's pages go (they come back from the page cache when read again)
+        from caffe2x.graph.pages import release_all
+
+        release_all(self.graph.tensors.values())
         return True
 
     def run(self, target: Target, job: FrameworkJob | ArtifactJob, say: Callable[[str], None],

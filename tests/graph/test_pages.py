@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from caffe2x.graph.pages import mapping, release, release_map
+from caffe2x.graph.pages import mapping, release, release_all, release_map
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/pagemap"), reason="needs Linux /proc/self/pagemap")
 PAGE = mmap.PAGESIZE
@@ -46,3 +46,13 @@ def test_a_written_page_keeps_the_whole_range_resident(tmp_path: Path) -> None:
     assert not release_map(mm) and not release(view[4:7])
     assert view[5, 0] == -1.0 and np.array_equal(view[:5], values[:5])
     assert release(view[7:]) and _resident(view[7:]) == 0  # a range without written pages still goes
+
+
+def test_release_all_drops_every_mapped_array_but_one_with_a_written_page(tmp_path: Path) -> None:
+    mm, view, values = _mapped(tmp_path)
+    parts = [view[0:4], view[4:8], view[8:], values]
+    view[5, 0] = -1.0  # written: its array keeps its pages
+    float(view.sum())
+    assert release_all(parts) == 2  # the heap array has nothing to release
+    assert _resident(view[0:4]) == 0 and _resident(view[8:]) == 0 and _resident(view[4:8]) == 4
+    assert view[5, 0] == -1.0 and np.array_equal(view[:4], values[:4]) and np.array_equal(view[8:], values[8:])

@@ -44,9 +44,11 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from caffe2x.targets.keras.quiet import quiet_import  # noqa: E402
+from caffe2x.targets.keras.quiet import quiet_import, without_unused_extras  # noqa: E402
 
-with quiet_import():  # TensorFlow's import-time oneDNN/absl lines off (see .quiet)
+# TensorFlow's import-time oneDNN/absl lines off; in caffe2x's own processes, without the optional packages
+# TensorFlow and Keras import for features caffe2x never uses (see .quiet)
+with quiet_import(), without_unused_extras():
     import keras  # noqa: E402,F401
 
 from caffe2x.targets import BUILTIN  # noqa: E402
