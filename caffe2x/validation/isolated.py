@@ -121,26 +121,85 @@ def stop_all() -> None:
         _stop(proc)
 
 
-def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], None],
-                 tick: Callable[[int], None]) -> Any:
-    """``job.execute`` in a child process; its messages are passed to ``say`` and ``tick`` as they come,
-    its result comes back (``job.failed(why)`` when the child dies before reporting)."""
+@dataclass
+class Started:
+    """A child started before its job exists (:func:`start_early`): it imports its framework, then waits
+    for the job on its stdin."""
+
+    proc: subprocess.Popen[bytes]
+    read_end: int       # its progress pipe
+    job_file: Path
+    result_file: Path
+
+
+def _spawn(shared: Path, scratch: Path, modules: Sequence[str] = ()) -> Started:
     n = next(_jobs)
     job_file = scratch / f"job-{n}.pkl"
     result_file = scratch / f"result-{n}.pkl"
     result_file.unlink(missing_ok=True)
-    with open(job_file, "wb") as f:
-        pickle.dump((job, _logger_levels()), f, protocol=pickle.HIGHEST_PROTOCOL)
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps([p for p in sys.path]),
-                                 str(write_end), str(shared), str(job_file), str(result_file)],
-                                pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=_stderr_fd(),
+                                 str(write_end), str(shared), str(job_file), str(result_file),
+                                 json.dumps(_logger_levels()), *modules],
+                                pass_fds=(write_end,), stdin=subprocess.PIPE if modules else subprocess.DEVNULL,
+                                stdout=_stderr_fd(),
                                 start_new_session=True)  # a terminal's Ctrl-C reaches us only; we stop it
+    except BaseException:
+        os.close(read_end)
+        raise
     finally:
         os.close(write_end)
     with _running_lock:
         _running.add(proc)
+    return Started(proc, read_end, job_file, result_file)
+
+
+def start_early(modules: Sequence[str], shared: Path, scratch: Path) -> Started:
+    """A child that imports ``modules`` now and runs the job :func:`run_isolated` gives it later.
+
+    Why: a framework's import is most of its child's time (one built-in framework's import is ~2.5-3 s of
+    its child's ~5 s for ResNet-50, docs/speed.md). Started before the validating process runs the reference, the import
+    overlaps that work instead of following it. ``shared`` need not exist yet. An unused one goes with
+    :func:`abandon` (stopped as any child is)."""
+    return _spawn(shared, scratch, modules)
+
+
+def abandon(started: Started) -> None:
+    """End a child of :func:`start_early` that was never given its job."""
+    try:
+        if started.proc.stdin is not None:
+            started.proc.stdin.close()
+    except OSError:
+        pass
+    try:
+        _stop(started.proc)  # still importing, it would only see the closed stdin once the import is done
+    finally:
+        with _running_lock:
+            _running.discard(started.proc)
+        try:
+            os.close(started.read_end)
+        except OSError:
+            pass
+
+
+def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], None],
+                 tick: Callable[[int], None], started: Started | None = None) -> Any:
+    """``job.execute`` in a child process (``started``, a child of :func:`start_early`, or a new one); its
+    messages are passed to ``say`` and ``tick`` as they come, its result comes back (``job.failed(why)``
+    when the child dies before reporting)."""
+    if started is None:
+        started = _spawn(shared, scratch)
+        _write_job(started.job_file, job)
+    else:
+        _write_job(started.job_file, job)
+        try:
+            assert started.proc.stdin is not None
+            started.proc.stdin.write(b"go\n")
+            started.proc.stdin.close()
+        except (BrokenPipeError, OSError):  # it died while importing: its exit code says how, below
+            pass
+    proc, read_end, result_file = started.proc, started.read_end, started.result_file
     try:
         with os.fdopen(read_end, "r", encoding="utf-8") as pipe:
             for line in pipe:
@@ -169,6 +228,11 @@ def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], Non
     else:
         why = f"exited with code {rc}"
     return job.failed(f"its child process {why} before reporting")
+
+
+def _write_job(path: Path, job: Job) -> None:
+    with open(path, "wb") as f:
+        pickle.dump((job, _logger_levels()), f, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _logger_levels() -> dict[str, int]:
@@ -233,6 +297,7 @@ def _unraisable(info: Any) -> None:
 def child_main(argv: Sequence[str]) -> None:
     """The child's side: run the job, send progress, pickle the outcome."""
     fd, shared_file, job_file, result_file = int(argv[0]), Path(argv[1]), Path(argv[2]), Path(argv[3])
+    levels, modules = json.loads(argv[4]), list(argv[5:])
     from caffe2x import _command
     from caffe2x.fileio import Terminated
 
@@ -244,10 +309,28 @@ def child_main(argv: Sequence[str]) -> None:
     signal.signal(signal.SIGTERM, terminated)  # a file being written is removed on the way out
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops this child
     sys.unraisablehook = _unraisable
+    for name, level in levels.items():  # before any import: a framework's import-time logging obeys them
+        logging.getLogger(name).setLevel(level)
     try:
+        if modules and not _imported_then_told_to_go(modules):
+            return  # abandoned before its job: nothing to report
         _child(fd, shared_file, job_file, result_file)
     except Terminated:
         sys.exit(128 + signal.SIGTERM)
+
+
+def _imported_then_told_to_go(modules: Sequence[str]) -> bool:
+    """A child of :func:`start_early`: import ``modules`` (a failure is left for the job itself to meet and
+    report as that framework's failure), then wait for the parent's word on stdin; False when stdin
+    closes without it."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the job imports it again and reports why it cannot
+            break
+    return sys.stdin.readline().strip() == "go"
 
 
 def _child(fd: int, shared_file: Path, job_file: Path, result_file: Path) -> None:

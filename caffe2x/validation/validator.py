@@ -227,7 +227,9 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
     keep = {value} | set(blob_values_.values())
     # the reference's layer values (per-layer runs) and the child processes' files
     run_dir = Path(tempfile.mkdtemp(prefix="caffe2x-validate-run-"))
+    runs = _Runs(graph, run_dir, isolate)
     try:
+        runs.start_early(targets)  # the first children import their frameworks while the reference runs
         if per_layer:
             ref_values, spill = spill_reference(graph, x, batches, layer_values, keep, run_dir)
         else:
@@ -259,7 +261,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
         ties = tie_request(graph, ref_topk, rtol, atol)  # None unless the net unpools by a MAX pooling's mask
         with _workdir(keep_artifacts) as workdir:
             files = _ArtifactFiles(workdir, stem)
-            runs = _Runs(graph, x, ref_logits, run_dir, isolate)
+            runs.inputs(x, ref_logits)
             bar = _bar(len(targets) * len(batches) + len(against or ()), progress_bar)
             by_name: dict[str, FrameworkResult] = {}
             for group in runs.groups(targets):
@@ -291,6 +293,7 @@ def validate(model: PathLike | Graph, prototxt: PathLike | None = None, framewor
                     shutil.rmtree(scratch, ignore_errors=True)
             bar.close()
     finally:
+        runs.close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
     oracle_results = None
@@ -474,10 +477,37 @@ class _Runs:
     """Runs each framework's :class:`~caffe2x.validation.framework_run.FrameworkJob` and each artifact's
     :class:`~caffe2x.validation.artifacts.ArtifactJob` here or in a child process."""
 
-    def __init__(self, graph: Graph, x: np.ndarray, ref_logits: np.ndarray, run_dir: Path,
-                 isolate: bool | None) -> None:
-        self.graph, self.x, self.ref_logits, self.run_dir, self.isolate = graph, x, ref_logits, run_dir, isolate
+    def __init__(self, graph: Graph, run_dir: Path, isolate: bool | None) -> None:
+        self.graph, self.run_dir, self.isolate = graph, run_dir, isolate
+        self.x: np.ndarray | None = None
+        self.ref_logits: np.ndarray | None = None
         self.shared: Path | None = None
+        self._early: dict[str, Any] = {}  # target name -> its child started before the reference ran
+
+    def inputs(self, x: np.ndarray, ref_logits: np.ndarray) -> None:
+        """The batch and the reference's logits, once the reference has run."""
+        self.x, self.ref_logits = x, ref_logits
+
+    def start_early(self, targets: Sequence[Target]) -> None:
+        """Start the children of the first group that runs in child processes now, each importing its
+        framework (:func:`caffe2x.validation.isolated.start_early`) while this process reads the photos,
+        runs the reference and the in-process frameworks. Only that group: it is what runs next, alone
+        or side by side as planned, so no more frameworks are in memory at once than the plan allows."""
+        first = next((g for g in self._plan(targets) if all(self.isolated(t) for t in g)), [])
+        from caffe2x.validation.isolated import start_early
+
+        for target in first:
+            if target.available():
+                modules = list(dict.fromkeys(m for m in (writer_of(target).module, target.module) if m))
+                self._early[target.name] = start_early(modules, self.run_dir / "shared.pkl", self.run_dir)
+
+    def close(self) -> None:
+        """Stop every early child that was never given its job (the validation stopped before it)."""
+        from caffe2x.validation.isolated import abandon
+
+        for started in self._early.values():
+            abandon(started)
+        self._early.clear()
 
     def isolated(self, target: Target) -> bool:
         """A child process for ``target``: it allows one, the net uses no layer registered in this process
@@ -499,6 +529,10 @@ class _Runs:
         the same file (a target that runs another's file waits for it to be written)."""
         if any(self.isolated(t) for t in targets) and not self._share():
             return [[t] for t in targets]
+        return self._plan(targets)
+
+    def _plan(self, targets: Sequence[Target]) -> list[list[Target]]:
+        """:meth:`groups` once the children's shared file can be written."""
         here = [[t] for t in targets if not self.isolated(t)]
         alone = [[t] for t in targets if self.isolated(t) and t.runs_alone]
         rest = [t for t in targets if self.isolated(t) and not t.runs_alone]
@@ -522,10 +556,12 @@ class _Runs:
 
         from caffe2x.validation.isolated import write_shared
 
+        assert self.x is not None and self.ref_logits is not None
         try:
             self.shared = write_shared(self.run_dir / "shared.pkl", self.graph, self.x, self.ref_logits)
         except (pickle.PicklingError, TypeError, AttributeError):  # a graph holding something unpicklable
             self.isolate = False
+            self.close()  # every framework runs here now: the early children would only hold memory
             return False
         # the children read the weights from that file: this process, which mostly waits for them now,
         # lets the caffemodel's pages go (they come back from the page cache when read again)
@@ -546,7 +582,7 @@ class _Runs:
         if not self._share():
             return self.run(target, job, say, tick)
         assert self.shared is not None
-        return run_isolated(job, self.shared, self.run_dir, say, tick)
+        return run_isolated(job, self.shared, self.run_dir, say, tick, started=self._early.pop(target.name, None))
 
 
 def _side_by_side(calls: Sequence[Callable[[], FrameworkResult]]) -> list[FrameworkResult]:

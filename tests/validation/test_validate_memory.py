@@ -308,8 +308,8 @@ def test_side_by_side_groups_keep_a_run_alone_target_on_its_own_and_results_in_t
     from caffe2x.validation.validator import _Runs
 
     graph = caffe2x.load(*tiny_files)
-    runs = _Runs(graph, np.zeros((1, 3, 8, 8), np.float32), np.zeros((1, 10), np.float32), tiny_files[0].parent,
-                 isolate=True)
+    runs = _Runs(graph, tiny_files[0].parent, isolate=True)
+    runs.inputs(np.zeros((1, 3, 8, 8), np.float32), np.zeros((1, 10), np.float32))
     runs._share = lambda: True  # type: ignore[method-assign]
     order = [get(n) for n in ("onnx", "keras", "numpy", "torch")]
     width = min(os.cpu_count() or 1, 2)
