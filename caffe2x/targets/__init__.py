@@ -124,8 +124,8 @@ class Target:
     isolate: bool = False
     #: whether its validation child must run on its own: isolated children of other targets run side by
     #: side, up to the core count, and this one's peak would add to theirs (the Keras child of a ResNet-50
-    #: validation holds ~0.9 GB, 0.68 GB of it ``import tensorflow``; beside torch's ~0.5 GB and the
-    #: validating process's ~0.15 GB it would be ~1.5 GB, against issue 24's 1 GB)
+    #: validation peaks at ~0.73 GB, ~0.5 GB of it ``import tensorflow``; beside torch's ~0.38 GB and the
+    #: validating process's ~0.05 GB it would be ~1.15 GB, against issue 24's 1 GB)
     runs_alone: bool = False
     #: extra copies of the graph's float32 tensors that :meth:`write` holds at its peak (measured; a
     #: target that does not say is assumed to make one); the size limit counts them before writing
