@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     say(args, f"  {len(graph.nodes)} layers, {caffe_parameter_count(graph):,} parameters")
     say(args, f"writing {out} ({target})")
+    from caffe2x.cli.frozen_import import import_writer
+    from caffe2x.targets import get
+
+    import_writer(get(target))  # the framework, its objects frozen: skipped by every later collection
     notes = write(graph, out, target, dtype=args.dtype, profile=args.profile, fold_bn=args.fold_bn,
                   overwrite=args.force, **options)
     for note in notes:

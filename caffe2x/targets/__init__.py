@@ -130,6 +130,10 @@ class Target:
     #: extra copies of the graph's float32 tensors that :meth:`write` holds at its peak (measured; a
     #: target that does not say is assumed to make one); the size limit counts them before writing
     write_copies: float = 1.0
+    #: whether importing :attr:`module` is slow (a framework's import: ``import torch`` is ~1 s and
+    #: hundreds of thousands of objects), so that the ``caffe2x`` command imports it with Python's
+    #: cyclic GC paused and freezes what it built (:mod:`caffe2x.cli.frozen_import`)
+    slow_import: bool = False
 
     @property
     def default_suffix(self) -> str:
@@ -209,15 +213,17 @@ BUILTIN: tuple[Target, ...] = (
            writes=False, summary="caffe2x's numpy reference executor on a .safetensors file (Caffe's exact numbers)"),
     Target("torch", (".pt", ".pth"), extra="torch", requires=("torch",), module="caffe2x.targets.torch.target",
            options=("emit_code",), profiles={"torchvision": (".pt", ".pth")},
-           summary="PyTorch state_dict; torch.load + load_state_dict(strict=True)", isolate=True, write_copies=0.25),
+           summary="PyTorch state_dict; torch.load + load_state_dict(strict=True)", isolate=True, write_copies=0.25,
+           slow_import=True),
     Target("keras", (".h5", ".keras"), extra="keras", requires=("keras", "tensorflow", "h5py"),
            module="caffe2x.targets.keras.target",
            distributions=("keras", "tensorflow", "tensorflow-cpu", "h5py"),
            options=("full_model",), profiles={"keras-applications": (".h5",)},
            summary="Keras 3 HDF5 weights or model; model.load_weights", isolate=True, runs_alone=True,
-           write_copies=4.0),
+           write_copies=4.0, slow_import=True),
     Target("onnx", (".onnx",), extra="onnx", requires=("onnx", "onnxruntime"), module="caffe2x.targets.onnx.target",
-           summary="ONNX opset 17; onnxruntime", isolate=True, write_copies=0.25),
+           summary="ONNX opset 17; onnxruntime", isolate=True, write_copies=0.25,
+           slow_import=True),
 )
 
 #: name -> target, in registration order (built-ins first, then entry points, then register() calls)
