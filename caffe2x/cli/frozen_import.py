@@ -15,7 +15,6 @@ Objects made after the import (the module built for the write, Keras' layers) ar
 """
 from __future__ import annotations
 
-import gc
 import sys
 
 from caffe2x import _command
@@ -35,13 +34,7 @@ def import_writer(target: Target) -> None:
     own errors, which come first)."""
     if not applies(target):
         return
-    was_enabled = gc.isenabled()
-    gc.disable()
     try:
-        target.implementation()
+        _command.import_frozen(target.implementation)
     except Exception:  # noqa: BLE001 - reported by caffe2x.convert.write, in its place
         pass
-    finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()

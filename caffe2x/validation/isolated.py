@@ -325,11 +325,16 @@ def _imported_then_told_to_go(modules: Sequence[str]) -> bool:
     closes without it."""
     import importlib
 
-    for name in modules:
-        try:
+    from caffe2x import _command
+
+    def load() -> None:
+        for name in modules:
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the job imports it again and reports why it cannot
-            break
+
+    try:  # frozen: the framework's objects are left out of every later collection, the exit's included
+        _command.import_frozen(load)
+    except Exception:  # noqa: BLE001 - the job imports it again and reports why it cannot
+        pass
     return sys.stdin.readline().strip() == "go"
 
 

@@ -498,8 +498,7 @@ class _Runs:
 
         for target in first:
             if target.available():
-                modules = list(dict.fromkeys(m for m in (writer_of(target).module, target.module) if m))
-                self._early[target.name] = start_early(modules, self.run_dir / "shared.pkl", self.run_dir)
+                self._early[target.name] = start_early(_modules(target), self.run_dir / "shared.pkl", self.run_dir)
 
     def close(self) -> None:
         """Stop every early child that was never given its job (the validation stopped before it)."""
@@ -582,7 +581,17 @@ class _Runs:
         if not self._share():
             return self.run(target, job, say, tick)
         assert self.shared is not None
-        return run_isolated(job, self.shared, self.run_dir, say, tick, started=self._early.pop(target.name, None))
+        from caffe2x.validation.isolated import start_early
+
+        # a child started now also imports its framework before the job (the collector paused, its objects
+        # frozen), and is told to go as soon as it exists
+        started = self._early.pop(target.name, None) or start_early(_modules(target), self.shared, self.run_dir)
+        return run_isolated(job, self.shared, self.run_dir, say, tick, started=started)
+
+
+def _modules(target: Target) -> list[str]:
+    """What a child runs ``target`` with: the module of the target writing its file, then its own."""
+    return list(dict.fromkeys(m for m in (writer_of(target).module, target.module) if m))
 
 
 def _side_by_side(calls: Sequence[Callable[[], FrameworkResult]]) -> list[FrameworkResult]:

@@ -20,8 +20,10 @@ class ImportsJob:
 
     def execute(self, graph: Any, x: np.ndarray, ref_logits: np.ndarray, say: Callable[[str], None],
                 tick: Callable[[int], None]) -> dict[str, Any]:
+        import gc
+
         return {"nodes": len(graph.nodes), "imported": [m for m in self.watch if m in sys.modules],
-                "batch": list(x.shape)}
+                "batch": list(x.shape), "frozen": gc.get_freeze_count() > 0, "collecting": gc.isenabled()}
 
     def failed(self, reason: str) -> dict[str, Any]:
         return {"reason": reason}

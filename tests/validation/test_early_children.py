@@ -52,7 +52,9 @@ def test_an_early_child_imports_before_its_job_exists_then_runs_the_job_given(tm
                                lambda _m: None, lambda _i: None, started=started)
     finally:
         abandon(started)
-    assert outcome == {"nodes": len(graph.nodes), "imported": [MODULE], "batch": [2, 3, 8, 8]}
+    # what the import built is frozen (left out of every later collection), and the collector runs again
+    assert outcome == {"nodes": len(graph.nodes), "imported": [MODULE], "batch": [2, 3, 8, 8], "frozen": True,
+                       "collecting": True}
     assert started.proc.returncode == 0
 
 
@@ -63,7 +65,7 @@ def test_an_early_child_that_cannot_import_still_runs_its_job(tmp_path: Path) ->
     write_shared(shared, fixtures.graph("tiny"), np.zeros((1, 3, 8, 8), np.float32), np.zeros((1, 10), np.float32))
     outcome = run_isolated(ImportsJob(("caffe2x_no_such_framework_module",)), shared, tmp_path,
                            lambda _m: None, lambda _i: None, started=started)
-    assert outcome["imported"] == [] and outcome["nodes"] > 0
+    assert outcome["imported"] == [] and outcome["nodes"] > 0 and outcome["collecting"]
 
 
 def test_an_abandoned_early_child_is_stopped_while_it_imports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
