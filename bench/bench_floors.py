@@ -72,7 +72,12 @@ print(statistics.median(ts))
 
 #: ``import keras`` as caffe2x's own processes do it (caffe2x.targets.keras.quiet.without_unused_extras)
 #: (the names of ``UNUSED_EXTRAS`` written out: importing that module would import the package, and keras)
-LEAN_KERAS = "import sys\nfor m in ('jax', 'IPython', 'cv2'): sys.modules[m] = None\nimport keras"
+#: and with the collector paused during the import and its objects frozen, as the command imports a framework
+#: (caffe2x._command.import_frozen: the exit's collection skips them)
+LEAN_KERAS = ("import gc, sys\nfor m in ('jax', 'IPython', 'cv2'): sys.modules[m] = None\n"
+              "gc.disable()\nimport keras\ngc.freeze()\ngc.enable()")
+#: the plain torch floor's import done the same way (frozen), to show what the frozen import alone gives
+FROZEN_TORCH = "import gc\ngc.disable()\nimport torch\ngc.freeze()\ngc.enable()"
 
 OPENCV = "import sys, cv2; cv2.dnn.readNetFromCaffe(sys.argv[1], sys.argv[2])"
 MNN = ("import sys, _tools; _tools.mnnconvert(['mnnconvert', '-f', 'CAFFE', '--modelFile', sys.argv[1], "
@@ -142,9 +147,11 @@ def main() -> None:
             before = load()
             med = alternate({"caffe2x -> torch": convert_cmd(model, deploy, scratch / "c.pt", "torch"),
                              "plain -> torch.save (floor)": [PY, "-c", PLAIN, str(model), str(scratch / "p.pt"),
-                                                             "torch", PB2]}, opts.rounds, scratch)
-            (cw, cr), (pw, pr) = med.values()
-            show("torch", med, before, f"wall {cw / pw:.2f} x the plain script [<= 0.9], peak RSS {cr / pr:.2f} x its")
+                                                             "torch", PB2],
+                             "import torch, frozen": [PY, "-c", FROZEN_TORCH]}, opts.rounds, scratch)
+            (cw, cr), (pw, pr), (fw_, _) = med.values()
+            show("torch", med, before, f"wall {cw / pw:.2f} x the plain script [<= 0.9], peak RSS {cr / pr:.2f} x its; "
+                                       f"caffe2x = the frozen import + {cw - fw_:.2f} s")
         if "keras" in rows:
             # the default .h5 and the .keras file, against ``import keras`` as a user's environment does it and
             # as caffe2x's own processes do it (the optional extras TF/Keras import for features caffe2x never
@@ -153,7 +160,7 @@ def main() -> None:
             med = alternate({"caffe2x -> keras (.h5, default)": convert_cmd(model, deploy, scratch / "c.h5", "keras"),
                              "caffe2x -> keras (.keras)": convert_cmd(model, deploy, scratch / "c.keras", "keras"),
                              "import keras (floor)": [PY, "-c", "import keras"],
-                             "import keras, extras hidden": [PY, "-c", LEAN_KERAS]}, opts.rounds, scratch)
+                             "import keras, lean (extras hidden, frozen)": [PY, "-c", LEAN_KERAS]}, opts.rounds, scratch)
             (hw, hr), (kw, kr), (iw, ir), (lw, lr) = med.values()
             show("keras", med, before,
                  f"wall import + {hw - iw:.2f} s (.h5), + {kw - iw:.2f} s (.keras) [<= + 1 s]; beyond the lean import "
