@@ -132,11 +132,15 @@ class Started:
     result_file: Path
 
 
-def _spawn(shared: Path, scratch: Path, modules: Sequence[str] = ()) -> Started:
+def _spawn(shared: Path, scratch: Path, modules: Sequence[str] = (), job: Job | None = None) -> Started:
+    """A child for ``job`` (its file written before the child starts, which reads it at once), or, with
+    ``modules``, one that imports them and waits for its job on stdin."""
     n = next(_jobs)
     job_file = scratch / f"job-{n}.pkl"
     result_file = scratch / f"result-{n}.pkl"
     result_file.unlink(missing_ok=True)
+    if job is not None:
+        _write_job(job_file, job)
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen([sys.executable, "-c", _BOOTSTRAP, json.dumps([p for p in sys.path]),
@@ -189,8 +193,7 @@ def run_isolated(job: Job, shared: Path, scratch: Path, say: Callable[[str], Non
     messages are passed to ``say`` and ``tick`` as they come, its result comes back (``job.failed(why)``
     when the child dies before reporting)."""
     if started is None:
-        started = _spawn(shared, scratch)
-        _write_job(started.job_file, job)
+        started = _spawn(shared, scratch, job=job)
     else:
         _write_job(started.job_file, job)
         try:
