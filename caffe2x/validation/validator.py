@@ -40,7 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -55,6 +55,9 @@ from caffe2x.validation.framework_run import (FrameworkJob, FrameworkOutcome, ba
                                               release_memory, spill_reference)
 from caffe2x.validation.results import (FAIL, PASS, SCHEMA, SKIP, ArtifactResult, FrameworkResult, Report,
                                         TensorDifference, num)
+
+if TYPE_CHECKING:  # the children's module is imported only when a framework runs in one
+    from caffe2x.validation.isolated import Started
 
 PathLike = str | os.PathLike[str]
 
@@ -481,8 +484,9 @@ class _Runs:
         self.graph, self.run_dir, self.isolate = graph, run_dir, isolate
         self.x: np.ndarray | None = None
         self.ref_logits: np.ndarray | None = None
-        self.shared: Path | None = None
-        self._early: dict[str, Any] = {}  # target name -> its child started before the reference ran
+        self.shared: Path | None = None  # the children's shared file once written (at _shared_path)
+        self._shared_path = run_dir / "shared.pkl"
+        self._early: dict[str, Started] = {}  # target name -> its child started before the reference ran
 
     def inputs(self, x: np.ndarray, ref_logits: np.ndarray) -> None:
         """The batch and the reference's logits, once the reference has run."""
@@ -498,7 +502,7 @@ class _Runs:
 
         for target in first:
             if target.available():
-                self._early[target.name] = start_early(_modules(target), self.run_dir / "shared.pkl", self.run_dir)
+                self._early[target.name] = start_early(_modules(target), self._shared_path, self.run_dir)
 
     def close(self) -> None:
         """Stop every early child that was never given its job (the validation stopped before it)."""
@@ -557,7 +561,7 @@ class _Runs:
 
         assert self.x is not None and self.ref_logits is not None
         try:
-            self.shared = write_shared(self.run_dir / "shared.pkl", self.graph, self.x, self.ref_logits)
+            self.shared = write_shared(self._shared_path, self.graph, self.x, self.ref_logits)
         except (pickle.PicklingError, TypeError, AttributeError):  # a graph holding something unpicklable
             self.isolate = False
             self.close()  # every framework runs here now: the early children would only hold memory

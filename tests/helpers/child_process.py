@@ -1,4 +1,5 @@
-"""Signal tests' common start: a ``python -c`` child that says when it reached the point to interrupt."""
+"""Signal tests' common start: a ``python -c`` child that says when it reached the point to interrupt; and
+the processes left running afterwards (:func:`processes`)."""
 from __future__ import annotations
 
 import os
@@ -19,3 +20,19 @@ def start_until_ready(script: str, ready: Path, tmpdir: Path | None = None,
         assert child.poll() is None and time.monotonic() < deadline, child.stderr.read() if child.stderr else ""
         time.sleep(0.05)
     return child
+
+
+def processes(naming: bytes, parent: int | None = None) -> list[int]:
+    """The pids of the processes whose command line contains ``naming`` (and whose parent is ``parent``,
+    when given), read from ``/proc``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or naming not in (entry / "cmdline").read_bytes():
+                continue
+            if parent is not None and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found

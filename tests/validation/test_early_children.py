@@ -13,6 +13,7 @@ import caffe2x
 from caffe2x import fixtures
 from caffe2x.errors import Caffe2xError
 from caffe2x.validation.isolated import abandon, run_isolated, start_early, write_shared
+from tests.helpers.child_process import processes
 from tests.helpers.early_jobs import ImportsJob
 
 MODULE = "tests.helpers.marks_its_import"
@@ -20,18 +21,7 @@ MODULE = "tests.helpers.marks_its_import"
 
 def _children_of_this_process() -> list[int]:
     """Validation children (the isolated bootstrap) whose parent is this process."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if not entry.name.isdigit():
-                continue
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == os.getpid() and b"child_main" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
+    return processes(b"child_main", parent=os.getpid())
 
 
 def test_an_early_child_imports_before_its_job_exists_then_runs_the_job_given(tmp_path: Path,

@@ -199,15 +199,10 @@ sys.exit(3)
 """
 
 
-def _processes_naming(path: Path) -> list[str]:
-    left = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and str(path).encode() in (entry / "cmdline").read_bytes():
-                left.append(entry.name)
-        except OSError:
-            continue
-    return left
+def _processes_naming(path: Path) -> list[int]:
+    from tests.helpers.child_process import processes
+
+    return processes(str(path).encode())
 
 
 def test_sigterm_during_an_isolated_run_stops_the_child_and_leaves_no_files(tiny_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
