@@ -31,10 +31,11 @@ import mmap
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from caffe2x.graph import pages
 
 Buffer = Any  # bytes | mmap.mmap: anything supporting the buffer protocol, len() and slicing
 
@@ -246,10 +247,10 @@ def _weights(buf: Buffer, net: Any, layout: Plan) -> dict[str, list[Any]]:
 
 
 def map_file(path: str | os.PathLike[str]) -> mmap.mmap | None:
-    """A private copy-on-write map of ``path``; None when it cannot be mapped (the caller then reads
-    the file the ordinary way and reports missing/empty/unreadable files itself)."""
+    """A private copy-on-write map of ``path`` that keeps the file open for writers that copy views out
+    with the kernel (:class:`caffe2x.graph.pages.FileMap`); None when it cannot be mapped (the caller then
+    reads the file the ordinary way and reports missing/empty/unreadable files itself)."""
     try:
-        with open(Path(path), "rb") as f:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+        return pages.map_file(path)
     except (OSError, ValueError):
         return None

@@ -10,6 +10,10 @@ from caffe2x.cli.args import EXIT_OK, add_force_argument, add_model_args, say
 from caffe2x.errors import Caffe2xError
 
 
+#: the process may end as soon as ``run`` returns (:func:`caffe2x.cli.main._exit_now`)
+QUICK_EXIT = True
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from caffe2x.targets import profile_choices, target_choices
 

@@ -7,6 +7,10 @@ import sys
 from caffe2x.cli.args import EXIT_OK, add_force_argument, say
 
 
+#: the process may end as soon as ``run`` returns (:func:`caffe2x.cli.main._exit_now`)
+QUICK_EXIT = True
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from caffe2x import fixtures
 

@@ -76,6 +76,10 @@ def format_table(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: the process may end as soon as ``run`` returns (:func:`caffe2x.cli.main._exit_now`)
+QUICK_EXIT = True
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")

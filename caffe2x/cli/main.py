@@ -142,8 +142,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if phases.process and _quick_exit:
+        _exit_now(code)
     phases.restore()
     return code
+
+
+#: set by :func:`_outcome` when the subcommand that ran says ``QUICK_EXIT = True``
+_quick_exit = False
+
+
+def _exit_now(code: int) -> None:
+    """End the command's own process now: stdio flushed and every ``atexit`` handler run, but not the
+    interpreter's finalisation, which tears down every module and collects every object one by one
+    while nothing is left to do: 0.02 s of a 0.23 s ``convert --to safetensors`` of ResNet-50 (0.237 ->
+    0.216 s, medians of 11). Only for subcommands whose work is over when ``run`` returns (``QUICK_EXIT``:
+    every output closed and renamed into place, no child process or thread of theirs left): ``convert``,
+    ``inspect``, ``fixture``."""
+    import atexit
+
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, OSError, ValueError):  # a reader that went away: nothing more to say
+        _discard_output()
+        code = EXIT_BROKEN_PIPE if code == 0 else code
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)  # CPython's own, what finalisation calls first
+    if run_exitfuncs is None:  # pragma: no cover - another interpreter: finalise as usual
+        return
+    run_exitfuncs()
+    os._exit(code)
 
 
 def _flush_output() -> None:
@@ -193,6 +221,7 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
     """Parse and run the subcommand: its exit code and the error line to print (None: nothing)."""
+    global _quick_exit
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         words = list(sys.argv[1:] if argv is None else argv)
@@ -202,7 +231,9 @@ def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
         with warnings.catch_warnings():
             if not os.environ.get("CAFFE2X_DEBUG"):
                 warnings.showwarning = _show_warning
-            return subcommand(args.command).run(args), None
+            module = subcommand(args.command)
+            _quick_exit = bool(getattr(module, "QUICK_EXIT", False))
+            return module.run(args), None
     except SystemExit as exc:  # argparse: --help, --version, a usage error (it printed its own lines)
         if isinstance(exc.code, str):
             return EXIT_ERROR, f"error: {exc.code}"

@@ -9,18 +9,50 @@ page cache and come back with a minor fault on the next access, so the arrays ke
 A page this process has written to (a private copy) would be lost by ``MADV_DONTNEED`` and the file's
 value would reappear, so nothing is dropped when any page of the range is private or when
 ``/proc/self/pagemap`` cannot tell (not Linux, no procfs): then the pages simply stay resident.
+
+The same test says when a view still shows the file's own bytes: then a writer may read them from the
+file itself (:func:`file_span`) rather than fault every page of the map into this process.
 """
 from __future__ import annotations
 
 import mmap
 import os
+import weakref
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 _PRESENT = np.uint64(1 << 63)
+_SWAPPED = np.uint64(1 << 62)
 _FILE_OR_SHARED = np.uint64(1 << 61)
+
+
+class FileMap(mmap.mmap):
+    """A private copy-on-write map of a whole file that keeps the file open (``fd``, closed when the
+    map is collected, which is when the last view of it goes).
+
+    Why the descriptor: a writer copying a view's bytes out can then read them from ``fd`` at
+    :func:`file_span`'s offset into a small buffer instead of faulting each page of the map into this
+    process (ResNet-50's 98 MiB to safetensors: 0.07-0.09 s through the map, 0.04 s from the file).
+    The open descriptor is the file that was mapped, even if its path is replaced meanwhile.
+    """
+
+    fd: int
+
+
+def map_file(path: str | os.PathLike[str]) -> FileMap:
+    """A :class:`FileMap` of ``path`` (``OSError``/``ValueError`` as ``mmap``: missing, empty, a directory)."""
+    fd = os.open(Path(path), os.O_RDONLY)
+    try:
+        mm = FileMap(fd, 0, access=mmap.ACCESS_COPY)
+    except BaseException:
+        os.close(fd)
+        raise
+    mm.fd = fd
+    weakref.finalize(mm, os.close, fd)
+    return mm
 
 
 def mapping(arr: np.ndarray) -> mmap.mmap | None:
@@ -30,6 +62,48 @@ def mapping(arr: np.ndarray) -> mmap.mmap | None:
         base = base.base
     base = base.obj if isinstance(base, memoryview) else base
     return base if isinstance(base, mmap.mmap) else None
+
+
+def _private_pages(mm: mmap.mmap, offset: int, count: int) -> bool | None:
+    """Whether any of ``count`` pages of ``mm`` from byte ``offset`` (page-aligned) is this process's own
+    copy (written since mapping: present or swapped out, and not the file's page); None when
+    ``/proc/self/pagemap`` cannot tell."""
+    try:
+        map_start = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
+        with open("/proc/self/pagemap", "rb", buffering=0) as f:
+            raw = os.pread(f.fileno(), 8 * count, 8 * ((map_start + offset) // mmap.PAGESIZE))
+    except (OSError, ValueError, TypeError):
+        return None
+    entries = np.frombuffer(raw, dtype="<u8")
+    if entries.size != count:
+        return None
+    return bool(np.any(((entries & (_PRESENT | _SWAPPED)) != 0) & ((entries & _FILE_OR_SHARED) == 0)))
+
+
+def unwritten(mm: mmap.mmap) -> bool:
+    """True when no page of the map is a private copy: every view of it shows the file's own bytes."""
+    if mm.closed or not len(mm):
+        return False
+    return _private_pages(mm, 0, -(-len(mm) // mmap.PAGESIZE)) is False
+
+
+def file_span(arr: np.ndarray, mm: mmap.mmap | None = None) -> tuple[int, int] | None:
+    """``(fd, offset)``: where in an open file the bytes of ``arr`` are, when ``arr`` is a C-contiguous
+    view of a :class:`FileMap` (``mm``, when the caller has it); else None.
+
+    The caller checks :func:`unwritten` first: a view with a written page no longer shows the file.
+    """
+    mm = mapping(arr) if mm is None else mm
+    if not isinstance(mm, FileMap) or mm.closed or not arr.flags.c_contiguous or not arr.nbytes:
+        return None
+    try:
+        map_start = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
+    except (ValueError, TypeError):
+        return None
+    offset = arr.__array_interface__["data"][0] - map_start
+    if offset < 0 or offset + arr.nbytes > len(mm):
+        return None
+    return mm.fd, offset
 
 
 def release(arr: np.ndarray, mm: mmap.mmap | None = None) -> bool:
@@ -50,13 +124,8 @@ def release(arr: np.ndarray, mm: mmap.mmap | None = None) -> bool:
         offset = first * page - map_start
         if offset < 0 or offset + (last - first) * page > len(mm):
             return False
-        with open("/proc/self/pagemap", "rb", buffering=0) as f:
-            raw = os.pread(f.fileno(), 8 * (last - first), 8 * first)
-        entries = np.frombuffer(raw, dtype="<u8")
-        if entries.size != last - first:
-            return False
-        if np.any((entries & _PRESENT).astype(bool) & ~(entries & _FILE_OR_SHARED).astype(bool)):
-            return False  # a private (written) page: keep everything
+        if _private_pages(mm, offset, last - first) is not False:
+            return False  # a private (written) page, or no way to tell: keep everything
         mm.madvise(mmap.MADV_DONTNEED, offset, (last - first) * page)
     except (OSError, ValueError, AttributeError):
         return False

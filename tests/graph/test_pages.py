@@ -56,3 +56,40 @@ def test_release_all_drops_every_mapped_array_but_one_with_a_written_page(tmp_pa
     assert release_all(parts) == 2  # the heap array has nothing to release
     assert _resident(view[0:4]) == 0 and _resident(view[8:]) == 0 and _resident(view[4:8]) == 4
     assert view[5, 0] == -1.0 and np.array_equal(view[:4], values[:4]) and np.array_equal(view[8:], values[8:])
+
+
+def test_a_file_map_keeps_its_file_open_until_its_last_view_goes(tmp_path: Path) -> None:
+    import gc
+
+    from caffe2x.graph.pages import map_file
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(np.arange(4 * PAGE // 4, dtype="<f4").tobytes())
+    mm = map_file(path)
+    fd = mm.fd
+    view = np.frombuffer(mm, dtype="<f4")[10:20]
+    del mm
+    gc.collect()
+    assert os.fstat(fd).st_size == 4 * PAGE  # still open: the view keeps the map alive
+    del view
+    gc.collect()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_file_span_says_where_an_unwritten_view_is_in_its_file(tmp_path: Path) -> None:
+    from caffe2x.graph.pages import file_span, map_file, unwritten
+
+    values = np.arange(8 * PAGE // 4, dtype="<f4")
+    path = tmp_path / "w.bin"
+    path.write_bytes(values.tobytes())
+    mm = map_file(path)
+    view = np.frombuffer(mm, dtype="<f4", count=300, offset=4 * 1000).reshape(3, 100)
+    fd, offset = file_span(view)  # type: ignore[misc]
+    assert offset == 4000 and os.pread(fd, view.nbytes, offset) == view.tobytes() == values[1000:1300].tobytes()
+    assert file_span(view[:, ::2]) is None and file_span(values) is None  # not contiguous; not mapped
+    plain = _mapped(tmp_path)[1]  # an mmap without its file: nothing to read from
+    assert file_span(plain) is None
+    assert unwritten(mm)
+    view[1, 1] = 0.5  # now a private page: the view no longer shows the file
+    assert not unwritten(mm)
