@@ -8,12 +8,14 @@ way to an error (or on the first few KB of a file), so they cost nothing on the 
 from __future__ import annotations
 
 import codecs
+import re
 
 from caffe2x.errors import option
 
 #: how much of a file :func:`looks_like_text` reads
 TEXT_WINDOW = 64 * 1024
-_TEXT_CONTROLS = {"\t", "\n", "\r", "\f", "\v"}
+#: the control characters a text prototxt never holds: all below a space but tab, LF, VT, FF and CR
+_NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1f]")
 #: NetParameter fields that hold one layer each: ``layer`` (current) and ``layers`` (V1)
 _LAYER_FIELDS = {100: "layer", 2: "layers"}
 
@@ -32,7 +34,7 @@ def looks_like_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     # a prototxt has at least one ``field:`` or ``message {``; a caffemodel cut inside its name has not
-    return all(ch >= " " or ch in _TEXT_CONTROLS for ch in text) and (":" in text or "{" in text)
+    return _NOT_TEXT.search(text) is None and (":" in text or "{" in text)
 
 
 class _Truncated(Exception):
