@@ -27,6 +27,7 @@ import numpy as np
 
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.ir import Graph
+from caffe2x.graph.pages import file_span, mapping, release_map, unwritten
 from caffe2x.graph.numeric import from_bfloat16_bits
 
 SUFFIXES = (".safetensors",)
@@ -92,14 +93,10 @@ def header(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> tuple[by
 
 def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str],
                   dtype: str = "float32") -> None:
-    """One safetensors file, the bytes ``save_file`` writes, streamed straight from the arrays.
-
-    The header, then each array's buffer in the library's order, ``CHUNK`` bytes per ``os.write``:
-    float32 views of a mapped caffemodel go out without a copy, and the pages of each written chunk
-    are handed back to the kernel every ``CHUNK`` bytes (:func:`caffe2x.graph.pages.release_map`), so the
-    model is never resident all at once (ResNet-50: peak RSS the interpreter plus ~16 MB, where the library's one call kept
-    the whole 98 MiB resident). float16/bfloat16 are cast first (one cast copy, at half size).
-    """
+    """One safetensors file, the bytes ``save_file`` writes, streamed straight from the arrays (see
+    :func:`stream`): the model is never resident all at once (ResNet-50: peak RSS 38 MiB, where the
+    library's one call kept the whole 98 MiB resident). float16/bfloat16 are cast first (one cast copy,
+    at half size)."""
     stream(path, {key: _cast(arr, dtype) for key, arr in tensors.items()}, metadata)
 
 
@@ -112,8 +109,6 @@ def stream(path: str | Path, out: dict[str, np.ndarray], metadata: dict[str, str
     (ResNet-50's 98 MiB: 0.040 s against 0.07-0.09 s; ``sendfile`` per tensor, 0.052 s: the kernel copies
     unaligned ranges page piece by page piece). Any other array goes out of memory ``CHUNK`` bytes at a time.
     """
-    from caffe2x.graph.pages import file_span, mapping, unwritten
-
     head, order = header(out, metadata)
     # No O_TRUNC: on ext4, truncating even an empty file (atomic_output's fresh temporary) makes close()
     # flush the whole file (auto_da_alloc's replace-via-truncate rule: 7-35 ms for ResNet-50's 98 MiB);
@@ -122,18 +117,8 @@ def stream(path: str | Path, out: dict[str, np.ndarray], metadata: dict[str, str
     try:
         _write_all(fd, head)
         writer = _Writer(fd)
-        clean: dict[int, bool] = {}  # per map: no page of it written since mapping (checked once, here)
         for key in order:
-            arr = out[key]
-            if not arr.nbytes:
-                continue
-            mm = mapping(arr)
-            span = None
-            if mm is not None:
-                if id(mm) not in clean:
-                    clean[id(mm)] = unwritten(mm)
-                span = file_span(arr, mm) if clean[id(mm)] else None
-            writer.array(arr, mm, span)
+            writer.array(out[key])
         size = len(head) + sum(arr.nbytes for arr in out.values())
         if os.fstat(fd).st_size > size:
             os.ftruncate(fd, size)
@@ -150,9 +135,18 @@ class _Writer:
         self.buffer: memoryview | None = None
         self.maps: dict[int, Any] = {}  # the maps written from memory, released as the write goes on
         self.since_release = 0
+        self.clean: dict[int, bool] = {}  # per map: no page of it written since mapping (checked once)
 
-    def array(self, arr: np.ndarray, mm: Any, span: tuple[int, int] | None) -> None:
-        if span is None or not hasattr(os, "preadv"):  # preadv: POSIX systems (not Windows)
+    def array(self, arr: np.ndarray) -> None:
+        if not arr.nbytes:
+            return
+        mm = mapping(arr)
+        span = None
+        if mm is not None and hasattr(os, "preadv"):  # preadv: POSIX systems (not Windows)
+            if id(mm) not in self.clean:
+                self.clean[id(mm)] = unwritten(mm)
+            span = file_span(arr, mm) if self.clean[id(mm)] else None
+        if span is None:
             self._write(arr, mm)
         else:
             self._copy(*span, arr.nbytes)
@@ -178,8 +172,6 @@ class _Writer:
             _write_all(self.fd, memoryview(part))  # type: ignore[arg-type]
             self.since_release += part.size
             if self.since_release >= CHUNK and self.maps:
-                from caffe2x.graph.pages import release_map
-
                 # whole maps, not just this chunk: a fault maps whole page-cache folios (up to 2 MB)
                 # around what it reads, beyond the chunk and into tensors written before
                 for m in self.maps.values():
