@@ -247,9 +247,10 @@ def _weights(buf: Buffer, net: Any, layout: Plan) -> dict[str, list[Any]]:
 
 
 def map_file(path: str | os.PathLike[str]) -> mmap.mmap | None:
-    """A private copy-on-write map of ``path`` that keeps the file open for writers that copy views out
-    with the kernel (:class:`caffe2x.graph.pages.FileMap`); None when it cannot be mapped (the caller then
-    reads the file the ordinary way and reports missing/empty/unreadable files itself)."""
+    """A private copy-on-write map of ``path`` that keeps the file open, so a writer can read a view's
+    bytes from the file instead of faulting them through the map (:class:`caffe2x.graph.pages.FileMap`);
+    None when it cannot be mapped (the caller then reads the file the ordinary way and reports
+    missing/empty/unreadable files itself)."""
     try:
         return pages.map_file(path)
     except (OSError, ValueError):

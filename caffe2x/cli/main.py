@@ -162,8 +162,7 @@ def _exit_now(code: int) -> None:
     import atexit
 
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        _flush_output()
     except (BrokenPipeError, OSError, ValueError):  # a reader that went away: nothing more to say
         _discard_output()
         code = EXIT_BROKEN_PIPE if code == 0 else code

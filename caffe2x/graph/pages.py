@@ -64,12 +64,17 @@ def mapping(arr: np.ndarray) -> mmap.mmap | None:
     return base if isinstance(base, mmap.mmap) else None
 
 
+def _start(mm: mmap.mmap) -> int:
+    """The address of the map's first byte (``ValueError``/``TypeError`` when it is closed or empty)."""
+    return np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
+
+
 def _private_pages(mm: mmap.mmap, offset: int, count: int) -> bool | None:
     """Whether any of ``count`` pages of ``mm`` from byte ``offset`` (page-aligned) is this process's own
     copy (written since mapping: present or swapped out, and not the file's page); None when
     ``/proc/self/pagemap`` cannot tell."""
     try:
-        map_start = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
+        map_start = _start(mm)
         with open("/proc/self/pagemap", "rb", buffering=0) as f:
             raw = os.pread(f.fileno(), 8 * count, 8 * ((map_start + offset) // mmap.PAGESIZE))
     except (OSError, ValueError, TypeError):
@@ -97,10 +102,9 @@ def file_span(arr: np.ndarray, mm: mmap.mmap | None = None) -> tuple[int, int] |
     if not isinstance(mm, FileMap) or mm.closed or not arr.flags.c_contiguous or not arr.nbytes:
         return None
     try:
-        map_start = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
+        offset = arr.__array_interface__["data"][0] - _start(mm)
     except (ValueError, TypeError):
         return None
-    offset = arr.__array_interface__["data"][0] - map_start
     if offset < 0 or offset + arr.nbytes > len(mm):
         return None
     return mm.fd, offset
@@ -120,8 +124,7 @@ def release(arr: np.ndarray, mm: mmap.mmap | None = None) -> bool:
     if last <= first:
         return False
     try:
-        map_start = np.frombuffer(mm, dtype=np.uint8, count=1).__array_interface__["data"][0]
-        offset = first * page - map_start
+        offset = first * page - _start(mm)
         if offset < 0 or offset + (last - first) * page > len(mm):
             return False
         if _private_pages(mm, offset, last - first) is not False:
