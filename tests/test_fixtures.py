@@ -9,7 +9,7 @@ from google.protobuf import text_format
 
 from caffe2x import fixtures
 from caffe2x.caffe import parse
-from caffe2x.cli.inspect import caffe_parameter_count
+from caffe2x.graph.counts import caffe_parameter_count
 
 # sha256 of the canonical layer summary (name|type|bottoms|tops|params, one line per layer) of the public
 # deploy prototxts ResNet-{50,101,152}-deploy.prototxt (KaimingHe/deep-residual-networks, a7026cb),

@@ -20,17 +20,6 @@ import numpy as np
 
 from caffe2x.errors import Caffe2xError
 
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-
-
-def is_hdf5(path: str | Path) -> bool:
-    """Whether ``path`` is an HDF5 file (by its signature, whatever the suffix)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(len(HDF5_MAGIC)) == HDF5_MAGIC
-    except OSError:
-        return False
-
 
 @dataclass
 class H5Layer:

@@ -28,10 +28,8 @@ from typing import Any
 import numpy as np
 
 from caffe2x.caffe.datalayers import data_layer_shape
-from caffe2x.caffe.hdf5weights import is_hdf5, read_hdf5_weights
 from caffe2x.caffe.layernames import renamed_duplicates
-from caffe2x.caffe.calibration import calibrate
-from caffe2x.caffe.netcut import cut_before, needed_layers, python_layer_error
+from caffe2x.caffe.sniff import is_hdf5
 from caffe2x.caffe.parse import _pb2, blob_array, parse_caffemodel_bytes, parse_prototxt_text
 from caffe2x.caffe.wire import map_file, split
 from caffe2x.errors import Caffe2xError, ForkRuleWarning, option, prefix, template
@@ -296,12 +294,16 @@ def _select_layers(net: Any, all_layers: list[Any],
     declared = _declared_inputs(net)
     layers = all_layers
     if outputs is not None:
+        from caffe2x.caffe.netcut import needed_layers
+
         layers = needed_layers(all_layers, outputs, inputs=list(declared))
         used = {b for l in layers for b in l.bottom} | {o.partition("@")[0] for o in outputs}
         declared = {name: shape for name, shape in declared.items() if name in used}
     for l in layers:
         if l.type == "Python" and len(l.bottom) and not _known_python_layer(l):
             index = next(i for i, m in enumerate(all_layers) if m is l)
+            from caffe2x.caffe.netcut import cut_before, python_layer_error
+
             raise python_layer_error(l, cut=outputs is not None,
                                      suggestion=cut_before(all_layers, index, ("Input", *DATA_LAYERS)))
     return layers, declared
@@ -628,6 +630,8 @@ def graph_from_nets(weights_net: Any | None, definition: Any | None, input_shape
             raise checks.SizeLimitError(f"{source}: seeding the weightless net {graph.name!r} runs a forward pass "
                                         f"that needs {checks.human(need)}, over the {checks.human(limit)} limit "
                                         f"(raise it with {checks.MAX_BYTES_ENV}=… or max_bytes=)")
+        from caffe2x.caffe.calibration import calibrate
+
         calibrate(graph, seed, progress=progress)
     return graph
 
@@ -701,6 +705,8 @@ def read(model: str | Path | None, prototxt: str | Path | None = None, input_sha
     if hdf5:
         if definition is None:
             raise Caffe2xError(f"{model} is an HDF5 caffemodel, which holds only weights: give the deploy prototxt")
+        from caffe2x.caffe.hdf5weights import read_hdf5_weights
+
         weights_net = read_hdf5_weights(model, [l.name for l in definition.layer])  # type: ignore[arg-type]
     graph = graph_from_nets(weights_net, definition, input_shape, seed=seed, progress=progress, outputs=outputs,
                             weights=weights, max_bytes=max_bytes,

@@ -8,6 +8,7 @@ way to an error (or on the first few KB of a file), so they cost nothing on the 
 from __future__ import annotations
 
 import codecs
+import os
 import re
 
 from caffe2x.errors import option
@@ -18,6 +19,19 @@ TEXT_WINDOW = 64 * 1024
 _NOT_TEXT = re.compile("[\x00-\x08\x0e-\x1f]")
 #: NetParameter fields that hold one layer each: ``layer`` (current) and ``layers`` (V1)
 _LAYER_FIELDS = {100: "layer", 2: "layers"}
+
+
+#: the first 8 bytes of every HDF5 file (Caffe's ``snapshot_format: HDF5`` caffemodels)
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an HDF5 file (by its signature, whatever the suffix)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(HDF5_MAGIC)) == HDF5_MAGIC
+    except OSError:
+        return False
 
 
 def looks_like_text(data: bytes) -> bool:

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     say(args, f"reading {args.model}" + (f" with {args.prototxt}" if args.prototxt else ""))
     graph = read_model(args.model, args.prototxt, args.input_shape, progress=not args.quiet and sys.stderr.isatty(),
                  outputs=args.outputs, proto=args.proto)
-    from caffe2x.cli.inspect import caffe_parameter_count
+    from caffe2x.graph.counts import caffe_parameter_count
 
     say(args, f"  {len(graph.nodes)} layers, {caffe_parameter_count(graph):,} parameters")
     say(args, f"writing {out} ({target})")

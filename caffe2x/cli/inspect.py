@@ -6,21 +6,10 @@ import json
 from typing import Any
 
 from caffe2x.cli.args import EXIT_OK, add_model_args
+from caffe2x.graph.counts import caffe_parameter_count, learned_parameter_count
 from caffe2x.graph.ir import Graph
 from caffe2x.graph.pins import describe_pins, pinning_layers
 from caffe2x.graph.reshape import axis_name, describe_inputs, free_input_dims
-
-
-def caffe_parameter_count(graph: Graph) -> int:
-    """Parameters as the caffemodel counts them: the graph's tensors plus each BatchNorm's stored
-    moving-average factor (one scalar per BatchNorm, divided out in the graph)."""
-    return graph.num_parameters() + sum(1 for n in graph.nodes if n.op == "BatchNorm")
-
-
-def learned_parameter_count(graph: Graph) -> int:
-    """Parameters as model zoos and frameworks publish them: every learned tensor (weights, biases,
-    Scale's gamma and beta), BatchNorm's running statistics excluded."""
-    return int(sum(graph.tensors[k].size for n in graph.nodes if n.op != "BatchNorm" for k in n.params.values()))
 
 
 def summary(graph: Graph) -> dict[str, Any]:

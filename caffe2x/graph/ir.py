@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from caffe2x.errors import Caffe2xError
+from caffe2x.graph.numeric import dtype_text
 from caffe2x.graph.registry import Registry
 
 Shape = tuple[int, ...]
@@ -158,7 +159,7 @@ class Graph:
             "blobs": dict(self.blobs),
             "shapes": {k: list(v) for k, v in self.shapes.items()},
             "nodes": [n.to_dict() for n in self.nodes],
-            "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in self.tensors.items()},
+            "tensors": {k: {"shape": list(v.shape), "dtype": dtype_text(v.dtype)} for k, v in self.tensors.items()},
         }
 
     def to_json(self) -> str:

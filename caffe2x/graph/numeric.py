@@ -2,9 +2,25 @@
 precisions and the error measures every caffe2x tolerance is stated in."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from caffe2x.errors import Caffe2xError
+
+
+@functools.cache
+def dtype_name(dtype: np.dtype) -> str:
+    """``dtype.name``, remembered per dtype: numpy builds the name in Python on every access (~2 us),
+    and a safetensors header of ResNet-50's 268 tensors asks 800 times (1.5 ms of a 0.18 s convert)."""
+    return dtype.name
+
+
+@functools.cache
+def dtype_text(dtype: np.dtype) -> str:
+    """``str(dtype)`` (``'float32'``, ``'>f4'`` for a byte-swapped one), remembered per dtype like
+    :func:`dtype_name`: a graph's JSON records it for every tensor."""
+    return str(dtype)
 
 
 def to_bfloat16_bits(x: np.ndarray) -> np.ndarray:

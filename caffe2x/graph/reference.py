@@ -18,7 +18,6 @@ from caffe2x.errors import Caffe2xError, UnsupportedLayerError
 from caffe2x.graph.checks import check_run_size
 from caffe2x.graph.ir import Graph, Node
 from caffe2x.graph.registry import Registry
-from caffe2x.graph.reshape import reshaped
 
 OpFn = Callable[[Node, list[np.ndarray], Graph], list[np.ndarray]]
 #: op -> numpy implementation
@@ -67,6 +66,8 @@ def prepare_run(graph: Graph, x: np.ndarray | Mapping[str, np.ndarray],
     if extra:
         raise Caffe2xError(f"{extra[0]!r} is not an input of the net (inputs: {', '.join(graph.inputs)})")
     if any(a.shape[1:] != tuple(graph.inputs[k][1:]) for k, a in feeds.items()):
+        from caffe2x.graph.reshape import reshaped  # only for another input size: no part of a convert's import
+
         graph = reshaped(graph, {k: a.shape for k, a in feeds.items()})
     batch = max(a.shape[0] for a in feeds.values())
     check_run_size(graph, batch, max_bytes)

@@ -28,7 +28,7 @@ import numpy as np
 from caffe2x.errors import Caffe2xError
 from caffe2x.graph.ir import Graph
 from caffe2x.graph.pages import file_span, mapping, release_map, unwritten
-from caffe2x.graph.numeric import from_bfloat16_bits
+from caffe2x.graph.numeric import dtype_name, from_bfloat16_bits
 
 SUFFIXES = (".safetensors",)
 
@@ -73,18 +73,20 @@ def header(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> tuple[by
     """
     import json
 
-    order = sorted(tensors, key=lambda k: (_TAGS[tensors[k].dtype.name][1], k.encode("utf-8", "surrogatepass")))
-    fields = ['"__metadata__":' + json.dumps(metadata, ensure_ascii=False, separators=(",", ":"))]
+    order = sorted(tensors, key=lambda k: (_TAGS[dtype_name(tensors[k].dtype)][1], k.encode("utf-8", "surrogatepass")))
+    entries: dict[str, dict[str, Any]] = {}
     offset = 0
     for key in order:
         arr = tensors[key]
         end = offset + arr.nbytes
-        fields.append(json.dumps(key, ensure_ascii=False) + ':{"dtype":"' + _TAGS[arr.dtype.name][0]
-                      + '","shape":[' + ",".join(str(int(d)) for d in arr.shape)
-                      + f'],"data_offsets":[{offset},{end}]}}')
+        entries[key] = {"dtype": _TAGS[dtype_name(arr.dtype)][0], "shape": list(arr.shape), "data_offsets": [offset, end]}
         offset = end
+    # two calls of the C encoder rather than one per tensor; the tensors' object spliced in after the metadata
+    compact: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
+    body = json.dumps(entries, **compact)
+    joined = '{"__metadata__":' + json.dumps(metadata, **compact) + ("," + body[1:] if entries else "}")
     try:
-        text = ("{" + ",".join(fields) + "}").encode("utf-8")
+        text = joined.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate (from an untrusted graph's JSON escapes)
         raise Caffe2xError(f"a tensor name or the metadata is not valid Unicode text: {exc.reason}") from None
     text += b" " * (-len(text) % 8)

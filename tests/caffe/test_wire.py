@@ -177,7 +177,7 @@ def test_vgg16_fixture_is_vgg16_in_the_v1_format() -> None:
 
 
 def test_streamed_v1_vgg_file_reads_through_views_identically(tmp_path: Path) -> None:
-    from caffe2x.cli.inspect import caffe_parameter_count
+    from caffe2x.graph.counts import caffe_parameter_count
 
     small = {"stages": ((4,), (8, 8)), "fc": (16, 10), "input_shape": (1, 3, 32, 32)}
     model, text = tmp_path / "vgg.caffemodel", fixtures.vgg_prototxt(**small)

@@ -34,8 +34,11 @@ import sys
 from caffe2x.cli import main
 rc = main(["convert", {str(model)!r}, "--prototxt", {str(deploy)!r}, "--to", "safetensors", "-o", {str(out)!r}, "-q"])
 heavy = sorted(m for m in ("torch", "tensorflow", "keras", "onnx", "onnxruntime") if m in sys.modules)
-# neither the entry-point scan (importlib.metadata: ~40 ms) nor validate's options are part of the wait
-slow = sorted(m for m in ("importlib.metadata", "caffe2x.cli.validate") if m in sys.modules)
+# neither the entry-point scan (importlib.metadata: ~40 ms) nor validate's options are part of the wait,
+# nor what only other inputs need: resizing (reshape), HDF5 weights, seeding a weightless net, --outputs
+slow = sorted(m for m in ("importlib.metadata", "caffe2x.cli.validate", "caffe2x.cli.inspect", "caffe2x.graph.reshape",
+                          "caffe2x.caffe.hdf5weights", "caffe2x.caffe.calibration", "caffe2x.caffe.netcut")
+              if m in sys.modules)
 print(rc, heavy, slow)
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
