@@ -9,7 +9,8 @@ late SIGINT kills the process with no message (seen: exit -2 with a complete out
 - **start** (:func:`hold_from_start`, run by the first line of ``caffe2x/__init__.py``): when this
   process *is* the command (``python -m caffe2x`` or the ``caffe2x`` console script; never a program
   that merely imports caffe2x), SIGINT and SIGTERM are only remembered until ``main`` takes over, which
-  then exits 130/143 with its one line;
+  then exits 130/143 with its one line; and the cyclic garbage collector is paused until the
+  subcommand starts (:func:`collect_from_now` freezes what the imports built, then collects as usual);
 - **work**: ``main`` makes them raise KeyboardInterrupt / :class:`~caffe2x.fileio.Terminated`, so
   ``atomic_output`` removes its temporary file on the way out;
 - **end** (:func:`ignore_from_now`): once the outcome is decided, the command ignores both signals
@@ -32,6 +33,8 @@ from types import FrameType
 received: int | None = None
 #: whether this process is the caffe2x command (set once by :func:`hold_from_start`)
 is_command = False
+#: whether :func:`hold_from_start` paused the cyclic garbage collector (resumed by :func:`collect_from_now`)
+paused_at_start = False
 #: whether caffe2x owns this process: the command, or a child process of ``caffe2x validate``
 #: (:mod:`caffe2x.validation.isolated`). Only then may caffe2x keep a framework's import from pulling in
 #: optional packages for features it never uses (:func:`caffe2x.targets.keras.quiet.without_unused_extras`);
@@ -70,16 +73,33 @@ def default_disposition(sig: int) -> bool:
 
 def hold_from_start() -> None:
     """In the command's own process: remember SIGINT/SIGTERM until ``main`` takes over."""
-    global is_command, owns_process
+    global is_command, owns_process, paused_at_start
     if is_command or not started_as_command():
         return
     is_command = owns_process = True
+    if gc.isenabled():
+        # numpy, caffe2x and argparse build ~70,000 objects that live until the exit; collecting them
+        # while they are built frees nothing (see collect_from_now)
+        gc.disable()
+        paused_at_start = True
     for sig in SIGNALS:
         if default_disposition(sig):
             try:
                 signal.signal(sig, remember)
             except (ValueError, OSError):  # pragma: no cover - not the main thread
                 pass
+
+
+def collect_from_now() -> None:
+    """The command's start-up imports are done (``main`` calls this before the subcommand runs): freeze
+    what they built (:func:`gc.freeze`: every later collection, the exit's included, skips it) and
+    resume the collector :func:`hold_from_start` paused. The paused imports saved 2-4 ms of a 0.18 s
+    ``convert --to safetensors`` (its 70-odd young collections, and no full one walking numpy's objects)."""
+    global paused_at_start
+    if paused_at_start:
+        paused_at_start = False
+        gc.freeze()
+        gc.enable()
 
 
 def ignore_from_now() -> None:

@@ -220,6 +220,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
     """Parse and run the subcommand: its exit code and the error line to print (None: nothing)."""
+    from caffe2x import _command
+
     global _quick_exit
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
@@ -232,6 +234,7 @@ def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
                 warnings.showwarning = _show_warning
             module = subcommand(args.command)
             _quick_exit = bool(getattr(module, "QUICK_EXIT", False))
+            _command.collect_from_now()
             return module.run(args), None
     except SystemExit as exc:  # argparse: --help, --version, a usage error (it printed its own lines)
         if isinstance(exc.code, str):
