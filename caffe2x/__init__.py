@@ -26,7 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from caffe2x._version import __version__
+from caffe2x._command import numpy_imported as _numpy_imported
+
+_numpy_imported()
+
+from caffe2x._version import __version__  # noqa: E402
 from caffe2x.errors import Caffe2xError, UnsupportedLayerError
 from caffe2x.graph.registry import Registry as _Registry
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from caffe2x import _command
 from caffe2x.errors import Caffe2xError, UnsupportedLayerError
 from caffe2x.graph.checks import check_run_size
 from caffe2x.graph.ir import Graph, Node
@@ -83,6 +84,7 @@ BLAS_THREADS: int | None = int(os.environ["CAFFE2X_BLAS_THREADS"]) if os.environ
 
 
 def _blas_limit() -> contextlib.AbstractContextManager[object]:
+    _command.full_blas()  # the caffe2x command imported numpy with one BLAS thread
     if BLAS_THREADS is None:
         return contextlib.nullcontext()
     try:
