@@ -88,9 +88,12 @@ def load() -> str:
     return " ".join(f"{v:.1f}" for v in os.getloadavg())
 
 
-def alternate(cases: dict[str, list[str]], rounds: int, scratch: Path) -> dict[str, tuple[float, float]]:
-    """Median (wall s, peak RSS MiB) per case, the cases run in turn each round after a warm-up."""
-    samples: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
+def alternate(cases: dict[str, list[str]], rounds: int, scratch: Path,
+              samples: dict[str, list[tuple[float, float]]] | None = None) -> dict[str, tuple[float, float]]:
+    """Median (wall s, peak RSS MiB) per case, the cases run in turn each round after a warm-up;
+    ``samples`` (when given) gets every round's figures, in order, for paired ratios."""
+    samples = {} if samples is None else samples
+    samples.update({k: [] for k in cases})
     for cmd in cases.values():
         measure(cmd)
     for _ in range(rounds):
@@ -102,10 +105,20 @@ def alternate(cases: dict[str, list[str]], rounds: int, scratch: Path) -> dict[s
     return {k: (statistics.median(w for w, _ in v), statistics.median(m for _, m in v)) for k, v in samples.items()}
 
 
+def paired(samples: dict[str, list[tuple[float, float]]], case: str, floor: str) -> str:
+    """The ratio of each round's case to the floor run just after it: its quartiles, which say how far
+    the floor's own noise moves the ratio of medians (the floor varies far more than caffe2x does)."""
+    ratios = sorted(c[0] / f[0] for c, f in zip(samples[case], samples[floor]))
+    if len(ratios) < 4:
+        return f"per round {ratios[0]:.2f}-{ratios[-1]:.2f}"
+    q1, _, q3 = statistics.quantiles(ratios, n=4)
+    return f"per round: quartiles {q1:.2f}-{q3:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f}"
+
+
 def show(row: str, med: dict[str, tuple[float, float]], before: str, verdict: str) -> None:
     print(f"\n[{row}] load {before} -> {load()}")
     for case, (wall, rss) in med.items():
-        print(f"  {case:<34} {wall:7.2f} s {rss:8.0f} MiB")
+        print(f"  {case:<34} {wall:7.3f} s {rss:8.0f} MiB")
     print(f"  => {verdict}")
 
 
@@ -137,12 +150,14 @@ def main() -> None:
                 m, d = ensure_model(name, directory)
                 size = m.stat().st_size / 2**20
                 before = load()
+                rounds: dict[str, list[tuple[float, float]]] = {}
                 med = alternate({"caffe2x -> safetensors": convert_cmd(m, d, scratch / "c.safetensors", "safetensors"),
                                  "plain -> save_file (floor)": [PY, "-c", PLAIN, str(m), str(scratch / "p.safetensors"),
-                                                                "safetensors", PB2]}, opts.rounds, scratch)
+                                                                "safetensors", PB2]}, opts.rounds, scratch, rounds)
                 (cw, cr), (pw, _) = med.values()
                 show(f"safetensors {name} {size:.0f} MiB", med, before,
-                     f"wall {cw / pw:.2f} x the plain script [<= 0.6], peak RSS {cr / size:.2f} x the file [<= 1.3]")
+                     f"wall {cw / pw:.2f} x the plain script [<= 0.6] ({paired(rounds, *med)}), "
+                     f"peak RSS {cr / size:.2f} x the file [<= 1.3]")
         if "torch" in rows:
             before = load()
             med = alternate({"caffe2x -> torch": convert_cmd(model, deploy, scratch / "c.pt", "torch"),
