@@ -93,7 +93,7 @@ def hold_from_start() -> None:
         os.environ["OPENBLAS_NUM_THREADS"] = "1"
         _blas_variable_set = blas_held = True
     if gc.isenabled():
-        # numpy, caffe2x and argparse build ~70,000 objects that live until the exit; collecting them
+        # numpy, caffe2x and argparse build ~30,000 objects that live until the exit; collecting them
         # while they are built frees nothing (see collect_from_now)
         gc.disable()
         paused_at_start = True
