@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
+from caffe2x import _command
 from caffe2x.cli.args import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED
 from caffe2x.errors import Caffe2xError, cli_message
 
@@ -104,7 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     Once the outcome is decided no signal raises any more, so the line is printed once and, in the
     command's own process, a late Ctrl-C cannot kill the interpreter while it finalises.
     """
-    from caffe2x import _command
     from caffe2x.cli.signals import Phases
     from caffe2x.fileio import COMMITTED, Terminated
 
@@ -220,8 +220,6 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 def _outcome(argv: Sequence[str] | None) -> tuple[int, str | None]:
     """Parse and run the subcommand: its exit code and the error line to print (None: nothing)."""
-    from caffe2x import _command
-
     global _quick_exit
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
